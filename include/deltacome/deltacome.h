@@ -229,9 +229,9 @@ DC_API void dc_context_options_init(dc_context_options* opts);
  *  @param[out] out owned by the caller; free with dc_context_destroy().
  *  @return DC_OK, DC_ERR_NOT_FOUND (backend not built/no device), DC_ERR_BACKEND. */
 DC_API dc_status dc_context_create(dc_context** out, const dc_context_options* opts);
-/*! dc_context_destroy() : frees the context. Every delta, batch and pool created on it must be
- *  freed first (deltas still alive are freed here, and their handles become invalid). Accepts
- *  NULL. On GPU backends, waits for the device to finish work that uses the context's memory. */
+/*! dc_context_destroy() : releases the caller's reference to the context. Accepts NULL. Deltas and
+ *  batches created on it hold their own reference, so they stay valid and may be freed afterwards;
+ *  the device state is released when the last of them is freed. */
 DC_API void dc_context_destroy(dc_context* ctx);
 /*! dc_context_backend() : @return the backend the context runs on (AUTO resolved). */
 DC_API dc_backend dc_context_backend(const dc_context* ctx);
@@ -361,7 +361,9 @@ DC_API void dc_delta_batch_free(dc_delta_batch* batch);
 
 /*! dc_apply_delta_linear_batched() : for every row i < p->m, y[i] += x[i]·ΔW_{slot[i]}ᵀ, where
  *  `row_slot` (m int32 values, in the backend's memory space: device memory on GPU) gives each row's
- *  slot in `batch`, or -1 for no delta. One kernel launch per phase whatever the number of slots;
+ *  slot in `batch`, or -1 for no delta (CPU: other values are refused with DC_ERR_INVALID_ARGUMENT;
+ *  GPU: they cannot be checked without a sync and are treated as -1). One kernel launch per phase
+ *  whatever the number of slots;
  *  no host synchronisation, no allocation: CUDA-graph capturable. DC_APPLY_INCLUDE_BASE is
  *  honoured (base_weight shared by all rows). */
 DC_API dc_status dc_apply_delta_linear_batched(const dc_delta_batch* batch, const int32_t* row_slot,
