@@ -192,8 +192,9 @@ CompressSummary compress_model(const CompressConfig& cfg, const ProgressFn& prog
           o.hessian = h.empty() ? nullptr : h.data();
           t = compress_lowrank(j.ft->name, delta.data(), rows, cols, o);
         } else {
-          // Norms, biases, embeddings, and layers too small for a rank-1 budget: exact fp32 delta.
-          t = make_dense(j.ft->name, delta.data(), rows, cols, DC_DTYPE_F32);
+          // Norms, biases, embeddings, and layers too small for a rank-1 budget: the delta stored
+          // dense in the base's dtype (zstd then squeezes unchanged rows, e.g. unused token embeddings).
+          t = make_dense(j.ft->name, delta.data(), rows, cols, dtype_of(*j.base));
         }
         TensorReport r;
         r.name = t.name;

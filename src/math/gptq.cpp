@@ -54,24 +54,7 @@ GptqHessian prepare_gptq_hessian(const double* h, uint64_t len, double damp,
            (unsigned long long)len);
   DC_CHECK(std::isfinite(damp) && damp >= 0, DC_ERR_INVALID_ARGUMENT,
            "quantize_gptq: damping %g must be finite and >= 0", damp);
-  DC_CHECK(perm.empty() || perm.size() == len, DC_ERR_INVALID_ARGUMENT,
-           "quantize_gptq: permutation has %zu entries, the rows have %llu", perm.size(),
-           (unsigned long long)len);
-  GptqHessian g;
-  g.len = len;
-  g.order.resize(len);
-  if (perm.empty()) {
-    std::iota(g.order.begin(), g.order.end(), 0u);
-  } else {
-    std::vector<char> seen(len, 0);
-    for (uint64_t p = 0; p < len; ++p) {
-      DC_CHECK(perm[p] < len && !seen[perm[p]], DC_ERR_INVALID_ARGUMENT,
-               "quantize_gptq: permutation entry %llu (%u) is out of range or repeated",
-               (unsigned long long)p, perm[p]);
-      seen[perm[p]] = 1;
-      g.order[p] = perm[p];
-    }
-  }
+  GptqHessian g = prepare_gptq_order(len, perm);
   const uint64_t hn = checked_mul(len, len, "quantize_gptq: Hessian");
   for (uint64_t i = 0; i < hn; ++i)
     DC_CHECK(std::isfinite(h[i]), DC_ERR_INVALID_ARGUMENT, "quantize_gptq: Hessian element %llu is not finite",
@@ -152,7 +135,7 @@ QuantizedRows quantize_gptq_prepared(const float* w, uint64_t nrows, const GptqH
       const float x = w[i * len + order[p]];
       DC_CHECK(std::isfinite(x), DC_ERR_INVALID_ARGUMENT, "quantize_gptq: element (%llu, %u) is not finite",
                (unsigned long long)i, order[p]);
-      W[i * len + p] = (p < hs.dead.size() && hs.dead[p]) ? 0.0 : x;
+      W[i * len + p] = (bits != 16 && !hs.dead.empty() && hs.dead[p]) ? 0.0 : x;
     }
 
   QuantizedRows r = empty_rows(nrows, len, bits, group_size);

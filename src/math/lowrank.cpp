@@ -11,6 +11,7 @@
 #include "common/error.h"
 #include "math/lowrank.h"
 #include "math/quantize.h"
+#include "math/quantize_internal.h"
 #include "math/svd.h"
 
 namespace dc {
@@ -38,14 +39,6 @@ void check_bands(const std::string& name, const std::vector<BandDesc>& bands, ui
            "%s: bands hold rank %llu but a %llu x %llu matrix has at most rank %llu", name.c_str(),
            (unsigned long long)next, (unsigned long long)rows, (unsigned long long)cols,
            (unsigned long long)std::min(rows, cols));
-}
-
-QuantizedRows quantize_part(const float* w, uint64_t nrows, uint64_t len, const BandDesc& d,
-                            const LowRankOptions& opts, const double* h,
-                            const std::vector<uint32_t>& perm) {
-  if (opts.quantizer == Quantizer::Gptq && h != nullptr)
-    return quantize_gptq(w, nrows, len, h, d.bits, d.group_size, opts.damp, perm);
-  return quantize_rtn(w, nrows, len, d.bits, d.group_size);
 }
 
 }  // namespace
@@ -87,6 +80,10 @@ PackedTensor compress_lowrank(const std::string& name, const float* delta, uint6
   // One act-order permutation for every V band: the format has a single in_perm per tensor.
   if (gptq && H != nullptr && opts.act_order) t.in_perm = act_order_permutation(H, cols);
   const std::vector<uint32_t>& perm = t.in_perm;
+  // H is factored once for all V bands (the same order and damping for each).
+  GptqHessian v_hessian;
+  const bool v_gptq = gptq && H != nullptr;
+  if (v_gptq) v_hessian = prepare_gptq_hessian(H, cols, opts.damp, perm);
 
   std::vector<float> ub;          // rows × r_b: the band's U columns as rows of length r_b
   std::vector<double> vhat, tmp, hu;
@@ -97,7 +94,9 @@ PackedTensor compress_lowrank(const std::string& name, const float* delta, uint6
     if (d.bits == 16) pb.desc.group_size = 0;
 
     // V part: rb rows of Vᵀ, each of length cols (stored in permuted order when act-order is on).
-    QuantizedRows vq = quantize_part(&svd->vt[r0 * cols], rb, cols, d, opts, H, perm);
+    // GPTQ without a Hessian would be GPTQ with H = I: exactly RTN (no error feedback), so use RTN.
+    QuantizedRows vq = v_gptq ? quantize_gptq_prepared(&svd->vt[r0 * cols], rb, v_hessian, d.bits, d.group_size)
+                              : quantize_rtn(&svd->vt[r0 * cols], rb, cols, d.bits, d.group_size);
     pb.v_codes = std::move(vq.codes);
     pb.v_qparams = std::move(vq.qparams);
 

@@ -88,7 +88,7 @@ inline void packed_row_dot(const uint32_t* codes, const dc_qparam* qp, uint64_t 
       for (unsigned i = 0; i < mt; ++i) {
         float xs = 0.f;
         for (uint64_t b = b0; b < b1; ++b) xs += bsum[i * bstride + b];
-        out[i] += scale * (lane_sum(lane[i]) - zero * xs * 0.999f);
+        out[i] += scale * (lane_sum(lane[i]) - zero * xs);
       }
     } else {
       for (unsigned i = 0; i < mt; ++i) out[i] += lane_sum(lane[i]);
