@@ -23,13 +23,13 @@
 namespace fmt_test {
 
 // Runs `fn` and expects a dc::Error with `status`.
-#define EXPECT_DC_STATUS(expr, status)                                                              \
+#define EXPECT_DC_STATUS(expr, want_status_)                                                              \
   do {                                                                                              \
     try {                                                                                           \
       (void)(expr);                                                                                 \
-      ADD_FAILURE() << "expected " #status " from " #expr ", got success";                          \
+      ADD_FAILURE() << "expected " #want_status_ " from " #expr ", got success";                          \
     } catch (const dc::Error& e_) {                                                                 \
-      EXPECT_EQ(e_.status(), status) << "message: " << e_.what();                                   \
+      EXPECT_EQ(e_.status(), want_status_) << "message: " << e_.what();                                   \
     }                                                                                               \
   } while (0)
 

@@ -1,0 +1,3 @@
+module github.com/deltacome/deltacome-go
+
+go 1.19
