@@ -1,0 +1,5 @@
+package deltacome
+
+import "runtime"
+
+func runtime_GC() { runtime.GC() }
