@@ -2,6 +2,8 @@
 // in registers, fp32 accumulation. Phase 1 streams V̂ (one group per singular vector), phase 2
 // streams Û (one group per output row), optionally fused with the base GEMV. Every kernel is one
 // launch whatever the number of bands: the band width is a uniform switch per row.
+#include <algorithm>
+
 #include "apply_kernels.cuh"
 #include "row_dot.cuh"
 
@@ -231,24 +233,27 @@ bool aligned16(const void* p, uint64_t ld, size_t es) {
 }
 size_t dtype_size(int dt) { return dt == DC_DTYPE_F32 ? 4 : 2; }
 
-// Calls f.template operator()<G, MT, XT>() for the runtime group / tile / dtype.
-template <class F>
-cudaError_t dispatch(int group, int mt, int xdt, F&& f) {
-  auto by_x = [&](auto g, auto t) {
-    constexpr int G = decltype(g)::value, MT = decltype(t)::value;
-    if (xdt == DC_DTYPE_F16) f.template operator()<G, MT, F16>();
-    else if (xdt == DC_DTYPE_BF16) f.template operator()<G, MT, BF16>();
-    else f.template operator()<G, MT, F32>();
-  };
-  auto by_mt = [&](auto g) {
-    if (mt == 1) by_x(g, std::integral_constant<int, 1>{});
-    else if (mt == 4) by_x(g, std::integral_constant<int, 4>{});
-    else by_x(g, std::integral_constant<int, 8>{});
-  };
-  if (group == 64) by_mt(std::integral_constant<int, 64>{});
-  else by_mt(std::integral_constant<int, 32>{});
-  return cudaGetLastError();
-}
+// Runs BODY with constexpr G (group), MT (token tile) and type XT chosen from runtime values.
+#define DC_WITH_X(xdt, ...)                                                  \
+  do {                                                                       \
+    if ((xdt) == DC_DTYPE_F16) { using XT = F16; __VA_ARGS__; }              \
+    else if ((xdt) == DC_DTYPE_BF16) { using XT = BF16; __VA_ARGS__; }       \
+    else { using XT = F32; __VA_ARGS__; }                                    \
+  } while (0)
+#define DC_WITH_MT(mt, ...)                                                  \
+  do {                                                                       \
+    if ((mt) == 1) { constexpr int MT = 1; __VA_ARGS__; }                    \
+    else if ((mt) == 4) { constexpr int MT = 4; __VA_ARGS__; }               \
+    else { constexpr int MT = 8; __VA_ARGS__; }                              \
+  } while (0)
+#define DC_WITH_G(group, ...)                                                \
+  do {                                                                       \
+    if ((group) == 64) { constexpr int G = 64; __VA_ARGS__; }                \
+    else { constexpr int G = 32; __VA_ARGS__; }                              \
+  } while (0)
+#define DC_DISPATCH(group, mt, xdt, ...) \
+  DC_WITH_G(group, DC_WITH_MT(mt, DC_WITH_X(xdt, __VA_ARGS__)))
+#define DC_DISPATCH_G_X(group, xdt, ...) DC_WITH_G(group, DC_WITH_X(xdt, __VA_ARGS__))
 
 }  // namespace
 
@@ -256,10 +261,9 @@ cudaError_t launch_phase1(const LaunchCfg& c, const DeltaDesc& d, const void* x,
                           float* t, uint64_t ldt, float scale) {
   const int mt = pick_mt(m);
   const dim3 grid(row_blocks(d.rank, c.group), (unsigned)((m + mt - 1) / mt));
-  return dispatch(c.group, mt, xdt, [&]<int G, int MT, class XT>() {
-    phase1_kernel<G, MT, XT><<<grid, kThreads, 0, c.stream>>>(d, static_cast<const typename XT::T*>(x), ldx, m, t,
-                                                              ldt, scale);
-  });
+  DC_DISPATCH(c.group, mt, xdt, phase1_kernel<G, MT, XT><<<grid, kThreads, 0, c.stream>>>(d, static_cast<const typename XT::T*>(x), ldx, m, t,
+                                                              ldt, scale););
+  return cudaGetLastError();
 }
 
 cudaError_t launch_phase2(const LaunchCfg& c, const DeltaDesc& d, const float* t, uint64_t ldt, uint64_t m, void* y,
@@ -268,10 +272,9 @@ cudaError_t launch_phase2(const LaunchCfg& c, const DeltaDesc& d, const float* t
   const int mt = pick_mt(m);
   const dim3 grid(row_blocks(d.rows, c.group), (unsigned)((m + mt - 1) / mt));
   const bool wvec = W != nullptr && aligned16(W, ldw, dtype_size(wdt)) && aligned16(x, ldx, dtype_size(xdt));
-  return dispatch(c.group, mt, xdt, [&]<int G, int MT, class XT>() {
-    phase2_kernel<G, MT, XT><<<grid, kThreads, 0, c.stream>>>(d, t, ldt, m, y, ydt, ldy, W, wdt, ldw, wvec,
-                                                              static_cast<const typename XT::T*>(x), ldx);
-  });
+  DC_DISPATCH(c.group, mt, xdt, phase2_kernel<G, MT, XT><<<grid, kThreads, 0, c.stream>>>(d, t, ldt, m, y, ydt, ldy, W, wdt, ldw, wvec,
+                                                              static_cast<const typename XT::T*>(x), ldx););
+  return cudaGetLastError();
 }
 
 cudaError_t launch_gemv(const LaunchCfg& c, const void* W, int wdt, uint64_t ldw, uint64_t rows, uint64_t cols,
@@ -280,21 +283,19 @@ cudaError_t launch_gemv(const LaunchCfg& c, const void* W, int wdt, uint64_t ldw
   const int mt = pick_mt(m);
   const dim3 grid(row_blocks(rows, c.group), (unsigned)((m + mt - 1) / mt));
   const bool wvec = aligned16(W, ldw, dtype_size(wdt)) && aligned16(x, ldx, dtype_size(xdt));
-  return dispatch(c.group, mt, xdt, [&]<int G, int MT, class XT>() {
-    gemv_kernel<G, MT, XT><<<grid, kThreads, 0, c.stream>>>(W, wdt, ldw, wvec, rows, cols,
+  DC_DISPATCH(c.group, mt, xdt, gemv_kernel<G, MT, XT><<<grid, kThreads, 0, c.stream>>>(W, wdt, ldw, wvec, rows, cols,
                                                             static_cast<const typename XT::T*>(x), ldx, m, y, ydt, ldy,
-                                                            alpha, accumulate);
-  });
+                                                            alpha, accumulate););
+  return cudaGetLastError();
 }
 
 cudaError_t launch_bitdelta(const LaunchCfg& c, const DeltaDesc& d, const void* x, int xdt, uint64_t ldx, uint64_t m,
                             void* y, int ydt, uint64_t ldy, float scale) {
   const int mt = pick_mt(m);
   const dim3 grid(row_blocks(d.rows, c.group), (unsigned)((m + mt - 1) / mt));
-  return dispatch(c.group, mt, xdt, [&]<int G, int MT, class XT>() {
-    bitdelta_kernel<G, MT, XT><<<grid, kThreads, 0, c.stream>>>(d, static_cast<const typename XT::T*>(x), ldx, m, y,
-                                                                ydt, ldy, scale);
-  });
+  DC_DISPATCH(c.group, mt, xdt, bitdelta_kernel<G, MT, XT><<<grid, kThreads, 0, c.stream>>>(d, static_cast<const typename XT::T*>(x), ldx, m, y,
+                                                                ydt, ldy, scale););
+  return cudaGetLastError();
 }
 
 cudaError_t launch_bias(const LaunchCfg& c, const DeltaDesc& d, uint64_t m, void* y, int ydt, uint64_t ldy,
@@ -310,22 +311,20 @@ cudaError_t launch_batched_phase1(const LaunchCfg& c, const DeltaDesc* table, ui
                                   uint64_t ldx, float* t, uint64_t ldt, float scale) {
   if (max_rank == 0) return cudaSuccess;
   const dim3 grid(row_blocks(max_rank, c.group), (unsigned)m);
-  return dispatch(c.group, 1, xdt, [&]<int G, int MT, class XT>() {
-    batched_phase1_kernel<G, XT><<<grid, kThreads, 0, c.stream>>>(table, count, row_slot, row0,
+  DC_DISPATCH_G_X(c.group, xdt, batched_phase1_kernel<G, XT><<<grid, kThreads, 0, c.stream>>>(table, count, row_slot, row0,
                                                                   static_cast<const typename XT::T*>(x), ldx, t, ldt,
-                                                                  scale);
-  });
+                                                                  scale););
+  return cudaGetLastError();
 }
 
 cudaError_t launch_batched_phase2(const LaunchCfg& c, const DeltaDesc* table, uint32_t count, uint64_t rows,
                                   const int32_t* row_slot, uint64_t row0, uint64_t m, const float* t, uint64_t ldt,
                                   const void* x, int xdt, uint64_t ldx, void* y, int ydt, uint64_t ldy, float scale) {
   const dim3 grid(row_blocks(rows, c.group), (unsigned)m);
-  return dispatch(c.group, 1, xdt, [&]<int G, int MT, class XT>() {
-    batched_phase2_kernel<G, XT><<<grid, kThreads, 0, c.stream>>>(table, count, rows, row_slot, row0, t, ldt,
+  DC_DISPATCH_G_X(c.group, xdt, batched_phase2_kernel<G, XT><<<grid, kThreads, 0, c.stream>>>(table, count, rows, row_slot, row0, t, ldt,
                                                                   static_cast<const typename XT::T*>(x), ldx, y, ydt,
-                                                                  ldy, scale);
-  });
+                                                                  ldy, scale););
+  return cudaGetLastError();
 }
 
 }  // namespace dcg

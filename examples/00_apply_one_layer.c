@@ -34,6 +34,7 @@ int main(int argc, char** argv) {
     return 1;
   }
 
+  /* snippet-begin */
   dc_container* container = NULL;
   dc_status st = dc_container_open(&container, argv[1], NULL);
   if (st != DC_OK) return fail("dc_container_open", st);
@@ -103,6 +104,7 @@ int main(int argc, char** argv) {
     fail("dc_apply_delta_linear", st);
     goto done;
   }
+  /* snippet-end */
 
   /* Reference: ΔŴ densely (merge into zeros), then x · ΔŴᵀ in float64. */
   st = dc_merge_delta(delta, dw, DC_DTYPE_F32, 0, 1.0f, NULL);

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // Same tolerances as the Rust tests: compression error of ΔŴ against fine-tuned − base
@@ -385,8 +386,16 @@ func TestFinalizersAreBackstops(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for i := 0; i < 3; i++ {
+	queued := 0
+	for i := 0; i < 100 && queued == 0; i++ { // finalizers run asynchronously after a GC
 		runtime_GC()
+		time.Sleep(10 * time.Millisecond)
+		ctx.mu.Lock()
+		queued = len(ctx.pendingDeltas)
+		ctx.mu.Unlock()
+	}
+	if queued == 0 {
+		t.Fatal("no finalizer queued its delta")
 	}
 	if _, err := ctx.LoadIndex(c, 0, nil); err != nil { // drains the queue
 		t.Fatal(err)

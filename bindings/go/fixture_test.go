@@ -24,6 +24,7 @@ func TestMain(m *testing.M) {
 			panic(err)
 		}
 		fixtureDir = tmp
+		os.Setenv("DELTACOME_FIXTURES", tmp) // for Example (package deltacome_test)
 		cli := os.Getenv("DELTACOME_CLI")
 		if cli == "" && os.Getenv("DELTACOME_DIR") != "" {
 			cli = filepath.Join(os.Getenv("DELTACOME_DIR"), "bin", "deltacome")

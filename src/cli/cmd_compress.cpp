@@ -37,8 +37,9 @@ int cmd_compress(int argc, char** argv) {
   DC_CHECK(q == "gptq" || q == "rtn", DC_ERR_INVALID_ARGUMENT, "--quantizer must be gptq or rtn");
   c.quantizer = q == "gptq" ? Quantizer::Gptq : Quantizer::Rtn;
   const std::string alloc = a.get("allocate", "fixed");
-  DC_CHECK(alloc == "fixed" || alloc == "optimal", DC_ERR_INVALID_ARGUMENT, "--allocate must be fixed or optimal");
-  c.allocate_optimal = alloc == "optimal";
+  DC_CHECK(alloc == "fixed" || alloc == "optimal" || alloc == "global", DC_ERR_INVALID_ARGUMENT,
+           "--allocate must be fixed, optimal (per layer) or global (one budget across layers)");
+  c.allocation = alloc == "fixed" ? Allocation::Fixed : alloc == "optimal" ? Allocation::Layer : Allocation::Global;
   c.calib_path = a.get("calib");
   c.act_order = a.has("act-order");
   c.lowrank_embeddings = a.has("lowrank-embeddings");

@@ -14,7 +14,7 @@ const char* kUsage =
     "\n"
     "commands:\n"
     "  compress  --base B --finetuned F -o OUT.dcz [--scheme deltacome|bitdelta|lowrank|single]\n"
-    "            [--alpha 0.0625] [--bits K] [--group-size 128] [--quantizer gptq|rtn] [--allocate fixed|optimal]\n"
+    "            [--alpha 0.0625] [--bits K] [--group-size 128] [--quantizer gptq|rtn] [--allocate fixed|optimal|global]\n"
     "            [--calib H.safetensors] [--act-order] [--lowrank-embeddings] [--name NAME] [--base-name NAME]\n"
     "            [--threads N] [--zstd-level L] [--quiet]\n"
     "            B and F are .safetensors files, model.safetensors.index.json files, or directories.\n"

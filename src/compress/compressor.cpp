@@ -1,6 +1,7 @@
 #include "compress/compressor.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -16,6 +17,7 @@
 #include "compress/delta_error.h"
 #include "format/container.h"
 #include "format/safetensors.h"
+#include "math/allocate.h"
 #include "math/svd.h"
 
 namespace dc {
@@ -48,12 +50,13 @@ bool is_linear_weight(const std::string& name, const std::vector<uint64_t>& shap
 
 std::vector<BandDesc> scheme_bands(Scheme scheme, uint64_t rows, uint64_t cols, const BandRecipe& recipe,
                                    uint32_t single_bits) {
-  if (scheme == Scheme::DeltaCoMe) return bands_for_shape(rows, cols, recipe);
-  const uint32_t bits = scheme == Scheme::LowRank ? 16 : single_bits;
-  const double budget = budget_bit_ranks(rows, cols, recipe.alpha);
-  const uint64_t r = std::min<uint64_t>(std::min(rows, cols), (uint64_t)std::floor(budget / bits + 1e-9));
-  if (r == 0) return {};
-  return {BandDesc{bits, 0, (uint32_t)r, bits == 16 ? 0u : recipe.group_size}};
+  switch (scheme) {
+    case Scheme::DeltaCoMe: return bands_for_shape(rows, cols, recipe);
+    case Scheme::LowRank: return lowrank_fp16_bands(rows, cols, recipe.alpha);
+    case Scheme::Single: return single_precision_bands(rows, cols, recipe.alpha, single_bits, recipe.group_size);
+    case Scheme::BitDelta: return {};
+  }
+  return {};
 }
 
 namespace {
@@ -93,6 +96,19 @@ std::vector<double> load_hessian(const SafetensorsModel* calib, const std::strin
   std::vector<double> out(cols * cols);
   for (uint64_t i = 0; i < out.size(); ++i) out[i] = h->get(i);
   return out;
+}
+
+// Most singular vectors any allocation can keep: every one at the narrowest width.
+uint64_t max_useful_rank(uint64_t rows, uint64_t cols, double alpha) {
+  return std::min<uint64_t>(std::min(rows, cols), (uint64_t)(budget_bit_ranks(rows, cols, alpha) / 2) + 1);
+}
+
+AllocOptions alloc_options(const CompressConfig& cfg) {
+  AllocOptions a;
+  a.group_size = cfg.recipe.group_size;
+  a.quantizer = cfg.quantizer;
+  a.act_order = cfg.act_order;
+  return a;
 }
 
 }  // namespace
@@ -136,7 +152,7 @@ CompressSummary compress_model(const CompressConfig& cfg, const ProgressFn& prog
       {"alpha", cfg.recipe.alpha},
       {"group_size", cfg.recipe.group_size},
       {"quantizer", cfg.quantizer == Quantizer::Gptq ? "gptq" : "rtn"},
-      {"allocate", cfg.allocate_optimal ? "optimal" : "fixed"},
+      {"allocate", cfg.allocation == Allocation::Fixed ? "fixed" : cfg.allocation == Allocation::Layer ? "optimal" : "global"},
       {"act_order", cfg.act_order},
       {"calibration", cfg.calib_path.empty() ? nlohmann::json(nullptr) : nlohmann::json(cfg.calib_path)},
       {"lowrank_embeddings", cfg.lowrank_embeddings}};
@@ -161,6 +177,28 @@ CompressSummary compress_model(const CompressConfig& cfg, const ProgressFn& prog
   size_t finished = 0;
   const unsigned nthreads =
       std::max(1u, std::min<unsigned>(cfg.threads ? cfg.threads : std::thread::hardware_concurrency(), 64u));
+
+  // --allocate global: one budget for all linear layers. A first pass models every layer's vectors
+  // (SVD + probes; only the K×5 error table is kept), then one greedy allocation spans them all.
+  std::vector<std::vector<BandDesc>> global_bands(jobs.size());
+  if (cfg.allocation == Allocation::Global && cfg.scheme == Scheme::DeltaCoMe) {
+    std::vector<VectorErrorModel> models;
+    std::vector<size_t> owner;
+    double total_bits = 0;
+    for (size_t i = 0; i < jobs.size(); ++i) {
+      if (!jobs[i].linear) continue;
+      const uint64_t rows = jobs[i].ft->shape[0], cols = jobs[i].ft->shape[1];
+      const std::vector<float> delta = delta_of(*jobs[i].base, *jobs[i].ft);
+      const std::vector<double> h = load_hessian(calib.get(), jobs[i].ft->name, cols);
+      const Svd svd = svd_topk(delta.data(), rows, cols, max_useful_rank(rows, cols, cfg.recipe.alpha));
+      models.push_back(model_vector_errors(jobs[i].ft->name, svd, h.empty() ? nullptr : h.data(), 0, alloc_options(cfg)));
+      owner.push_back(i);
+      total_bits += cfg.recipe.alpha * 16.0 * (double)rows * (double)cols;
+      if (!cfg.quiet) std::fprintf(stderr, "[alloc %zu] modelled %s\n", models.size(), jobs[i].ft->name.c_str());
+    }
+    const auto bands = allocate_global(models, total_bits, cfg.recipe.group_size);
+    for (size_t k = 0; k < owner.size(); ++k) global_bands[owner[k]] = bands[k];
+  }
 
   auto work = [&] {
     for (;;) {
@@ -190,7 +228,20 @@ CompressSummary compress_model(const CompressConfig& cfg, const ProgressFn& prog
           o.base_dtype = dtype_of(*j.base);
           std::vector<double> h = load_hessian(calib.get(), j.ft->name, cols);
           o.hessian = h.empty() ? nullptr : h.data();
-          t = compress_lowrank(j.ft->name, delta.data(), rows, cols, o);
+          if (cfg.allocation != Allocation::Fixed && cfg.scheme == Scheme::DeltaCoMe) {
+            // Bits per singular vector chosen from the predicted output error (math/allocate.h).
+            const Svd svd = svd_topk(delta.data(), rows, cols, max_useful_rank(rows, cols, cfg.recipe.alpha));
+            if (cfg.allocation == Allocation::Global) {
+              o.bands = global_bands[i];
+            } else {
+              const VectorErrorModel model = model_vector_errors(j.ft->name, svd, o.hessian, 0, alloc_options(cfg));
+              o.bands = allocate_layer(model, budget_bit_ranks(rows, cols, cfg.recipe.alpha), cfg.recipe.group_size);
+            }
+            t = o.bands.empty() ? make_dense(j.ft->name, delta.data(), rows, cols, dtype_of(*j.base))
+                                : compress_lowrank(j.ft->name, delta.data(), rows, cols, o, &svd);
+          } else {
+            t = compress_lowrank(j.ft->name, delta.data(), rows, cols, o);
+          }
         } else {
           // Norms, biases, embeddings, and layers too small for a rank-1 budget: the delta stored
           // dense in the base's dtype (zstd then squeezes unchanged rows, e.g. unused token embeddings).

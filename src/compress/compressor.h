@@ -15,13 +15,16 @@
 namespace dc {
 
 enum class Scheme { DeltaCoMe, BitDelta, LowRank, Single };
+// fixed: the recipe's bands; Layer (--allocate optimal): bits per singular vector chosen per layer
+// from the predicted output error; Global: one budget shared by all linear layers.
+enum class Allocation { Fixed, Layer, Global };
 
 struct CompressConfig {
   std::string base_path, finetuned_path, output_path;
   Scheme scheme = Scheme::DeltaCoMe;
   uint32_t single_bits = 2;            // Scheme::Single
   BandRecipe recipe;                   // alpha, leading bands, rest bits, group size
-  bool allocate_optimal = false;       // --allocate optimal (bits per singular vector)
+  Allocation allocation = Allocation::Fixed;
   Quantizer quantizer = Quantizer::Gptq;
   std::string calib_path;              // safetensors of "<module>.hessian" [in×in] F32 (+ ".n_tokens")
   bool act_order = false;

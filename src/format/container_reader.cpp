@@ -319,8 +319,12 @@ void Reader::parse_manifest(const uint8_t* data, uint64_t size, const Preamble& 
     d.name = str(t->name(), "");
     d.rows = t->rows();
     d.cols = t->cols();
-    d.kind = (dc_tensor_kind)(uint8_t)t->kind();
-    d.dtype = (dc_dtype)(uint8_t)t->dtype();
+    // Range-check the raw enum bytes before they become C enums (out-of-range enum values are UB).
+    const unsigned kind = (uint8_t)t->kind(), dtype = (uint8_t)t->dtype();
+    DC_CHECK(kind <= DC_KIND_DENSE, DC_ERR_CORRUPT, "tensor '%s': unknown kind %u", d.name.c_str(), kind);
+    DC_CHECK(dtype <= DC_DTYPE_BF16, DC_ERR_CORRUPT, "tensor '%s': unknown dtype %u", d.name.c_str(), dtype);
+    d.kind = (dc_tensor_kind)kind;
+    d.dtype = (dc_dtype)dtype;
     d.rank = t->rank();
     if (const auto* bands = t->bands()) {
       DC_CHECK(bands->size() <= 255, DC_ERR_LIMIT, "tensor '%s': %u bands exceed 255", d.name.c_str(), bands->size());

@@ -3,6 +3,7 @@
 #include "math/allocate.h"
 
 #include <cblas.h>
+#include <lapacke.h>
 
 #include <algorithm>
 #include <cmath>
@@ -12,6 +13,7 @@
 #include "common/error.h"
 #include "math/budget.h"
 #include "math/quantize.h"
+#include "math/quantize_internal.h"
 
 namespace dc {
 
@@ -110,7 +112,7 @@ struct Greedy {
       for (uint32_t l = 0; l < models.size(); ++l)
         for (uint64_t j = 0; j < models[l]->k; ++j) {
           if (j > 0 && c[l][j - 1] == c[l][j]) continue;  // not a run start
-          Move m;
+          Move m{0, 0, 0, 0, 0};
           if (best_move(l, j, j == 0 ? top(l) : c[l][j - 1], m) && (!found || m.ratio > best.ratio))
             best = m, found = true;
           if (c[l][j] == 0) break;  // everything after the first dropped vector is dropped too
@@ -177,43 +179,85 @@ VectorErrorModel model_vector_errors(const std::string& name, const Svd& svd, co
   out.err.assign(k * nw, 0.0);
   if (k == 0) return out;
 
-  // H v_j for every modelled vector (one GEMM), and diag(H) for the noise term.
-  std::vector<double> v(k * n), hv(k * n), hdiag(n, 1.0);
+  // H v_j for every modelled vector (one GEMM).
+  std::vector<double> v(k * n), hv(k * n);
   for (uint64_t i = 0; i < k * n; ++i) v[i] = svd.vt[i];
   if (hessian) {
     cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)k, (int)n, (int)n, 1.0, v.data(), (int)n,
                 hessian, (int)n, 0.0, hv.data(), (int)n);
-    for (uint64_t c = 0; c < n; ++c) hdiag[c] = hessian[c * n + c];
   } else {
     hv = v;
   }
 
-  std::vector<float> uj(m), vj(n);
+  // V probes, all k rows per width at once; errors D = V − V̂ in original column order.
+  const bool v_gptq = opts.quantizer == Quantizer::Gptq && hessian != nullptr;
+  GptqHessian prepared;
+  if (v_gptq)
+    prepared = prepare_gptq_hessian(hessian, n, opts.damp,
+                                    opts.act_order ? act_order_permutation(hessian, n) : std::vector<uint32_t>{});
+  std::vector<double> vhv(k, 0.0), uu(k, 0.0), s2(k);
   for (uint64_t j = 0; j < k; ++j) {
-    for (uint64_t i = 0; i < m; ++i) uj[i] = svd.u[i * svd.k + j];
-    for (uint64_t c = 0; c < n; ++c) vj[c] = svd.vt[j * n + c];
-    const double s2 = (double)svd.s[j] * svd.s[j];
-    const double* hvj = &hv[j * n];
-    double uu = 0, vhv = 0;
-    for (uint64_t i = 0; i < m; ++i) uu += (double)uj[i] * uj[i];
-    for (uint64_t c = 0; c < n; ++c) vhv += (double)vj[c] * hvj[c];
-    out.err[j * nw] = s2 * uu * vhv;  // dropped
-    for (uint64_t w = 1; w < nw; ++w) {
-      const std::vector<double> uq = probe(uj, widths[w], opts.group_size);
-      const std::vector<double> vq = probe(vj, widths[w], opts.group_size);
-      double du2 = 0, udu = 0, q = 0, dhv = 0;
-      for (uint64_t i = 0; i < m; ++i) {
-        const double d = uj[i] - uq[i];
-        du2 += d * d;
-        udu += uj[i] * d;
+    s2[j] = (double)svd.s[j] * svd.s[j];
+    for (uint64_t i = 0; i < m; ++i) uu[j] += (double)svd.u[i * svd.k + j] * svd.u[i * svd.k + j];
+    for (uint64_t c = 0; c < n; ++c) vhv[j] += v[j * n + c] * hv[j * n + c];
+    out.err[j * nw] = s2[j] * uu[j] * vhv[j];  // dropped
+  }
+  // U weights: compress_lowrank quantizes a band's U (rows × rank) against the Hessian of its input
+  // z = Σ V̂ᵀ x. RTN pays the full variance E[z_j²] = σ_j² v_jᵀHv_j per unit of error; GPTQ's error
+  // feedback into the later columns of the band leaves only the variance of z_j not explained by
+  // the later z_j' (GPTQ's loss (w − q)² / [H⁻¹_F]_jj). The band is not known yet, so all later
+  // modelled vectors stand in for it: the Schur complements of G = V H Vᵀ over the later vectors,
+  // the squared diagonal of the Cholesky factor of G in reversed order.
+  std::vector<double> u_weight(vhv);
+  if (opts.quantizer == Quantizer::Gptq) {
+    std::vector<double> g(k * k);
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)k, (int)k, (int)n, 1.0, hv.data(), (int)n, v.data(),
+                (int)n, 0.0, g.data(), (int)k);
+    double mean = 0;
+    for (uint64_t j = 0; j < k; ++j) mean += g[j * k + j] / (double)k;
+    std::vector<double> rev(k * k);
+    for (uint64_t a = 0; a < k; ++a)
+      for (uint64_t b = 0; b < k; ++b) rev[a * k + b] = 0.5 * (g[(k - 1 - a) * k + (k - 1 - b)] + g[(k - 1 - b) * k + (k - 1 - a)]);
+    for (uint64_t a = 0; a < k; ++a) rev[a * k + a] += 1e-9 * mean;  // jitter: G may be rank deficient
+    if (LAPACKE_dpotrf(LAPACK_ROW_MAJOR, 'L', (lapack_int)k, rev.data(), (lapack_int)k) == 0)
+      for (uint64_t j = 0; j < k; ++j) {
+        const double l = rev[(k - 1 - j) * k + (k - 1 - j)];
+        u_weight[j] = std::min(vhv[j], l * l);
       }
+  }
+  std::vector<double> dv(k * n), dvh(hessian ? k * n : 0);
+  std::vector<float> uj(m);
+  for (uint64_t w = 1; w < nw; ++w) {
+    const QuantizedRows vq = v_gptq ? quantize_gptq_prepared(svd.vt.data(), k, prepared, widths[w], opts.group_size)
+                                    : quantize_rtn(svd.vt.data(), k, n, widths[w], opts.group_size);
+    for (uint64_t j = 0; j < k; ++j)
+      for (uint64_t p = 0; p < n; ++p) {
+        const uint64_t c = v_gptq ? prepared.order[p] : p;
+        dv[j * n + c] = v[j * n + c] - (double)vq.dequant[j * n + p];
+      }
+    if (hessian)
+      cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)k, (int)n, (int)n, 1.0, dv.data(), (int)n,
+                  hessian, (int)n, 0.0, dvh.data(), (int)n);
+    for (uint64_t j = 0; j < k; ++j) {
+      const double* d = &dv[j * n];
+      const double* hvj = &hv[j * n];
+      double q = 0, dhv = 0;
       for (uint64_t c = 0; c < n; ++c) {
-        const double d = vj[c] - vq[c];
-        q += d * d * hdiag[c];
-        dhv += d * hvj[c];
+        q += d[c] * (hessian ? dvh[j * n + c] : d[c]);
+        dhv += d[c] * hvj[c];
       }
-      const double vhat_h_vhat = vhv - 2 * dhv + q, dv_h_vhat = dhv - q;
-      out.err[j * nw + w] = std::max(0.0, s2 * (uu * q + du2 * vhat_h_vhat + 2 * udu * dv_h_vhat));
+      for (uint64_t i = 0; i < m; ++i) uj[i] = svd.u[i * svd.k + j];
+      const std::vector<double> uq = probe(uj, widths[w], opts.group_size);
+      double du2 = 0, udu = 0;
+      for (uint64_t i = 0; i < m; ++i) {
+        const double e = uj[i] - uq[i];
+        du2 += e * e;
+        udu += uj[i] * e;
+      }
+      // v̂ᵀHv̂ = vᵀHv − 2δvᵀHv + δvᵀHδv; with GPTQ on U only the unexplained part (see u_weight)
+      const double vhat_h_vhat = (vhv[j] - 2 * dhv + q) * (u_weight[j] / std::max(vhv[j], 1e-300));
+      const double dv_h_vhat = dhv - q;
+      out.err[j * nw + w] = std::max(0.0, s2[j] * (uu[j] * q + du2 * vhat_h_vhat + 2 * udu * dv_h_vhat));
     }
   }
   return out;

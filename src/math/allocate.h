@@ -5,11 +5,13 @@
 //
 // Error model (per token, H = E[x xᵀ] of the layer input; identity when there is no calibration):
 // vector j kept at b bits contributes σ_j²·tr(A H Aᵀ) with A = u_j v_jᵀ − û_j v̂_jᵀ = u δvᵀ + δu v̂ᵀ,
-// where û, v̂ are u_j, v_j RTN-quantized at b bits (groups along their own length) and δ = x − x̂:
+// where v̂_j is v_j quantized at b bits as compress_lowrank would (RTN, or GPTQ with H), û_j is u_j
+// RTN-quantized at b bits with groups along its own length (a stand-in for the band's groups along
+// the rank, whose entries have the same statistics), and δ = x − x̂:
 //   σ²·( ‖u‖²·δvᵀHδv + ‖δu‖²·v̂ᵀHv̂ + 2(uᵀδu)·δvᵀHv̂ ),
-// with δvᵀHδv taken as Σ_c δv_c² H_cc (quantization noise is close to white; this avoids a cols²
-// product per width). Dropping it costs σ_j²·v_jᵀHv_j. Errors of different vectors are treated as
-// additive. Storage of vector j at b bits costs b·(m + n) bits, as in the budget α·16·m·n.
+// all terms exact for the probes. Dropping it costs σ_j²·v_jᵀHv_j. Errors of different vectors are
+// treated as additive. Storage of vector j at b bits costs b·(m + n) bits, as in α·16·m·n.
+// Cost: with a Hessian, per width one GEMM of k×cols×cols (plus GPTQ of k rows when asked).
 //
 // Use across layers: build each layer's VectorErrorModel (needs its SVD, then the SVD can be freed:
 // the model is K×5 doubles), call allocate_global, then compress each layer with its bands.
@@ -20,13 +22,20 @@
 #include <vector>
 
 #include "common/packed_tensor.h"
+#include "math/lowrank.h"
 #include "math/svd.h"
 
 namespace dc {
 
 struct AllocOptions {
   std::vector<uint32_t> widths = {2, 3, 4, 8};  // candidate widths besides 0 (dropping); 16 allowed
-  uint32_t group_size = 128;                    // group size of the bands (and of the RTN probes)
+  uint32_t group_size = 128;                    // group size of the bands (and of the probes)
+  // The quantizer compress_lowrank will use. With Gptq and a Hessian the V probes are GPTQ itself
+  // (all modelled rows at once; rows are independent in GPTQ, so each v̂_j is exactly what a band
+  // would store), with the same damping and act-order; U probes stay RTN.
+  Quantizer quantizer = Quantizer::Rtn;
+  double damp = 0.01;
+  bool act_order = false;
 };
 
 // Predicted errors of one layer's leading singular vectors.

@@ -23,26 +23,60 @@ constexpr unsigned kBlock = DC_CODE_BLOCK;
 
 inline uint64_t round_up_block(uint64_t n) { return (n + kBlock - 1) / kBlock * kBlock; }
 
+// Byte -> floats tables: a byte of a 1/2/4-bit packed word holds 8/4/2 whole codes, so decoding is
+// one table row copy per byte (plain loads and stores the compiler vectorises), instead of a shift,
+// mask and int->float conversion per code.
+struct DecodeTables {
+  float bit1[256][8];  // 8 codes of 1 bit
+  float bit2[256][4];  // 4 codes of 2 bits
+  float bit4[256][2];  // 2 codes of 4 bits
+  DecodeTables() {
+    for (unsigned b = 0; b < 256; ++b) {
+      for (unsigned k = 0; k < 8; ++k) bit1[b][k] = static_cast<float>((b >> k) & 1u);
+      for (unsigned k = 0; k < 4; ++k) bit2[b][k] = static_cast<float>((b >> (2 * k)) & 3u);
+      for (unsigned k = 0; k < 2; ++k) bit4[b][k] = static_cast<float>((b >> (4 * k)) & 15u);
+    }
+  }
+};
+inline const DecodeTables kDecodeTables;
+
+// Byte q (0..3) of a word, independent of the host's byte order.
+inline unsigned word_byte(uint32_t w, unsigned q) { return (w >> (8 * q)) & 0xffu; }
+
+// IEEE fp16 -> fp32 without branches (selects vectorise): the exponent/mantissa bits shifted into
+// place and rescaled by 2^112 are exact for normals and subnormals; inf/nan get the max exponent.
+inline float half_to_float_fast(uint32_t h) {
+  const uint32_t em = (h & 0x7fffu) << 13;
+  float f = bits_to_float(em) * 0x1p112f;
+  const uint32_t special = ((h & 0x7c00u) == 0x7c00u) ? (0x7f800000u | em) : float_to_bits(f);
+  return bits_to_float(special | ((h & 0x8000u) << 16));
+}
+
 // The 32 codes of one block (words `w`, BITS words long) as floats. BITS = 16 gives the fp16
-// values themselves, BITS = 1 the sign bits as 0/1.
+// values themselves, BITS = 1 the sign bits as 0/1. One specialisation per width; the tests check
+// each against dc_unpack_code.
 template <unsigned BITS>
 inline void decode_block(const uint32_t* w, float* out) {
-  if constexpr (BITS == 3) {
-    // low two bits as in the 2-bit layout (words 0..1), high bit = bit k of word 2
-    for (unsigned q = 0; q < 2; ++q)
-      for (unsigned s = 0; s < 16; ++s)
-        out[q * 16 + s] = static_cast<float>(((w[q] >> (2 * s)) & 3u) | (((w[2] >> (q * 16 + s)) & 1u) << 2));
-  } else if constexpr (BITS == 16) {
-    for (unsigned q = 0; q < 16; ++q) {
-      out[2 * q] = half_to_float(static_cast<uint16_t>(w[q] & 0xffffu));
-      out[2 * q + 1] = half_to_float(static_cast<uint16_t>(w[q] >> 16));
+  const DecodeTables& T = kDecodeTables;
+  if constexpr (BITS == 1) {
+    for (unsigned q = 0; q < 4; ++q)
+      for (unsigned k = 0; k < 8; ++k) out[8 * q + k] = T.bit1[word_byte(w[0], q)][k];
+  } else if constexpr (BITS == 2 || BITS == 3) {
+    // 2-bit layout in words 0..1 (for 3 bits: the low two bits of every code) ...
+    for (unsigned q = 0; q < 8; ++q)
+      for (unsigned k = 0; k < 4; ++k) out[4 * q + k] = T.bit2[word_byte(w[q / 4], q % 4)][k];
+    if constexpr (BITS == 3) {  // ... plus 4 × the high bit, bit k of word 2
+      for (unsigned q = 0; q < 4; ++q)
+        for (unsigned k = 0; k < 8; ++k) out[8 * q + k] += 4.f * T.bit1[word_byte(w[2], q)][k];
     }
+  } else if constexpr (BITS == 4) {
+    for (unsigned q = 0; q < 16; ++q)
+      for (unsigned k = 0; k < 2; ++k) out[2 * q + k] = T.bit4[word_byte(w[q / 4], q % 4)][k];
+  } else if constexpr (BITS == 8) {
+    for (unsigned k = 0; k < 32; ++k) out[k] = static_cast<float>(word_byte(w[k / 4], k % 4));
   } else {
-    static_assert(BITS == 1 || BITS == 2 || BITS == 4 || BITS == 8, "unsupported width");
-    constexpr unsigned per = 32 / BITS;
-    constexpr uint32_t mask = (1u << BITS) - 1u;
-    for (unsigned q = 0; q < BITS; ++q)
-      for (unsigned s = 0; s < per; ++s) out[q * per + s] = static_cast<float>((w[q] >> (BITS * s)) & mask);
+    static_assert(BITS == 16, "unsupported width");
+    for (unsigned k = 0; k < 32; ++k) out[k] = half_to_float_fast((w[k / 2] >> (16 * (k % 2))) & 0xffffu);
   }
 }
 
@@ -65,22 +99,26 @@ inline void packed_row_dot(const uint32_t* codes, const dc_qparam* qp, uint64_t 
                            uint64_t nblocks, const float* vec, uint64_t vstride, const float* bsum,
                            uint64_t bstride, unsigned mt, float* out) {
   constexpr bool kQuantized = BITS != 1 && BITS != 16;
-  if (!kQuantized) group_blocks = nblocks;
-  if (group_blocks == 0) group_blocks = 1;
-  alignas(64) float code[kBlock];
-  alignas(64) float lane[kMaxTile][kBlock];
+  if (!kQuantized || group_blocks == 0) group_blocks = nblocks;
+  // A group's codes are decoded once into `code` (in chunks of at most kChunkBlocks blocks), then
+  // each activation row runs over the chunk with its 32 lanes held in registers.
+  constexpr uint64_t kChunkBlocks = DC_MAX_GROUP / kBlock;
+  alignas(64) float code[kChunkBlocks * kBlock];
+  float gsum[kMaxTile];
   for (unsigned i = 0; i < mt; ++i) out[i] = 0.f;
   uint64_t g = 0;
   for (uint64_t b0 = 0; b0 < nblocks; b0 += group_blocks, ++g) {
     const uint64_t b1 = std::min(nblocks, b0 + group_blocks);
-    for (unsigned i = 0; i < mt; ++i)
-      for (unsigned k = 0; k < kBlock; ++k) lane[i][k] = 0.f;
-    for (uint64_t b = b0; b < b1; ++b) {
-      decode_block<BITS>(codes + b * BITS, code);
+    for (unsigned i = 0; i < mt; ++i) gsum[i] = 0.f;
+    for (uint64_t c0 = b0; c0 < b1; c0 += kChunkBlocks) {
+      const uint64_t nb = std::min(b1, c0 + kChunkBlocks) - c0;
+      for (uint64_t b = 0; b < nb; ++b) decode_block<BITS>(codes + (c0 + b) * BITS, code + b * kBlock);
       for (unsigned i = 0; i < mt; ++i) {
-        const float* x = vec + i * vstride + b * kBlock;
-        float* l = lane[i];
-        for (unsigned k = 0; k < kBlock; ++k) l[k] += code[k] * x[k];
+        const float* x = vec + i * vstride + c0 * kBlock;
+        alignas(64) float lane[kBlock] = {};
+        for (uint64_t q = 0; q < nb * kBlock; q += kBlock)
+          for (unsigned k = 0; k < kBlock; ++k) lane[k] += code[q + k] * x[q + k];
+        gsum[i] += lane_sum(lane);
       }
     }
     if constexpr (kQuantized) {
@@ -88,10 +126,10 @@ inline void packed_row_dot(const uint32_t* codes, const dc_qparam* qp, uint64_t 
       for (unsigned i = 0; i < mt; ++i) {
         float xs = 0.f;
         for (uint64_t b = b0; b < b1; ++b) xs += bsum[i * bstride + b];
-        out[i] += scale * (lane_sum(lane[i]) - zero * xs);
+        out[i] += scale * (gsum[i] - zero * xs);
       }
     } else {
-      for (unsigned i = 0; i < mt; ++i) out[i] += lane_sum(lane[i]);
+      for (unsigned i = 0; i < mt; ++i) out[i] += gsum[i];
     }
   }
 }

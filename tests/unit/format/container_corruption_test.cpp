@@ -280,8 +280,9 @@ TEST(FormatCorruption, InconsistentManifests) {
   };
   expect([](RawFile& f) { f.tensors[0].desc.name = ""; }, DC_ERR_CORRUPT, "empty name");
   expect([](RawFile& f) { f.tensors[0].desc.rows = 0; }, DC_ERR_CORRUPT, "zero rows");
-  expect([](RawFile& f) { f.tensors[0].desc.kind = (dc_tensor_kind)7; }, DC_ERR_CORRUPT, "kind");
-  expect([](RawFile& f) { f.tensors[1].desc.dtype = (dc_dtype)3; }, DC_ERR_CORRUPT, "dtype");
+  expect([](RawFile& f) { f.tensors[0].raw_kind = 7; }, DC_ERR_CORRUPT, "kind");
+  expect([](RawFile& f) { f.tensors[1].raw_dtype = 3; }, DC_ERR_CORRUPT, "dtype");
+  expect([](RawFile& f) { f.tensors[1].raw_dtype = 255; }, DC_ERR_CORRUPT, "dtype 255");
   expect([](RawFile& f) { f.tensors[0].desc.bands[1].bits = 5; }, DC_ERR_CORRUPT, "bits");
   expect([](RawFile& f) { f.tensors[0].desc.bands[1].group_size = 100; }, DC_ERR_CORRUPT, "group");
   expect([](RawFile& f) { f.tensors[0].desc.bands[1].group_size = 8192; }, DC_ERR_LIMIT, "group limit");

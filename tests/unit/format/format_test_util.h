@@ -180,6 +180,7 @@ inline std::vector<uint8_t> zstd_decode(const std::vector<uint8_t>& frame, size_
 
 struct RawTensor {
   dc::TensorDesc desc;
+  int raw_kind = -1, raw_dtype = -1;  // >= 0: stored instead of desc.kind / desc.dtype
   std::vector<std::vector<uint8_t>> frames;  // parallel to desc.segments
 };
 
@@ -225,8 +226,9 @@ struct RawFile {
       std::vector<fb::Segment> segs;
       for (const dc::SegmentRef& s : d.segments)
         segs.emplace_back(s.offset, s.compressed_size, s.size, s.xxh3, (fb::SegmentRole)s.role, (uint8_t)s.band);
-      ts.push_back(fb::CreateTensorDirect(b, d.name.c_str(), d.rows, d.cols, (fb::TensorKind)d.kind,
-                                          (fb::DType)d.dtype, d.rank, &bands, &d.sigma, d.has_in_perm,
+      const auto kind = (fb::TensorKind)(t.raw_kind >= 0 ? t.raw_kind : (int)d.kind);
+      const auto dtype = (fb::DType)(t.raw_dtype >= 0 ? t.raw_dtype : (int)d.dtype);
+      ts.push_back(fb::CreateTensorDirect(b, d.name.c_str(), d.rows, d.cols, kind, dtype, d.rank, &bands, &d.sigma, d.has_in_perm,
                                           d.bitdelta_scale, &segs));
     }
     auto root = fb::CreateManifestDirect(b, major, minor, meta.tool_version.c_str(), meta.model_name.c_str(),

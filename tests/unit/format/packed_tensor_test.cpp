@@ -42,8 +42,9 @@ TEST(FormatPackedTensor, EachDefectHasItsStatus) {
   expect([](dc::PackedTensor& t) { t.name.assign(1025, 'x'); }, DC_ERR_LIMIT, "long name");
   expect([](dc::PackedTensor& t) { t.cols = 0; }, DC_ERR_CORRUPT, "zero cols");
   expect([](dc::PackedTensor& t) { t.rows = t.cols = 1ull << 33; }, DC_ERR_OVERFLOW, "rows*cols");
-  expect([](dc::PackedTensor& t) { t.kind = (dc_tensor_kind)5; }, DC_ERR_CORRUPT, "kind");
-  expect([](dc::PackedTensor& t) { t.dtype = (dc_dtype)9; }, DC_ERR_CORRUPT, "dtype");
+  // 3 lies in the C enums' value range (0..3) without being a kind or dtype.
+  expect([](dc::PackedTensor& t) { t.kind = (dc_tensor_kind)3; }, DC_ERR_CORRUPT, "kind");
+  expect([](dc::PackedTensor& t) { t.dtype = (dc_dtype)3; }, DC_ERR_CORRUPT, "dtype");
   expect([](dc::PackedTensor& t) { t.bands[1].desc.bits = 1; }, DC_ERR_CORRUPT, "1-bit band");
   expect([](dc::PackedTensor& t) { t.bands[1].desc.group_size = 48; }, DC_ERR_CORRUPT, "group 48");
   expect([](dc::PackedTensor& t) { t.bands[1].desc.group_size = 0; }, DC_ERR_CORRUPT, "group 0");

@@ -95,29 +95,31 @@ TEST(Allocate, OptimalBeatsFixedRecipeWithinOneLayer) {
   for (double power : {0.6, 1.0}) {
     const Layer L = make_layer(512, 384, power, 0.02, 21);
     const dc::Svd svd = dc::svd_topk(L.delta.data(), L.m, L.n, 0);
-    const auto model = dc::model_vector_errors("w", svd, L.h.data(), 0, dc::AllocOptions{});
-    ASSERT_EQ(model.k, 384u);
-    for (double alpha : {1.0 / 16, 1.0 / 8}) {
-      dc::BandRecipe rec;
-      rec.alpha = alpha;
-      const double budget = dc::budget_bit_ranks(L.m, L.n, alpha);
-      const auto fixed = dc::bands_for_shape(L.m, L.n, rec);
-      const auto opt = dc::allocate_layer(model, budget);
-      expect_well_formed(opt, L.m, L.n);
-      EXPECT_LE((double)dc::band_bit_ranks(opt), budget);
-      const double p_fixed = dc::predicted_error(model, fixed), p_opt = dc::predicted_error(model, opt);
-      const double a_fixed = run(L, fixed, svd, dc::Quantizer::Rtn), a_opt = run(L, opt, svd, dc::Quantizer::Rtn);
-      const double g_fixed = run(L, fixed, svd, dc::Quantizer::Gptq), g_opt = run(L, opt, svd, dc::Quantizer::Gptq);
-      std::printf("  power %.1f alpha %.4f: opt bands", power, alpha);
-      for (const auto& b : opt) std::printf(" %u:[%u,%u)", b.bits, b.rank_begin, b.rank_end);
-      std::printf("\n    predicted opt/fixed %.3f (fixed predicted/actual RTN %.3f), actual RTN opt/fixed %.3f, "
-                  "GPTQ opt/fixed %.3f\n", p_opt / p_fixed, p_fixed / a_fixed, a_opt / a_fixed, g_opt / g_fixed);
-      EXPECT_LE(p_opt, p_fixed);
-      EXPECT_LE(a_opt, a_fixed);
-      EXPECT_LE(g_opt, g_fixed);
-      // the model is an estimate of the real thing, not a different quantity
-      EXPECT_GT(p_fixed / a_fixed, 0.5);
-      EXPECT_LT(p_fixed / a_fixed, 2.0);
+    for (dc::Quantizer q : {dc::Quantizer::Rtn, dc::Quantizer::Gptq}) {
+      dc::AllocOptions ao;
+      ao.quantizer = q;
+      const auto model = dc::model_vector_errors("w", svd, L.h.data(), 0, ao);
+      ASSERT_EQ(model.k, 384u);
+      for (double alpha : {1.0 / 16, 1.0 / 8}) {
+        dc::BandRecipe rec;
+        rec.alpha = alpha;
+        const double budget = dc::budget_bit_ranks(L.m, L.n, alpha);
+        const auto fixed = dc::bands_for_shape(L.m, L.n, rec);
+        const auto opt = dc::allocate_layer(model, budget);
+        expect_well_formed(opt, L.m, L.n);
+        EXPECT_LE((double)dc::band_bit_ranks(opt), budget);
+        const double p_fixed = dc::predicted_error(model, fixed), p_opt = dc::predicted_error(model, opt);
+        const double a_fixed = run(L, fixed, svd, q), a_opt = run(L, opt, svd, q);
+        std::printf("  %s power %.1f alpha %.4f: bands", q == dc::Quantizer::Rtn ? "RTN " : "GPTQ", power, alpha);
+        for (const auto& b : opt) std::printf(" %u:[%u,%u)", b.bits, b.rank_begin, b.rank_end);
+        std::printf("\n    ||(dW-dWhat)X||^2 opt/fixed: predicted %.3f, actual %.3f; predicted/actual fixed %.3f opt %.3f\n",
+                    p_opt / p_fixed, a_opt / a_fixed, p_fixed / a_fixed, p_opt / a_opt);
+        EXPECT_LE(p_opt, p_fixed);
+        EXPECT_LE(a_opt, a_fixed);
+        // the model estimates the real error, not a different quantity
+        EXPECT_GT(p_fixed / a_fixed, 0.5);
+        EXPECT_LT(p_fixed / a_fixed, 2.0);
+      }
     }
   }
 }
