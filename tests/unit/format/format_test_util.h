@@ -134,8 +134,14 @@ inline void expect_same_tensor(const dc::PackedTensor& a, const dc::PackedTensor
     EXPECT_EQ(x.u_codes, y.u_codes);
     ASSERT_EQ(x.v_qparams.size(), y.v_qparams.size());
     ASSERT_EQ(x.u_qparams.size(), y.u_qparams.size());
-    EXPECT_EQ(0, std::memcmp(x.v_qparams.data(), y.v_qparams.data(), x.v_qparams.size() * 4));
-    EXPECT_EQ(0, std::memcmp(x.u_qparams.data(), y.u_qparams.data(), x.u_qparams.size() * 4));
+    for (size_t k = 0; k < x.v_qparams.size(); ++k) {
+      ASSERT_EQ(x.v_qparams[k].scale, y.v_qparams[k].scale) << "band " << i << " V qparam " << k;
+      ASSERT_EQ(x.v_qparams[k].zero, y.v_qparams[k].zero) << "band " << i << " V qparam " << k;
+    }
+    for (size_t k = 0; k < x.u_qparams.size(); ++k) {
+      ASSERT_EQ(x.u_qparams[k].scale, y.u_qparams[k].scale) << "band " << i << " U qparam " << k;
+      ASSERT_EQ(x.u_qparams[k].zero, y.u_qparams[k].zero) << "band " << i << " U qparam " << k;
+    }
   }
 }
 

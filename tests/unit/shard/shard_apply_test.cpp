@@ -85,7 +85,7 @@ TEST_P(ShardApply, ConcatenatedOrSummedShardsEqualWholeApply) {
   const double S = dot_scale(c, x, kM);
   ASSERT_GT(S, 0);
   // fp32 against float64, and fp32 against fp32 in another summation order: see dot_scale().
-  const double tol = 1e-4 * S;
+  const double tol = 1e-5 * S;
 
   DeltaPtr whole = load_shard(ctx.get(), c, shard_of(DC_SHARD_NONE, 0, 1));
   ASSERT_TRUE(whole);
@@ -164,7 +164,7 @@ TEST_P(ShardApply, ConcatenatedOrSummedShardsEqualWholeApply) {
       }
     }
   }
-  std::printf("  %-28s max |shard - whole| / scale: rows %.2e, cols %.2e (tolerance 1e-4)\n", c.label.c_str(),
+  std::printf("  %-28s max |shard - whole| / scale: rows %.2e, cols %.2e (tolerance 1e-5)\n", c.label.c_str(),
               worst_rows, worst_cols);
 }
 

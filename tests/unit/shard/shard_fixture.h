@@ -189,7 +189,7 @@ inline std::vector<float> apply_f32(const dc_delta* d, uint64_t m, const float* 
 }
 
 // Σ_c |x_ic|·|ΔŴ_oc| maximised over (i, o): the magnitude an fp32 dot product of this layer is
-// rounded against. One input column contributes about scale/cols, so a tolerance of 1e-4·scale
+// rounded against. One input column contributes about scale/cols, so a tolerance of 1e-5·scale
 // still catches a shard that drops or duplicates a single column.
 inline double dot_scale(const ShardCase& c, const std::vector<float>& x, uint64_t m) {
   const uint64_t rows = c.t.rows, cols = c.t.cols;
