@@ -21,9 +21,9 @@
  *     until the new delta fits. If referenced deltas alone leave no room, the load fails with
  *     DC_ERR_BUDGET and nothing is evicted.
  *   - dc_pool_prefetch decodes deltas (zstd, checksums) on the pool's host threads while the caller
- *     goes on; the decoded delta is placed into the context (GPU: uploaded on the stream given to
- *     prefetch) by the next pool call that may use the context — dc_pool_acquire,
- *     dc_pool_apply_batched or dc_pool_wait — so the context is still used by one thread at a time.
+ *     goes on; decoded deltas are placed into the context (GPU: uploaded on the stream given to
+ *     prefetch) by the next dc_pool_apply_batched or dc_pool_wait (or by a dc_pool_acquire of that
+ *     very entry), so the context is still used by one thread at a time.
  *   - dc_pool_apply_batched takes one tensor name and one model id per row, makes every needed delta
  *     resident, and runs dc_apply_delta_linear_batched once, with a cached dc_delta_batch and a
  *     cached row→slot table (device memory on GPU backends).
@@ -117,8 +117,9 @@ DC_API dc_status dc_pool_release(dc_pool* pool, const dc_delta* delta);
 
 /*! dc_pool_prefetch() : queues `tensor_name` of `model_id` (NULL = every tensor of the model, in
  *  container order) for decoding on the pool's host threads, and returns. Deltas already resident
- *  or queued are skipped. A decoded delta is placed (GPU: uploaded on `stream`) by the next
- *  dc_pool_acquire, dc_pool_apply_batched or dc_pool_wait on the pool; placing evicts LRU deltas
+ *  or queued are skipped. Decoded deltas are placed (GPU: uploaded on `stream`) by the next
+ *  dc_pool_apply_batched or dc_pool_wait on the pool (an acquire of a decoded entry places that one,
+ *  on the acquire's stream); placing evicts LRU deltas
  *  like a load, and a prefetched delta that cannot fit is dropped (counted in
  *  dc_pool_stats.prefetch_dropped), never an error. Decode failures (a bad checksum, ...) are
  *  reported by the acquire that needs the delta, and by dc_pool_wait.

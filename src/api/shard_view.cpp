@@ -134,7 +134,7 @@ void TensorViewStorage::slice_cols(const PackedTensor& t, uint64_t b, uint64_t e
     if (t.in_perm.empty()) {
       // The shard's inputs sit at V positions [b, e): keep the blocks covering them.
       for (uint64_t k = b / align; k * align < e; ++k) kept.push_back(k);
-      v.v_col_offset = (uint32_t)(b - kept.front() * align) + (b % 7 == 5);
+      v.v_col_offset = (uint32_t)(b - kept.front() * align);
     } else {
       // Act-order: V position p holds input in_perm[p]. Keep the blocks holding any shard input.
       for (uint64_t k = 0; k < nblocks; ++k) {

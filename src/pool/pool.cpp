@@ -74,7 +74,7 @@ Pool::Entry& Pool::entry(uint32_t model, uint64_t tensor) {
     slot = std::make_unique<Entry>();
     slot->model = model;
     slot->tensor = tensor;
-    slot->estimate = m.container->reader->tensors()[tensor].packed_bytes();
+    slot->packed = m.container->reader->tensors()[tensor].packed_bytes();
   }
   return *slot;
 }
@@ -186,6 +186,7 @@ Pool::Entry& Pool::acquire_locked(Lock& lk, uint32_t model, uint64_t tensor, voi
         if (e.error) {
           std::exception_ptr err = e.error;
           e.error = nullptr;
+          e.decoded.reset();
           set_state(e, DC_POOL_ABSENT);
           std::rethrow_exception(err);
         }
@@ -282,10 +283,14 @@ bool Pool::place_locked(Entry& e, void* stream, bool for_prefetch) {
                 name.c_str(), m.id.c_str(), (unsigned long long)need, (unsigned long long)opts_.device_budget_bytes,
                 (unsigned long long)resident_bytes_, (unsigned long long)(resident_bytes_ - evictable_bytes_)));
   };
-  if (!make_room(e.estimate)) return no_room(e.estimate);
+  // Evict for the expected size first, so the device never holds more than the budget (up to the
+  // estimate's error, which the learned overhead keeps to the first load's bookkeeping bytes).
+  const uint64_t expected = e.actual ? e.actual : e.packed + overhead_;
+  if (!make_room(expected)) return no_room(expected);
   std::unique_ptr<dc_delta> d = place_tensor(ctx_, *e.decoded, stream);
   const uint64_t actual = d->device_bytes;
-  e.estimate = actual;
+  e.actual = actual;
+  if (actual > e.packed) overhead_ = std::max(overhead_, actual - e.packed);
   const uint64_t budget = opts_.device_budget_bytes;
   const bool fits = actual <= budget && resident_bytes_ <= budget - actual;
   if (!fits && !make_room(actual)) {
@@ -364,6 +369,7 @@ void Pool::drain_prefetched() {
       placed = place_locked(*e, e->stream, true);
     } catch (...) {
       e->error = std::current_exception();  // reported by wait() or the next acquire
+      e->decoded.reset();
       continue;
     }
     if (!placed) {
@@ -384,6 +390,7 @@ void Pool::wait() {
     if (e.state == DC_POOL_DECODED && e.error) {
       if (!first) first = e.error;
       e.error = nullptr;
+      e.decoded.reset();
       set_state(e, DC_POOL_ABSENT);
     }
   }

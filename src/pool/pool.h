@@ -59,7 +59,8 @@ class Pool {
     std::exception_ptr error;         // decode failure, reported by the next acquire/wait
     dc_delta* delta = nullptr;        // resident
     uint64_t bytes = 0;               // resident: device_bytes
-    uint64_t estimate = 0;            // bytes expected before loading (packed, then last actual)
+    uint64_t packed = 0;              // packed bytes from the manifest
+    uint64_t actual = 0;              // device_bytes of the last load (0: never loaded)
     uint32_t refs = 0;
     bool in_lru = false;
     std::list<Entry*>::iterator lru;
@@ -117,6 +118,7 @@ class Pool {
   std::unordered_map<const dc_delta*, Entry*> by_delta_;
   std::list<Entry*> lru_;            // unreferenced resident entries, least recently used first
   uint64_t resident_bytes_ = 0, evictable_bytes_ = 0;
+  uint64_t overhead_ = 0;            // largest device_bytes − packed seen: backend bookkeeping/padding
   std::deque<Key> queue_;            // prefetch jobs
   std::deque<Key> ready_;            // decoded by a worker, to be placed by drain_prefetched()
   uint64_t n_decoding_ = 0, n_decoded_ = 0;

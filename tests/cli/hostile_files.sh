@@ -50,7 +50,7 @@ expect_error "merge refuses the wrong base" 1 "differs from the base" -- \
   merge --base "$DIR/b/base.safetensors" --delta "$D" -o "$DIR/out2.safetensors" --quiet
 [ -e "$DIR/out2.safetensors" ] && fail "merge with the wrong base left an output file"
 expect_error "verify --base with a missing base" 1 "cannot open" -- verify "$D" --base "$DIR/nothing.safetensors"
-expect_error "verify --base with a damaged base" 1 "'.*base.safetensors'" -- verify "$D" --base "$DIR/cut.dcz"
+expect_error "verify --base with a damaged base" 1 "cut\.dcz': header of [0-9]+ bytes exceeds" -- verify "$D" --base "$DIR/cut.dcz"
 ls "$DIR" | grep -q '\.tmp' && fail "a temporary file was left behind: $(ls "$DIR")"
 
 # Usage errors: exit code 2.

@@ -9,7 +9,11 @@
 // names have no .dcz/.safetensors extension on purpose (.gitignore excludes those).
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <iterator>
+#include <map>
 #include <cstdio>
 #include <fstream>
 #include <random>

@@ -15,9 +15,9 @@ using namespace stress;
 constexpr int kThreads = 8;
 constexpr uint64_t kTokens = 3;
 #if defined(__SANITIZE_THREAD__)
-constexpr int kRounds = 6;  // TSan runs ~10x slower; races show up in the first rounds anyway
+constexpr int kRounds = 12;  // TSan runs ~10x slower; races show up in the first rounds anyway
 #else
-constexpr int kRounds = 25;
+constexpr int kRounds = 100;
 #endif
 
 enum class OpenMode { Memory, Mmap, Pread };

@@ -4,6 +4,7 @@
 #include <atomic>
 #include <exception>
 #include <new>
+#include <stdexcept>
 #include <string>
 #include <system_error>
 #include <thread>
@@ -29,6 +30,9 @@ dc_status guarded(const char* what, F&& f) noexcept {
     return DC_OK;
   } catch (const std::bad_alloc&) {
     report(format("cpu backend: %s: out of host memory", what).c_str());
+    return DC_ERR_OUT_OF_MEMORY;
+  } catch (const std::length_error&) {  // a vector larger than max_size(): also "cannot allocate"
+    report(format("cpu backend: %s: out of host memory (allocation larger than the address space)", what).c_str());
     return DC_ERR_OUT_OF_MEMORY;
   } catch (const Error& e) {
     report(format("cpu backend: %s: %s", what, e.what()).c_str());

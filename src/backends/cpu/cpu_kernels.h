@@ -99,26 +99,22 @@ inline void packed_row_dot(const uint32_t* codes, const dc_qparam* qp, uint64_t 
                            uint64_t nblocks, const float* vec, uint64_t vstride, const float* bsum,
                            uint64_t bstride, unsigned mt, float* out) {
   constexpr bool kQuantized = BITS != 1 && BITS != 16;
-  if (!kQuantized || group_blocks == 0) group_blocks = nblocks;
-  // A group's codes are decoded once into `code` (in chunks of at most kChunkBlocks blocks), then
-  // each activation row runs over the chunk with its 32 lanes held in registers.
-  constexpr uint64_t kChunkBlocks = DC_MAX_GROUP / kBlock;
-  alignas(64) float code[kChunkBlocks * kBlock];
-  float gsum[kMaxTile];
+  if (!kQuantized) group_blocks = nblocks;
+  if (group_blocks == 0) group_blocks = 1;
+  alignas(64) float code[kBlock];
+  alignas(64) float lane[kMaxTile][kBlock];
   for (unsigned i = 0; i < mt; ++i) out[i] = 0.f;
   uint64_t g = 0;
   for (uint64_t b0 = 0; b0 < nblocks; b0 += group_blocks, ++g) {
     const uint64_t b1 = std::min(nblocks, b0 + group_blocks);
-    for (unsigned i = 0; i < mt; ++i) gsum[i] = 0.f;
-    for (uint64_t c0 = b0; c0 < b1; c0 += kChunkBlocks) {
-      const uint64_t nb = std::min(b1, c0 + kChunkBlocks) - c0;
-      for (uint64_t b = 0; b < nb; ++b) decode_block<BITS>(codes + (c0 + b) * BITS, code + b * kBlock);
+    for (unsigned i = 0; i < mt; ++i)
+      for (unsigned k = 0; k < kBlock; ++k) lane[i][k] = 0.f;
+    for (uint64_t b = b0; b < b1; ++b) {
+      decode_block<BITS>(codes + b * BITS, code);
       for (unsigned i = 0; i < mt; ++i) {
-        const float* x = vec + i * vstride + c0 * kBlock;
-        alignas(64) float lane[kBlock] = {};
-        for (uint64_t q = 0; q < nb * kBlock; q += kBlock)
-          for (unsigned k = 0; k < kBlock; ++k) lane[k] += code[q + k] * x[q + k];
-        gsum[i] += lane_sum(lane);
+        const float* x = vec + i * vstride + b * kBlock;
+        float* l = lane[i];
+        for (unsigned k = 0; k < kBlock; ++k) l[k] += code[k] * x[k];
       }
     }
     if constexpr (kQuantized) {
@@ -126,10 +122,10 @@ inline void packed_row_dot(const uint32_t* codes, const dc_qparam* qp, uint64_t 
       for (unsigned i = 0; i < mt; ++i) {
         float xs = 0.f;
         for (uint64_t b = b0; b < b1; ++b) xs += bsum[i * bstride + b];
-        out[i] += scale * (gsum[i] - zero * xs);
+        out[i] += scale * (lane_sum(lane[i]) - zero * xs);
       }
     } else {
-      for (unsigned i = 0; i < mt; ++i) out[i] += gsum[i];
+      for (unsigned i = 0; i < mt; ++i) out[i] += lane_sum(lane[i]);
     }
   }
 }

@@ -1,6 +1,7 @@
 // Loading a delta into the CPU backend: a deep copy of the dc_tensor_view, kept packed, plus the
 // derived layout (t offsets, phase-1 work chunks) that apply needs. Also sizes the device scratch.
 #include <algorithm>
+#include <cstring>
 
 #include "backends/cpu/convert.h"
 #include "backends/cpu/cpu_ops.h"
@@ -10,9 +11,12 @@ namespace {
 
 constexpr uint32_t kRanksPerChunk = 4;  // phase-1 task granularity
 
+// Allocates first (bad_alloc / length_error before src is touched), then copies.
 template <class T>
 void copy_array(std::vector<T>& dst, const T* src, uint64_t n, uint64_t& bytes) {
-  if (src && n) dst.assign(src, src + n);
+  if (!src || n == 0) return;
+  dst.resize(n);
+  std::memcpy(dst.data(), src, n * sizeof(T));
   bytes += n * sizeof(T);
 }
 

@@ -11,7 +11,8 @@
 namespace dc::cpu {
 namespace {
 
-constexpr uint64_t kRowsPerTask = 8;
+constexpr uint64_t kRowsPerTask = 8;  // rows of W per task (they share each Vσ chunk)
+constexpr uint64_t kColChunk = 512;   // columns per accumulation chunk (8 × 512 fp32 = 16 KiB)
 
 void merge_lowrank(CpuDevice& dev, const CpuDelta& d, void* weight, dc_dtype dtype, uint64_t ld, float scale) {
   const uint64_t cols = d.cols, vp = round_up_block(d.v_len);
@@ -46,27 +47,39 @@ void merge_lowrank(CpuDevice& dev, const CpuDelta& d, void* weight, dc_dtype dty
   };
   dev.pool.run(ranks.size(), decode_v);
 
-  // Rows: decode Û[o,:] (all bands) into u, accumulate Σ_j u_j·Vσ[j] into acc, add to W once.
-  const uint64_t rank_pad = d.t_stride;  // bands at their block-aligned t_offset
-  std::vector<float> ubuf(static_cast<size_t>(threads) * rank_pad), abuf(static_cast<size_t>(threads) * cols);
+  // Rows, kRowsPerTask at a time: decode their Û rows (all bands) into u, then for each chunk of
+  // kColChunk columns accumulate Σ_j u[r][j]·Vσ[j][chunk] for the block's rows together, so every
+  // Vσ chunk read from cache serves kRowsPerTask rows; add to W once per element.
+  const uint64_t ts = d.t_stride;  // bands at their block-aligned t_offset
+  std::vector<float> ubuf(static_cast<size_t>(threads) * kRowsPerTask * ts);
+  std::vector<float> abuf(static_cast<size_t>(threads) * kRowsPerTask * kColChunk);
   auto rows_task = [&](uint64_t k, unsigned worker) {
-    float* u = ubuf.data() + worker * rank_pad;
-    float* acc = abuf.data() + worker * cols;
-    const uint64_t o1 = std::min(d.rows, (k + 1) * kRowsPerTask);
-    for (uint64_t o = k * kRowsPerTask; o < o1; ++o) {
+    float* u = ubuf.data() + worker * kRowsPerTask * ts;
+    float* acc = abuf.data() + worker * kRowsPerTask * kColChunk;
+    const uint64_t o0 = k * kRowsPerTask, o1 = std::min(d.rows, o0 + kRowsPerTask);
+    const unsigned nr = static_cast<unsigned>(o1 - o0);
+    for (unsigned r = 0; r < nr; ++r)
       for (const CpuBand& band : d.bands)
-        decode_row_bits(band.bits, band.u_codes.data() + o * band.u_row_words,
-                        band.u_qparams.data() + o * band.u_row_groups, band.group_blocks(), band.rank(),
-                        u + band.t_offset);
-      std::fill(acc, acc + cols, 0.f);
+        decode_row_bits(band.bits, band.u_codes.data() + (o0 + r) * band.u_row_words,
+                        band.u_qparams.data() + (o0 + r) * band.u_row_groups, band.group_blocks(), band.rank(),
+                        u + r * ts + band.t_offset);
+    for (uint64_t c0 = 0; c0 < cols; c0 += kColChunk) {
+      const uint64_t n = std::min(cols, c0 + kColChunk) - c0;
+      std::fill(acc, acc + kRowsPerTask * kColChunk, 0.f);
       for (const CpuBand& band : d.bands)
         for (uint32_t j = 0; j < band.rank(); ++j) {
-          const float uj = u[band.t_offset + j];
-          const float* v = vs.data() + static_cast<size_t>(band.rank_begin + j) * cols;
-          for (uint64_t c = 0; c < cols; ++c) acc[c] += uj * v[c];
+          const float* v = vs.data() + static_cast<size_t>(band.rank_begin + j) * cols + c0;
+          for (unsigned r = 0; r < nr; ++r) {
+            const float uj = u[r * ts + band.t_offset + j];
+            float* a = acc + r * kColChunk;
+            for (uint64_t c = 0; c < n; ++c) a[c] += uj * v[c];
+          }
         }
-      for (uint64_t c = 0; c < cols; ++c)
-        store_elem(weight, o * ld + c, dtype, load_elem(weight, o * ld + c, dtype) + scale * acc[c]);
+      for (unsigned r = 0; r < nr; ++r) {
+        const uint64_t row = (o0 + r) * ld + c0;
+        for (uint64_t c = 0; c < n; ++c)
+          store_elem(weight, row + c, dtype, load_elem(weight, row + c, dtype) + scale * acc[r * kColChunk + c]);
+      }
     }
   };
   dev.pool.run((d.rows + kRowsPerTask - 1) / kRowsPerTask, rows_task);

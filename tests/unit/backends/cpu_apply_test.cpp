@@ -54,6 +54,13 @@ TEST(CpuDecode, DecodeRowMatchesPlainValues) {
   }
 }
 
+TEST(CpuDecode, BranchFreeHalfMatchesHalfToFloatForEveryValue) {
+  for (uint32_t h = 0; h < 65536; ++h) {
+    const float a = dc::cpu::half_to_float_fast(h), b = dc::half_to_float(static_cast<uint16_t>(h));
+    ASSERT_EQ(dc::float_to_bits(a), dc::float_to_bits(b)) << "half bits " << h;
+  }
+}
+
 // ---- low-rank ---------------------------------------------------------------------------------
 
 TEST(CpuApplyLowRank, EveryBandWidth) {
@@ -78,6 +85,17 @@ TEST(CpuApplyLowRank, MixedBands1000x3000) {
   for (uint64_t m : {1, 17}) {
     ApplyOpts o;
     o.m = m;
+    check_apply(*t, o);
+  }
+}
+
+TEST(CpuApplyLowRank, MixedBandsEveryTileCount) {
+  auto t = make_lowrank({150, 400, {{8, 2, 128}, {3, 32, 128}, {2, 30, 128}}}, 43);
+  for (uint64_t m : {1, 3, 16, 64, 257}) {
+    ApplyOpts o;
+    o.m = m;
+    o.xt = DC_DTYPE_BF16;
+    o.yt = DC_DTYPE_F16;
     check_apply(*t, o);
   }
 }
@@ -254,6 +272,21 @@ TEST(CpuBackend, TableAndLoad) {
   const dc_apply_params p = make_params(o, x, y, nullptr);
   ASSERT_EQ(ops->apply(dev.dev, d, &p), DC_OK);
   EXPECT_LE(compare(read_y(y, o.m, 1024), want).rel_norm, norm_tol(DC_DTYPE_F32));
+}
+
+TEST(CpuBackend, AllocationFailureIsReportedNotThrown) {
+  CpuDevice dev(1);
+  std::vector<uint32_t> signs(4, 0u);
+  dc_tensor_view v{};
+  v.rows = uint64_t{1} << 61;  // more sign words than a vector can hold
+  v.cols = 32;
+  v.kind = DC_KIND_BITDELTA;
+  v.signs = signs.data();
+  void* d = reinterpret_cast<void*>(1);
+  last_backend_error().clear();
+  EXPECT_EQ(dev.ops->delta_load(dev.dev, &v, nullptr, &d, nullptr), DC_ERR_OUT_OF_MEMORY);
+  EXPECT_EQ(d, nullptr);
+  EXPECT_NE(last_backend_error().find("delta_load"), std::string::npos) << last_backend_error();
 }
 
 }  // namespace

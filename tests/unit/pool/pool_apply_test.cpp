@@ -107,7 +107,8 @@ TEST(PoolApply, BatchedByModelIdMatchesReferenceAndPlainApi) {
   st = stats_of(h.pool);
   EXPECT_EQ(st.batch_builds, 2u);
   EXPECT_EQ(st.slot_uploads, 1u);
-  EXPECT_EQ(st.hits, 6u);
+  EXPECT_EQ(st.hits, 3u);    // the third call
+  EXPECT_EQ(st.misses, 6u);  // l0.q and l0.k of three variants
 
   // Another order of the ids: new slots, new table, correct result.
   const std::vector<const char*> ids2 = {"m1", "m1", "m0", "m2", nullptr, "m0", "m2", "m2", "m1"};

@@ -45,6 +45,8 @@ std::vector<CaseParam> all_cases() {
   return out;
 }
 
+void PrintTo(const CaseParam& p, std::ostream* os) { *os << p.label; }
+
 class ShardApply : public ::testing::TestWithParam<CaseParam> {};
 
 // A one-column shard of a dense matrix is refused (a backend would take it for a bias, see
