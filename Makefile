@@ -26,7 +26,7 @@ $(BUILD)/CMakeCache.txt:
 	$(CMAKE) -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS)
 
 build: $(BUILD)/CMakeCache.txt
-	$(CMAKE) --build $(BUILD) -j $(JOBS)
+	$(CMAKE) --build $(BUILD) -j $(JOBS) $(BUILD_TARGET)
 
 demo:
 	@$(MAKE) --no-print-directory build BUILD=build-demo CMAKE_FLAGS="-DDC_CUDA=OFF -DDC_HIP=OFF -DDC_BUILD_TESTS=OFF -DDC_BUILD_BENCH=OFF"
@@ -52,14 +52,14 @@ test-asan:
 test-tsan:
 	@if [ -f tests/stress/CMakeLists.txt ]; then \
 	  $(MAKE) --no-print-directory build BUILD=build-tsan \
-	    CMAKE_FLAGS="-DDC_CUDA=OFF -DDC_HIP=OFF -DDC_BUILD_BENCH=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDC_SANITIZE=thread" && \
+	    CMAKE_FLAGS="-DDC_CUDA=OFF -DDC_HIP=OFF -DDC_BUILD_BENCH=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDC_SANITIZE=thread" BUILD_TARGET="--target dc_stress_concurrency" && \
 	  cd build-tsan && TSAN_OPTIONS=halt_on_error=1 ctest --output-on-failure -L stress; \
 	else echo "test-tsan: no stress tests yet"; fi
 
 test-fuzz:
 	@if [ -f tests/fuzz/CMakeLists.txt ]; then \
 	  $(MAKE) --no-print-directory build BUILD=build-fuzz \
-	    CMAKE_FLAGS="-DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ -DDC_CUDA=OFF -DDC_HIP=OFF -DDC_BUILD_BENCH=OFF -DDC_FUZZ=ON" && \
+	    CMAKE_FLAGS="-DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ -DDC_CUDA=OFF -DDC_HIP=OFF -DDC_BUILD_BENCH=OFF -DDC_FUZZ=ON" BUILD_TARGET="--target dc_fuzzers" && \
 	  tests/fuzz/run.sh build-fuzz $(FUZZ_SECONDS); \
 	else echo "test-fuzz: no fuzz targets yet"; fi
 

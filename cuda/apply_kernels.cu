@@ -226,7 +226,7 @@ __global__ void __launch_bounds__(kThreads) batched_phase2_kernel(const DeltaDes
 }
 
 // ---- dispatch --------------------------------------------------------------------------------------
-int pick_mt(uint64_t m) { return m <= 1 ? 1 : (m <= 4 ? 4 : 8); }
+int pick_mt(uint64_t m) { return m <= 1 ? 1 : 8; }
 unsigned row_blocks(uint64_t n, int group) { return (unsigned)((n + kThreads / group - 1) / (kThreads / group)); }
 bool aligned16(const void* p, uint64_t ld, size_t es) {
   return (reinterpret_cast<uintptr_t>(p) % 16) == 0 && (ld * es) % 16 == 0;
@@ -243,7 +243,6 @@ size_t dtype_size(int dt) { return dt == DC_DTYPE_F32 ? 4 : 2; }
 #define DC_WITH_MT(mt, ...)                                                  \
   do {                                                                       \
     if ((mt) == 1) { constexpr int MT = 1; __VA_ARGS__; }                    \
-    else if ((mt) == 4) { constexpr int MT = 4; __VA_ARGS__; }               \
     else { constexpr int MT = 8; __VA_ARGS__; }                              \
   } while (0)
 #define DC_WITH_G(group, ...)                                                \

@@ -63,8 +63,8 @@ __device__ __forceinline__ void load_x32(const typename XT::T* __restrict__ xrow
   if (map.perm == nullptr && map.off == 0 && p0 + 32 <= map.cols) {
 #pragma unroll
     for (int i = 0; i < 32; ++i) xv[i] = to_f32<XT>(xrow[p0 + i]);
-  } else {
-#pragma unroll
+  } else {  // shard / act-order / tail block: rare, kept compact
+#pragma unroll 1
     for (int i = 0; i < 32; ++i) {
       const uint64_t p = p0 + i;
       uint64_t j = ~0ull;
@@ -82,7 +82,7 @@ __device__ __forceinline__ void packed_row_dot(const uint32_t* __restrict__ row,
                                                uint32_t group_blocks, uint64_t nblocks,
                                                const typename XT::T* __restrict__ x, uint64_t ldx, int mt,
                                                const XMap& map, int lane, float acc[MT], float xsum[MT]) {
-#pragma unroll 2
+#pragma unroll 1
   for (uint64_t b = lane; b < nblocks; b += G) {
     float c[32];
     decode_block<BITS>(row, b, c);

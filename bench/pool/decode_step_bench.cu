@@ -20,6 +20,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -189,6 +190,89 @@ double time_steps(int steps, F&& step) {
   return median(ms);
 }
 
+// Sanity check before timing: dc_pool_apply_batched on the GPU against the same call on a CPU
+// context, two different variants plus a base-only row, fp16 activations. Returns max |Δ| / max |y|.
+double check_against_cpu() {
+  dc::BandRecipe recipe;
+  std::vector<std::vector<uint8_t>> images;
+  for (int v = 0; v < 2; ++v) {
+    dc::ContainerWriter w(dc::ContainerMeta{}, dc::kDefaultSegmentAlignment, 1);
+    w.add_tensor(bench_pool::random_lowrank("q", H, H, dc::bands_for_shape(H, H, recipe), 11 + v));
+    w.add_tensor(bench_pool::random_lowrank("gate", I, H, dc::bands_for_shape(I, H, recipe), 21 + v));
+    images.push_back(w.finish_to_memory());
+  }
+  const std::vector<const char*> ids = {"A", "B", nullptr, "B", "A"};
+  const int m = (int)ids.size();
+  std::vector<__half> xh(m * H);
+  std::vector<float> xf(m * H);
+  for (int i = 0; i < m * (int)H; ++i) {
+    xh[i] = __float2half((float)((i * 7919) % 1000) / 1000.f - 0.5f);
+    xf[i] = __half2float(xh[i]);
+  }
+  double worst = 0;
+  dc_context *gpu = nullptr, *cpu = nullptr;
+  dc_context_options co;
+  dc_context_options_init(&co);
+  co.backend = DC_BACKEND_CUDA;
+  DK(dc_context_create(&gpu, &co));
+  co.backend = DC_BACKEND_CPU;
+  DK(dc_context_create(&cpu, &co));
+  dc_pool *pg = nullptr, *pc = nullptr;
+  DK(dc_pool_create(&pg, gpu, nullptr));
+  DK(dc_pool_create(&pc, cpu, nullptr));
+  std::vector<dc_container*> cs;
+  for (int v = 0; v < 2; ++v) {
+    dc_container* c = nullptr;
+    DK(dc_container_open_memory(&c, images[v].data(), images[v].size(), nullptr));
+    cs.push_back(c);
+    DK(dc_pool_register(pg, v ? "B" : "A", c));
+    DK(dc_pool_register(pc, v ? "B" : "A", c));
+  }
+  __half *dx = nullptr, *dy = nullptr;
+  CK(cudaMalloc(&dx, m * H * 2));
+  CK(cudaMalloc(&dy, m * I * 2));
+  CK(cudaMemcpy(dx, xh.data(), m * H * 2, cudaMemcpyHostToDevice));
+  for (const char* t : {"q", "gate"}) {
+    const uint64_t rows = !std::strcmp(t, "q") ? H : I;
+    CK(cudaMemset(dy, 0, m * rows * 2));
+    dc_apply_params p;
+    dc_apply_params_init(&p);
+    p.m = m;
+    p.x = dx;
+    p.x_dtype = DC_DTYPE_F16;
+    p.y = dy;
+    p.y_dtype = DC_DTYPE_F16;
+    DK(dc_pool_apply_batched(pg, t, ids.data(), &p));
+    std::vector<__half> yh(m * rows);
+    CK(cudaMemcpy(yh.data(), dy, m * rows * 2, cudaMemcpyDeviceToHost));
+    std::vector<float> yc(m * rows, 0.f);
+    dc_apply_params q;
+    dc_apply_params_init(&q);
+    q.m = m;
+    q.x = xf.data();
+    q.y = yc.data();
+    DK(dc_pool_apply_batched(pc, t, ids.data(), &q));
+    double err = 0, mag = 0;
+    for (uint64_t k = 0; k < m * rows; ++k) {
+      err = std::max(err, (double)std::fabs(__half2float(yh[k]) - yc[k]));
+      mag = std::max(mag, (double)std::fabs(yc[k]));
+    }
+    for (uint64_t o = 0; o < rows; ++o)  // the base-only row stays 0
+      if (__half2float(yh[2 * rows + o]) != 0.f) err = 1e30;
+    std::printf("check %s (%llux%llu, rows A B - B A): max |gpu - cpu| = %.3g, max |y| = %.3g\n", t,
+                (unsigned long long)rows, (unsigned long long)H, err, mag);
+    worst = std::max(worst, err / std::max(mag, 1e-30));
+  }
+  cudaFree(dx);
+  cudaFree(dy);
+  dc_pool_destroy(pg);
+  dc_pool_destroy(pc);
+  for (auto* c : cs) dc_container_close(c);
+  dc_context_destroy(gpu);
+  dc_context_destroy(cpu);
+  return worst;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -217,6 +301,11 @@ int main(int argc, char** argv) {
   CK(cudaMemGetInfo(&free0, &total));
   std::printf("device: %s, %.2f GB total, %.2f GB used before allocation\n", prop.name, total / 1e9,
               (total - free0) / 1e9);
+
+  const double rel = check_against_cpu();
+  std::printf("GPU pool apply vs CPU pool apply: max error / max |y| = %.3g %s\n\n", rel,
+              rel < 1e-2 ? "(ok: fp16 output)" : "(MISMATCH)");
+  if (rel >= 1e-2) return 1;
 
   // ---- base model: 224 linear weights + embeddings + lm_head, fp16 --------------------------------------
   std::vector<__half*> W(layers * 7);

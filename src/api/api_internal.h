@@ -7,6 +7,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "backends/backend.h"
@@ -51,6 +52,19 @@ T read_options(const T* in, const T& defaults, const char* what) {
   std::memcpy(&out, in, std::min<size_t>(in->struct_size, sizeof(T)));
   out.struct_size = sizeof(T);
   return out;
+}
+
+// The integer a caller stored in an enum field, read without loading the enum (a C caller may
+// store any int; loading an out-of-range C++ enum is undefined behaviour).
+template <class E>
+inline int64_t raw_enum(const E& e) {
+  std::underlying_type_t<E> v;
+  std::memcpy(&v, &e, sizeof v);
+  return (int64_t)v;
+}
+inline bool valid_dtype(const dc_dtype& t) {
+  const int64_t v = raw_enum(t);
+  return v >= DC_DTYPE_F32 && v <= DC_DTYPE_BF16;
 }
 
 // The backend table for `b` (AUTO not allowed), or nullptr with `why` set.

@@ -18,7 +18,7 @@ dc_apply_params default_apply_params() {
   return p;
 }
 
-bool valid_dtype(dc_dtype t) { return t == DC_DTYPE_F32 || t == DC_DTYPE_F16 || t == DC_DTYPE_BF16; }
+using dc::valid_dtype;
 
 // Validates p against an operand shape (rows = y width, cols = x width) and fills default strides.
 dc_apply_params checked_params(const dc_apply_params* in, uint64_t rows, uint64_t cols, bool bias_only) {
@@ -26,7 +26,8 @@ dc_apply_params checked_params(const dc_apply_params* in, uint64_t rows, uint64_
   dc_apply_params p = dc::read_options(in, default_apply_params(), "dc_apply_params");
   DC_CHECK((p.flags & ~DC_APPLY_INCLUDE_BASE) == 0, DC_ERR_INVALID_ARGUMENT, "unknown apply flags 0x%x", p.flags);
   DC_CHECK(valid_dtype(p.x_dtype) && valid_dtype(p.y_dtype), DC_ERR_INVALID_ARGUMENT,
-           "x_dtype %d / y_dtype %d is not a dc_dtype", (int)p.x_dtype, (int)p.y_dtype);
+           "x_dtype %lld / y_dtype %lld is not a dc_dtype", (long long)dc::raw_enum(p.x_dtype),
+           (long long)dc::raw_enum(p.y_dtype));
   DC_CHECK(std::isfinite(p.scale), DC_ERR_INVALID_ARGUMENT, "scale is not finite");
   if (p.ldx == 0) p.ldx = cols;
   if (p.ldy == 0) p.ldy = rows;
@@ -44,7 +45,7 @@ dc_apply_params checked_params(const dc_apply_params* in, uint64_t rows, uint64_
   if (p.flags & DC_APPLY_INCLUDE_BASE) {
     DC_CHECK(!bias_only, DC_ERR_UNSUPPORTED, "DC_APPLY_INCLUDE_BASE needs a 2-D delta, not a bias");
     DC_CHECK(p.base_weight, DC_ERR_INVALID_ARGUMENT, "DC_APPLY_INCLUDE_BASE is set but base_weight is NULL");
-    DC_CHECK(valid_dtype(p.base_dtype), DC_ERR_INVALID_ARGUMENT, "base_dtype %d is not a dc_dtype", (int)p.base_dtype);
+    DC_CHECK(valid_dtype(p.base_dtype), DC_ERR_INVALID_ARGUMENT, "base_dtype %lld is not a dc_dtype", (long long)dc::raw_enum(p.base_dtype));
     if (p.ld_base == 0) p.ld_base = cols;
     DC_CHECK(p.ld_base >= cols, DC_ERR_SHAPE_MISMATCH, "ld_base = %llu is smaller than %llu columns",
              (unsigned long long)p.ld_base, (unsigned long long)cols);
@@ -93,7 +94,7 @@ DC_API dc_status dc_merge_delta(const dc_delta* d, void* weight, dc_dtype dtype,
                                 void* stream) {
   return dc::guard("dc_merge_delta", [&] {
     DC_CHECK(d && weight, DC_ERR_INVALID_ARGUMENT, "delta or weight is NULL");
-    DC_CHECK(valid_dtype(dtype), DC_ERR_INVALID_ARGUMENT, "dtype %d is not a dc_dtype", (int)dtype);
+    DC_CHECK(valid_dtype(dtype), DC_ERR_INVALID_ARGUMENT, "dtype %lld is not a dc_dtype", (long long)dc::raw_enum(dtype));
     DC_CHECK(std::isfinite(scale), DC_ERR_INVALID_ARGUMENT, "scale is not finite");
     if (ld == 0) ld = d->view_cols;
     DC_CHECK(ld >= d->view_cols, DC_ERR_SHAPE_MISMATCH, "ld = %llu is smaller than %llu columns",

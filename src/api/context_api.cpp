@@ -22,8 +22,9 @@ bool usable(dc_backend b) {
 extern "C" {
 
 DC_API int dc_backend_available(dc_backend backend) {
-  if (backend == DC_BACKEND_AUTO) return 1;
-  if (backend != DC_BACKEND_CPU && backend != DC_BACKEND_CUDA && backend != DC_BACKEND_HIP) return 0;
+  const int64_t b = dc::raw_enum(backend);
+  if (b == DC_BACKEND_AUTO) return 1;
+  if (b != DC_BACKEND_CPU && b != DC_BACKEND_CUDA && b != DC_BACKEND_HIP) return 0;
   try {
     return usable(backend) ? 1 : 0;
   } catch (...) {
@@ -32,7 +33,7 @@ DC_API int dc_backend_available(dc_backend backend) {
 }
 
 DC_API const char* dc_backend_name(dc_backend backend) {
-  switch (backend) {
+  switch (dc::raw_enum(backend)) {
     case DC_BACKEND_AUTO: return "auto";
     case DC_BACKEND_CPU: return "cpu";
     case DC_BACKEND_CUDA: return "cuda";
@@ -52,12 +53,13 @@ DC_API dc_status dc_context_create(dc_context** out, const dc_context_options* o
     const dc_context_options o = dc::read_options(opts, default_context_options(), "dc_context_options");
     DC_CHECK(o.num_threads >= 0 && o.num_threads <= 4096, DC_ERR_INVALID_ARGUMENT,
              "num_threads %d out of range [0, 4096]", o.num_threads);
+    const int64_t requested = dc::raw_enum(o.backend);
+    DC_CHECK(requested >= DC_BACKEND_AUTO && requested <= DC_BACKEND_HIP, DC_ERR_INVALID_ARGUMENT,
+             "backend %lld is not a dc_backend value", (long long)requested);
     dc_backend b = o.backend;
     if (b == DC_BACKEND_AUTO) {
       b = usable(DC_BACKEND_CUDA) ? DC_BACKEND_CUDA : usable(DC_BACKEND_HIP) ? DC_BACKEND_HIP : DC_BACKEND_CPU;
     }
-    DC_CHECK(b == DC_BACKEND_CPU || b == DC_BACKEND_CUDA || b == DC_BACKEND_HIP, DC_ERR_INVALID_ARGUMENT,
-             "backend %d is not a dc_backend value", (int)b);
     std::string why;
     const dc_backend_ops* ops = dc::backend_ops(b, &why);
     DC_CHECK(ops, DC_ERR_NOT_FOUND, "backend '%s' is not available: %s", dc_backend_name(b), why.c_str());

@@ -13,8 +13,9 @@ namespace dc::cli {
 
 class Args {
  public:
-  // `flags` are options that take no value.
-  Args(int argc, char** argv, int first, const std::set<std::string>& flags) {
+  // `flags` are options that take no value; `known` lists every accepted option (flags included):
+  // anything else is refused as unknown, by name.
+  Args(int argc, char** argv, int first, const std::set<std::string>& flags, const std::set<std::string>& known) {
     for (int i = first; i < argc; ++i) {
       std::string a = argv[i];
       if (a.size() > 2 && a.compare(0, 2, "--") == 0) {
@@ -23,6 +24,9 @@ class Args {
         if (eq != std::string::npos) {
           value = key.substr(eq + 1);
           key = key.substr(0, eq);
+          DC_CHECK(known.count(key), DC_ERR_INVALID_ARGUMENT, "unknown option --%s (see deltacome --help)", key.c_str());
+        } else if (!known.count(key)) {
+          fail(DC_ERR_INVALID_ARGUMENT, format("unknown option --%s (see deltacome --help)", key.c_str()));
         } else if (flags.count(key)) {
           value = "1";
         } else {
@@ -57,12 +61,6 @@ class Args {
     return d;
   }
   const std::vector<std::string>& positional() const { return positional_; }
-  // Rejects options not in `known` (catches typos).
-  void allow(const std::set<std::string>& known) const {
-    for (const auto& [k, v] : options_)
-      DC_CHECK(known.count(k), DC_ERR_INVALID_ARGUMENT, "unknown option --%s (see deltacome --help)", k.c_str());
-  }
-
  private:
   std::map<std::string, std::string> options_;
   std::vector<std::string> positional_;

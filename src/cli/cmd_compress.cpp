@@ -17,8 +17,8 @@ std::string bands_text(const std::vector<BandDesc>& bands) {
 }
 
 int cmd_compress(int argc, char** argv) {
-  Args a(argc, argv, 2, {"act-order", "lowrank-embeddings", "quiet"});
-  a.allow({"base", "finetuned", "output", "scheme", "alpha", "bits", "group-size", "quantizer", "allocate", "calib",
+  Args a(argc, argv, 2, {"act-order", "lowrank-embeddings", "quiet"},
+         {"base", "finetuned", "output", "scheme", "alpha", "bits", "group-size", "quantizer", "allocate", "calib",
            "act-order", "lowrank-embeddings", "name", "base-name", "threads", "zstd-level", "quiet"});
   CompressConfig c;
   c.base_path = a.require("base");

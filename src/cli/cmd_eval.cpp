@@ -13,8 +13,8 @@
 namespace dc::cli {
 
 int cmd_eval(int argc, char** argv) {
-  Args a(argc, argv, 2, {"quiet"});
-  a.allow({"base", "finetuned", "delta", "tokens", "backend", "threads", "seed", "quiet"});
+  Args a(argc, argv, 2, {"quiet"},
+         {"base", "finetuned", "delta", "tokens", "backend", "threads", "seed", "quiet"});
   const std::string bp = a.require("base"), fp = a.require("finetuned"), dp = a.require("delta");
   const uint64_t m = (uint64_t)a.number("tokens", 8);
   DC_CHECK(m >= 1 && m <= 4096, DC_ERR_INVALID_ARGUMENT, "--tokens must be in [1, 4096]");

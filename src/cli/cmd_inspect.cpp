@@ -54,8 +54,8 @@ void print_spectrum(const dc_container* c, uint64_t index, const dc_tensor_info&
 }  // namespace
 
 int cmd_inspect(int argc, char** argv) {
-  Args a(argc, argv, 2, {"json"});
-  a.allow({"json", "spectrum"});
+  Args a(argc, argv, 2, {"json"},
+         {"json", "spectrum"});
   DC_CHECK(a.positional().size() == 1, DC_ERR_INVALID_ARGUMENT, "usage: deltacome inspect FILE.dcz [--json]");
   dc_container* raw = nullptr;
   check(dc_container_open(&raw, a.positional()[0].c_str(), nullptr));

@@ -71,8 +71,8 @@ std::vector<uint16_t> to_half(const std::vector<float>& v) {
 }  // namespace
 
 int cmd_make_demo(int argc, char** argv) {
-  Args a(argc, argv, 2, {});
-  a.allow({"out", "layers", "hidden", "seed", "vocab"});
+  Args a(argc, argv, 2, {},
+         {"out", "layers", "hidden", "seed", "vocab"});
   const std::string dir = a.require("out");
   const uint64_t layers = (uint64_t)a.number("layers", 2), hidden = (uint64_t)a.number("hidden", 256);
   const uint64_t vocab = (uint64_t)a.number("vocab", 1000), seed = (uint64_t)a.number("seed", 1);

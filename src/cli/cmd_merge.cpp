@@ -13,8 +13,8 @@
 namespace dc::cli {
 
 int cmd_merge(int argc, char** argv) {
-  Args a(argc, argv, 2, {"quiet"});
-  a.allow({"base", "delta", "output", "threads", "quiet"});
+  Args a(argc, argv, 2, {"quiet"},
+         {"base", "delta", "output", "threads", "quiet"});
   const std::string base_path = a.require("base"), delta_path = a.require("delta"), out = a.require("output");
   dc_container* rc = nullptr;
   check(dc_container_open(&rc, delta_path.c_str(), nullptr));

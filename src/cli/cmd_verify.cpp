@@ -7,8 +7,8 @@
 namespace dc::cli {
 
 int cmd_verify(int argc, char** argv) {
-  Args a(argc, argv, 2, {});
-  a.allow({"base"});
+  Args a(argc, argv, 2, {},
+         {"base"});
   DC_CHECK(a.positional().size() == 1, DC_ERR_INVALID_ARGUMENT, "usage: deltacome verify FILE.dcz [--base B]");
   const std::string path = a.positional()[0];
   dc_container* raw = nullptr;

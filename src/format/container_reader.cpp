@@ -190,7 +190,7 @@ class Reader final : public ContainerReader {
     if (verify) {
       const uint64_t h = xxh3_64(out.data(), out.size());
       DC_CHECK(h == seg.xxh3, DC_ERR_CHECKSUM,
-               "%s: tensor '%s' %s segment (band %u): XXH3 %016llx, the manifest says %016llx", name_.c_str(),
+               "%s: tensor '%s' %s segment (band %u): checksum mismatch (XXH3 %016llx, the manifest says %016llx)", name_.c_str(),
                owner.c_str(), role, seg.band, (unsigned long long)h, (unsigned long long)seg.xxh3);
     }
     return out;

@@ -170,15 +170,16 @@ Shard parse_shard(const std::string& path) {
     const DtypeInfo* info = dtype_info(st.dtype_name);
     st.dtype = info ? info->dtype : StDtype::OTHER;
     uint64_t numel = 1;
+    const std::string what = format("'%s': tensor '%s' shape x dtype size", f, t);
     for (const json& d : *sh) {
       st.shape.push_back(json_u64(d, path, name, "shape"));
-      numel = checked_mul(numel, st.shape.back(), t);
+      numel = checked_mul(numel, st.shape.back(), what.c_str());
     }
     const uint64_t b = json_u64((*off)[0], path, name, "data_offsets"), e = json_u64((*off)[1], path, name, "data_offsets");
     DC_CHECK(b <= e, DC_ERR_CORRUPT, "'%s': tensor '%s': data_offsets [%llu, %llu) end before they begin", f, t,
              (unsigned long long)b, (unsigned long long)e);
     if (info) {
-      const uint64_t bytes = checked_mul(numel, info->size, t);
+      const uint64_t bytes = checked_mul(numel, info->size, what.c_str());
       DC_CHECK(e - b == bytes, DC_ERR_CORRUPT, "'%s': tensor '%s' spans %llu bytes, its shape and %s need %llu", f, t,
                (unsigned long long)(e - b), st.dtype_name.c_str(), (unsigned long long)bytes);
     }

@@ -1,0 +1,478 @@
+// The CUDA/HIP backend module: fills dc_backend_ops (src/backends/backend.h) and exports
+// dc_backend_module_get. The core library dlopens this module; nothing here links the core.
+//
+// Apply paths (dc_apply_delta_linear):
+//   m ≤ 64       : phase 1 (x·V̂ ⊙ σ into the device's t scratch) + phase 2 (t·Ûᵀ, fused with the
+//                  base GEMV under DC_APPLY_INCLUDE_BASE): two launches, no allocation.
+//   m > 64       : with a workspace of dc_apply_workspace_size bytes, Û and V̂ are dequantized into
+//                  it and two GEMMs run (cuBLAS tensor cores, or the portable tiled GEMM on HIP);
+//                  without one, the fused path runs in chunks of 64 rows (correct, slower).
+#include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#include "apply_kernels.cuh"
+#include "gemm_kernels.cuh"
+#include "gpu_types.h"
+
+namespace dcg {
+namespace {
+
+const dc_backend_host* g_host = nullptr;
+
+dc_status fail(dc_status st, const char* fmt, ...) {
+  char msg[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  if (g_host && g_host->set_error) g_host->set_error(msg);
+  return st;
+}
+
+dc_status gpu_fail(cudaError_t e, const char* what) {
+  return fail(e == cudaErrorMemoryAllocation ? DC_ERR_OUT_OF_MEMORY : DC_ERR_BACKEND, "%s: %s (%s)",
+              DC_GPU_BACKEND_NAME, what, cudaGetErrorString(e));
+}
+
+#define DC_GPU_TRY(expr, what)             \
+  do {                                     \
+    cudaError_t e_ = (expr);               \
+    if (e_ != cudaSuccess) return gpu_fail(e_, what); \
+  } while (0)
+
+constexpr uint64_t kAlign = 256;
+uint64_t align_up(uint64_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
+size_t dtype_size(int dt) { return dt == DC_DTYPE_F32 ? 4 : 2; }
+bool env_flag(const char* name) {
+  const char* v = getenv(name);
+  return v && *v && strcmp(v, "0") != 0;
+}
+
+// ---- devices -----------------------------------------------------------------------------------
+int device_count() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky "no driver" error
+    return 0;
+  }
+  return n;
+}
+
+void device_close(void* p) {
+  auto* dev = static_cast<GpuDevice*>(p);
+  if (!dev) return;
+  cudaSetDevice(dev->ordinal);
+  cudaDeviceSynchronize();
+#if defined(DC_HAVE_BLAS)
+  if (dev->blas) cublasDestroy(dev->blas);
+  cudaFree(dev->blas_workspace);
+#endif
+  cudaFree(dev->t_scratch);
+  if (dev->upload_done) cudaEventDestroy(dev->upload_done);
+  cudaFreeHost(dev->pinned);
+  delete dev;
+}
+
+dc_status device_open(void** out, int32_t device, int32_t /*num_threads*/) {
+  *out = nullptr;
+  const int n = device_count();
+  if (device < 0 || device >= n)
+    return fail(DC_ERR_NOT_FOUND, "%s: device %d does not exist (%d visible)", DC_GPU_BACKEND_NAME, device, n);
+  auto* dev = new (std::nothrow) GpuDevice();
+  if (!dev) return fail(DC_ERR_OUT_OF_MEMORY, "%s: out of host memory", DC_GPU_BACKEND_NAME);
+  dev->ordinal = device;
+  cudaError_t e = cudaSetDevice(device);
+  cudaDeviceProp prop;
+  if (e == cudaSuccess) e = cudaGetDeviceProperties(&prop, device);
+  if (e == cudaSuccess) e = cudaEventCreate(&dev->upload_done);
+  if (e != cudaSuccess) {
+    device_close(dev);
+    return gpu_fail(e, "opening the device");
+  }
+  // Logical warp = the hardware warp (64 on CDNA). DELTACOME_GPU_GROUP=64 forces the wave64 code
+  // path on a 32-wide GPU (tests); DELTACOME_GPU_PORTABLE_GEMM=1 forces the HIP build's GEMM.
+  dev->group = prop.warpSize >= 64 || env_flag("DELTACOME_GPU_GROUP_64") ? 64 : 32;
+  if (const char* g = getenv("DELTACOME_GPU_GROUP")) dev->group = atoi(g) == 64 ? 64 : dev->group;
+  dev->portable_gemm = env_flag("DELTACOME_GPU_PORTABLE_GEMM");
+#if defined(DC_HAVE_BLAS)
+  const size_t ws = 32u << 20;
+  if (cublasCreate(&dev->blas) != CUBLAS_STATUS_SUCCESS) {
+    dev->blas = nullptr;
+    device_close(dev);
+    return fail(DC_ERR_BACKEND, "cuda: cublasCreate failed on device %d", device);
+  }
+  e = cudaMalloc(&dev->blas_workspace, ws);
+  if (e != cudaSuccess) {
+    device_close(dev);
+    return gpu_fail(e, "allocating the cuBLAS workspace");
+  }
+  cublasSetWorkspace(dev->blas, dev->blas_workspace, ws);
+#endif
+  *out = dev;
+  return DC_OK;
+}
+
+// Grows the t scratch to `floats` (load time only: frees the old one after the device is idle).
+dc_status ensure_scratch(GpuDevice* dev, uint64_t floats) {
+  if (floats <= dev->t_capacity) return DC_OK;
+  if (dev->t_scratch) {
+    DC_GPU_TRY(cudaDeviceSynchronize(), "waiting before growing the apply scratch");
+    cudaFree(dev->t_scratch);
+    dev->t_scratch = nullptr;
+    dev->t_capacity = 0;
+  }
+  DC_GPU_TRY(cudaMalloc(&dev->t_scratch, floats * sizeof(float)), "allocating the apply scratch");
+  dev->t_capacity = floats;
+  return DC_OK;
+}
+
+dc_status ensure_pinned(GpuDevice* dev, size_t bytes) {
+  DC_GPU_TRY(cudaEventSynchronize(dev->upload_done), "waiting for the previous upload");  // staging is free again
+  if (bytes <= dev->pinned_capacity) return DC_OK;
+  cudaFreeHost(dev->pinned);
+  dev->pinned = nullptr;
+  dev->pinned_capacity = 0;
+  DC_GPU_TRY(cudaMallocHost(&dev->pinned, bytes), "allocating pinned staging memory");
+  dev->pinned_capacity = bytes;
+  return DC_OK;
+}
+
+// ---- loading ---------------------------------------------------------------------------------------
+// Lays the view's arrays out in one allocation (256-byte aligned pieces, so the kernels' 16-byte
+// loads are aligned), stages them in pinned memory and uploads them with one async copy.
+struct Piece {
+  const void* src;
+  uint64_t bytes, offset;
+};
+
+dc_status delta_load(void* devp, const dc_tensor_view* v, void* stream, void** out, uint64_t* out_bytes) {
+  auto* dev = static_cast<GpuDevice*>(devp);
+  *out = nullptr;
+  DC_GPU_TRY(cudaSetDevice(dev->ordinal), "selecting the device");
+  auto* d = new (std::nothrow) GpuDelta();
+  if (!d) return fail(DC_ERR_OUT_OF_MEMORY, "%s: out of host memory", DC_GPU_BACKEND_NAME);
+  DeltaDesc& s = d->desc;
+  s.rows = v->rows;
+  s.cols = v->cols;
+  s.kind = v->kind;
+  s.dtype = v->dtype;
+  Piece pieces[4 + 4 * DC_MAX_BANDS];
+  const void** targets[4 + 4 * DC_MAX_BANDS];
+  int np = 0;
+  uint64_t total = 0;
+  auto add = [&](const void* src, uint64_t bytes, const void** target) {
+    if (!src || bytes == 0) return;
+    pieces[np] = Piece{src, bytes, total};
+    targets[np++] = target;
+    total = align_up(total + bytes);
+  };
+  if (v->kind == DC_KIND_LOWRANK) {
+    s.rank = v->rank;
+    s.n_bands = v->n_bands;
+    s.v_len = v->v_len;
+    s.v_col_offset = v->v_col_offset;
+    add(v->sigma, (uint64_t)v->rank * 4, reinterpret_cast<const void**>(&s.sigma));
+    add(v->in_perm, v->v_len * 4, reinterpret_cast<const void**>(&s.perm));
+    for (uint32_t b = 0; b < v->n_bands; ++b) {
+      const dc_band_view& bv = v->bands[b];
+      BandDesc& bd = s.bands[b];
+      const uint64_t rb = bv.rank_end - bv.rank_begin;
+      bd.bits = bv.bits;
+      bd.r0 = bv.rank_begin;
+      bd.r1 = bv.rank_end;
+      bd.group_size = bv.bits == 16 ? 0 : bv.group_size;
+      bd.v_row_words = (uint32_t)dc_row_words(v->v_len, bv.bits);
+      bd.u_row_words = (uint32_t)dc_row_words(rb, bv.bits);
+      bd.v_row_groups = bv.bits == 16 ? 0 : (uint32_t)dc_row_groups(v->v_len, bv.group_size);
+      bd.u_row_groups = bv.bits == 16 ? 0 : (uint32_t)dc_row_groups(rb, bv.group_size);
+      add(bv.v_codes, rb * bd.v_row_words * 4, reinterpret_cast<const void**>(&bd.v_codes));
+      add(bv.u_codes, v->rows * bd.u_row_words * 4, reinterpret_cast<const void**>(&bd.u_codes));
+      if (bv.bits != 16) {
+        add(bv.v_qparams, rb * bd.v_row_groups * sizeof(dc_qparam), reinterpret_cast<const void**>(&bd.v_qp));
+        add(bv.u_qparams, v->rows * bd.u_row_groups * sizeof(dc_qparam), reinterpret_cast<const void**>(&bd.u_qp));
+      }
+    }
+  } else if (v->kind == DC_KIND_BITDELTA) {
+    s.bitdelta_scale = v->bitdelta_scale;
+    s.sign_row_words = (uint32_t)dc_row_words(v->cols, 1);
+    add(v->signs, v->rows * s.sign_row_words * 4, reinterpret_cast<const void**>(&s.signs));
+  } else {
+    add(v->dense, v->rows * v->cols * dtype_size(v->dtype), &s.dense);
+  }
+  if (total == 0) total = kAlign;
+  cudaError_t e = cudaMalloc(&d->mem, total);
+  if (e != cudaSuccess) {
+    delete d;
+    return gpu_fail(e, "allocating device memory for a delta");
+  }
+  d->bytes = total;
+  dc_status st = ensure_pinned(dev, total);
+  if (st == DC_OK && v->kind == DC_KIND_LOWRANK) st = ensure_scratch(dev, (uint64_t)kMaxTokens * (v->rank ? v->rank : 1));
+  if (st != DC_OK) {
+    cudaFree(d->mem);
+    delete d;
+    return st;
+  }
+  for (int i = 0; i < np; ++i) {
+    memcpy(static_cast<char*>(dev->pinned) + pieces[i].offset, pieces[i].src, pieces[i].bytes);
+    *targets[i] = static_cast<char*>(d->mem) + pieces[i].offset;
+  }
+  const auto s_ = static_cast<cudaStream_t>(stream);
+  e = cudaMemcpyAsync(d->mem, dev->pinned, total, cudaMemcpyHostToDevice, s_);
+  if (e == cudaSuccess) e = cudaEventRecord(dev->upload_done, s_);
+  if (e != cudaSuccess) {
+    cudaFree(d->mem);
+    delete d;
+    return gpu_fail(e, "uploading a delta");
+  }
+  *out = d;
+  *out_bytes = total;
+  return DC_OK;
+}
+
+void delta_free(void* devp, void* p) {
+  auto* dev = static_cast<GpuDevice*>(devp);
+  auto* d = static_cast<GpuDelta*>(p);
+  if (!d) return;
+  cudaSetDevice(dev->ordinal);
+  cudaFree(d->mem);
+  delete d;
+}
+
+// ---- GEMM (row-major C[M×N] = alpha·A·Bᵀ + beta·C) ---------------------------------------------------
+dc_status gemm_nt(GpuDevice* dev, cudaStream_t s, uint64_t M, uint64_t N, uint64_t K, const void* A, uint64_t lda,
+                  const void* B, uint64_t ldb, int abdt, void* C, int cdt, uint64_t ldc, float alpha, float beta) {
+#if defined(DC_HAVE_BLAS)
+  if (!dev->portable_gemm) {
+    auto ty = [](int dt) { return dt == DC_DTYPE_F16 ? CUDA_R_16F : dt == DC_DTYPE_BF16 ? CUDA_R_16BF : CUDA_R_32F; };
+    cublasSetStream(dev->blas, s);
+    // Column-major view: Cᵀ[N×M] = B[N×K]·Aᵀ, i.e. op(B) = T on the K×N column-major B.
+    const cublasStatus_t st =
+        cublasGemmEx(dev->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)N, (int)M, (int)K, &alpha, B, ty(abdt), (int)ldb, A,
+                     ty(abdt), (int)lda, &beta, C, ty(cdt), (int)ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    if (st != CUBLAS_STATUS_SUCCESS)
+      return fail(DC_ERR_BACKEND, "cuda: cublasGemmEx failed (status %d, M=%llu N=%llu K=%llu)", (int)st,
+                  (unsigned long long)M, (unsigned long long)N, (unsigned long long)K);
+    return DC_OK;
+  }
+#endif
+  DC_GPU_TRY(launch_gemm_nt(s, M, N, K, A, lda, B, ldb, abdt, C, cdt, ldc, alpha, beta), "tiled GEMM");
+  return DC_OK;
+}
+
+// ---- apply -------------------------------------------------------------------------------------------
+struct PrefillLayout {
+  uint64_t vd, ud, t32, tc, y32, total;
+};
+PrefillLayout prefill_layout(const DeltaDesc& d, uint64_t m) {
+  PrefillLayout l{};
+  uint64_t at = 0;
+  l.vd = at; at = align_up(at + (uint64_t)d.rank * d.cols * 4);
+  l.ud = at; at = align_up(at + d.rows * d.rank * 4);
+  l.t32 = at; at = align_up(at + m * d.rank * 4);
+  l.tc = at; at = align_up(at + m * d.rank * 4);
+  l.y32 = at; at = align_up(at + m * d.rows * 4);
+  l.total = at;
+  return l;
+}
+
+dc_status workspace_size(void*, const void* p, uint64_t m, uint64_t* out) {
+  const auto* d = static_cast<const GpuDelta*>(p);
+  *out = (d->desc.kind == DC_KIND_LOWRANK && m > (uint64_t)kMaxTokens) ? prefill_layout(d->desc, m).total : 0;
+  return DC_OK;
+}
+
+dc_status apply_prefill(GpuDevice* dev, const DeltaDesc& d, const dc_apply_params* p, cudaStream_t s, uint64_t ldx,
+                        uint64_t ldy, uint64_t ldb) {
+  const PrefillLayout l = prefill_layout(d, p->m);
+  char* ws = static_cast<char*>(p->workspace);
+  const int xdt = p->x_dtype;
+  const bool with_base = (p->flags & DC_APPLY_INCLUDE_BASE) != 0;
+  DC_GPU_TRY(cudaMemsetAsync(ws + l.vd, 0, (uint64_t)d.rank * d.cols * dtype_size(xdt), s), "clearing workspace");
+  DC_GPU_TRY(launch_dequant_v(s, d, ws + l.vd, xdt, d.cols, 1, p->scale), "dequantizing V");
+  DC_GPU_TRY(launch_dequant_u(s, d, ws + l.ud, xdt, d.rank), "dequantizing U");
+  auto* t32 = reinterpret_cast<float*>(ws + l.t32);
+  auto* y32 = reinterpret_cast<float*>(ws + l.y32);
+  dc_status st = gemm_nt(dev, s, p->m, d.rank, d.cols, p->x, ldx, ws + l.vd, d.cols, xdt, t32, DC_DTYPE_F32, d.rank,
+                         1.f, 0.f);
+  if (st != DC_OK) return st;
+  DC_GPU_TRY(launch_store_f32(s, t32, d.rank, ws + l.tc, xdt, d.rank, p->m, d.rank, false), "converting t");
+  float beta = 0.f;
+  bool accumulate = true;
+  if (with_base && p->base_dtype == xdt) {
+    st = gemm_nt(dev, s, p->m, d.rows, d.cols, p->x, ldx, p->base_weight, ldb, xdt, y32, DC_DTYPE_F32, d.rows, 1.f, 0.f);
+    if (st != DC_OK) return st;
+    beta = 1.f;
+    accumulate = false;
+  } else if (with_base) {  // base in another dtype than x: our GEMV writes y = x·Wᵀ first
+    const LaunchCfg c{dev->group, s};
+    DC_GPU_TRY(launch_gemv(c, p->base_weight, p->base_dtype, ldb, d.rows, d.cols, p->x, xdt, ldx, p->m, p->y,
+                           p->y_dtype, ldy, 1.f, false),
+               "base GEMV");
+  }
+  st = gemm_nt(dev, s, p->m, d.rows, d.rank, ws + l.tc, d.rank, ws + l.ud, d.rank, xdt, y32, DC_DTYPE_F32, d.rows, 1.f,
+               beta);
+  if (st != DC_OK) return st;
+  DC_GPU_TRY(launch_store_f32(s, y32, d.rows, p->y, p->y_dtype, ldy, p->m, d.rows, accumulate), "writing y");
+  return DC_OK;
+}
+
+dc_status apply(void* devp, const void* dp, const dc_apply_params* p) {
+  auto* dev = static_cast<GpuDevice*>(devp);
+  const DeltaDesc& d = static_cast<const GpuDelta*>(dp)->desc;
+  if (p->m == 0) return DC_OK;
+  DC_GPU_TRY(cudaSetDevice(dev->ordinal), "selecting the device");
+  const auto s = static_cast<cudaStream_t>(p->stream);
+  const LaunchCfg c{dev->group, s};
+  const uint64_t ldx = p->ldx ? p->ldx : d.cols, ldy = p->ldy ? p->ldy : d.rows, ldb = p->ld_base ? p->ld_base : d.cols;
+  const bool with_base = (p->flags & DC_APPLY_INCLUDE_BASE) != 0;
+  const size_t xes = dtype_size(p->x_dtype), yes = dtype_size(p->y_dtype);
+  if (d.kind == DC_KIND_LOWRANK) {
+    if (p->m > (uint64_t)kMaxTokens && p->workspace && p->workspace_bytes >= prefill_layout(d, p->m).total)
+      return apply_prefill(dev, d, p, s, ldx, ldy, ldb);
+    for (uint64_t i0 = 0; i0 < p->m; i0 += kMaxTokens) {
+      const uint64_t n = p->m - i0 < (uint64_t)kMaxTokens ? p->m - i0 : (uint64_t)kMaxTokens;
+      const void* x = static_cast<const char*>(p->x) + i0 * ldx * xes;
+      void* y = static_cast<char*>(p->y) + i0 * ldy * yes;
+      if (d.rank > 0)
+        DC_GPU_TRY(launch_phase1(c, d, x, p->x_dtype, ldx, n, dev->t_scratch, d.rank, p->scale), "phase-1 kernel");
+      DC_GPU_TRY(launch_phase2(c, d, dev->t_scratch, d.rank, n, y, p->y_dtype, ldy, with_base ? p->base_weight : nullptr,
+                               p->base_dtype, ldb, x, p->x_dtype, ldx),
+                 "phase-2 kernel");
+    }
+    return DC_OK;
+  }
+  if (with_base)
+    DC_GPU_TRY(launch_gemv(c, p->base_weight, p->base_dtype, ldb, d.rows, d.cols, p->x, p->x_dtype, ldx, p->m, p->y,
+                           p->y_dtype, ldy, 1.f, false),
+               "base GEMV");
+  if (d.kind == DC_KIND_BITDELTA) {
+    DC_GPU_TRY(launch_bitdelta(c, d, p->x, p->x_dtype, ldx, p->m, p->y, p->y_dtype, ldy, p->scale), "BitDelta kernel");
+  } else if (d.cols == 1) {
+    DC_GPU_TRY(launch_bias(c, d, p->m, p->y, p->y_dtype, ldy, p->scale), "bias kernel");
+  } else {
+    DC_GPU_TRY(launch_gemv(c, d.dense, d.dtype, d.cols, d.rows, d.cols, p->x, p->x_dtype, ldx, p->m, p->y, p->y_dtype,
+                           ldy, p->scale, true),
+               "dense delta GEMV");
+  }
+  return DC_OK;
+}
+
+// ---- multi-tenant ----------------------------------------------------------------------------------
+dc_status batch_create(void* devp, const void* const* deltas, uint64_t count, void** out) {
+  auto* dev = static_cast<GpuDevice*>(devp);
+  *out = nullptr;
+  DC_GPU_TRY(cudaSetDevice(dev->ordinal), "selecting the device");
+  auto* b = new (std::nothrow) GpuBatch();
+  DeltaDesc* host = new (std::nothrow) DeltaDesc[count ? count : 1];
+  if (!b || !host) {
+    delete b;
+    delete[] host;
+    return fail(DC_ERR_OUT_OF_MEMORY, "%s: out of host memory", DC_GPU_BACKEND_NAME);
+  }
+  b->count = (uint32_t)count;
+  for (uint64_t i = 0; i < count; ++i) {
+    host[i] = static_cast<const GpuDelta*>(deltas[i])->desc;
+    b->rows = host[i].rows;
+    b->cols = host[i].cols;
+    if (host[i].kind == DC_KIND_LOWRANK) {
+      b->any_lowrank = true;
+      if (host[i].rank > b->max_rank) b->max_rank = host[i].rank;
+    }
+  }
+  cudaError_t e = cudaMalloc(&b->table, sizeof(DeltaDesc) * (count ? count : 1));
+  if (e == cudaSuccess) e = cudaMemcpy(b->table, host, sizeof(DeltaDesc) * count, cudaMemcpyHostToDevice);
+  delete[] host;
+  if (e != cudaSuccess) {
+    cudaFree(b->table);
+    delete b;
+    return gpu_fail(e, "building the batch descriptor table");
+  }
+  *out = b;
+  return DC_OK;
+}
+
+void batch_free(void* devp, void* p) {
+  auto* b = static_cast<GpuBatch*>(p);
+  if (!b) return;
+  cudaSetDevice(static_cast<GpuDevice*>(devp)->ordinal);
+  cudaFree(b->table);
+  delete b;
+}
+
+dc_status apply_batched(void* devp, const void* bp, const int32_t* row_slot, const dc_apply_params* p) {
+  auto* dev = static_cast<GpuDevice*>(devp);
+  const auto* b = static_cast<const GpuBatch*>(bp);
+  if (p->m == 0) return DC_OK;
+  DC_GPU_TRY(cudaSetDevice(dev->ordinal), "selecting the device");
+  const auto s = static_cast<cudaStream_t>(p->stream);
+  const LaunchCfg c{dev->group, s};
+  const uint64_t ldx = p->ldx ? p->ldx : b->cols, ldy = p->ldy ? p->ldy : b->rows, ldb = p->ld_base ? p->ld_base : b->cols;
+  if (p->flags & DC_APPLY_INCLUDE_BASE)
+    DC_GPU_TRY(launch_gemv(c, p->base_weight, p->base_dtype, ldb, b->rows, b->cols, p->x, p->x_dtype, ldx, p->m, p->y,
+                           p->y_dtype, ldy, 1.f, false),
+               "base GEMV");
+  const uint64_t ldt = b->max_rank ? b->max_rank : 1;
+  for (uint64_t i0 = 0; i0 < p->m; i0 += kMaxTokens) {
+    const uint64_t n = p->m - i0 < (uint64_t)kMaxTokens ? p->m - i0 : (uint64_t)kMaxTokens;
+    if (b->any_lowrank)
+      DC_GPU_TRY(launch_batched_phase1(c, b->table, b->count, b->max_rank, row_slot, i0, n, p->x, p->x_dtype, ldx,
+                                       dev->t_scratch, ldt, p->scale),
+                 "batched phase-1 kernel");
+    DC_GPU_TRY(launch_batched_phase2(c, b->table, b->count, b->rows, row_slot, i0, n, dev->t_scratch, ldt, p->x,
+                                     p->x_dtype, ldx, p->y, p->y_dtype, ldy, p->scale),
+               "batched phase-2 kernel");
+  }
+  return DC_OK;
+}
+
+// ---- merge -------------------------------------------------------------------------------------------
+dc_status merge(void* devp, const void* dp, void* W, dc_dtype wdt, uint64_t ld, float scale, void* stream) {
+  auto* dev = static_cast<GpuDevice*>(devp);
+  const DeltaDesc& d = static_cast<const GpuDelta*>(dp)->desc;
+  DC_GPU_TRY(cudaSetDevice(dev->ordinal), "selecting the device");
+  const auto s = static_cast<cudaStream_t>(stream);
+  if (ld == 0) ld = d.cols;
+  if (d.kind != DC_KIND_LOWRANK) {
+    DC_GPU_TRY(launch_merge_elementwise(s, d, W, wdt, ld, scale), "merge kernel");
+    return DC_OK;
+  }
+  if (d.rank == 0) return DC_OK;
+  // W += Û·(scale·σ⊙V̂) as one GEMM in W's dtype; the dequantized factors live only for this call
+  // (stream-ordered allocation: no device-wide synchronisation).
+  const size_t es = dtype_size(wdt);
+  void *ud = nullptr, *vdt = nullptr;
+  DC_GPU_TRY(cudaMallocAsync(&ud, d.rows * d.rank * es, s), "allocating merge scratch");
+  cudaError_t e = cudaMallocAsync(&vdt, d.cols * d.rank * es, s);
+  if (e != cudaSuccess) {
+    cudaFreeAsync(ud, s);
+    return gpu_fail(e, "allocating merge scratch");
+  }
+  dc_status st = DC_OK;
+  e = cudaMemsetAsync(vdt, 0, d.cols * d.rank * es, s);
+  if (e == cudaSuccess) e = launch_dequant_v(s, d, vdt, wdt, 1, d.rank, scale);
+  if (e == cudaSuccess) e = launch_dequant_u(s, d, ud, wdt, d.rank);
+  if (e != cudaSuccess) st = gpu_fail(e, "dequantizing for merge");
+  if (st == DC_OK) st = gemm_nt(dev, s, d.rows, d.cols, d.rank, ud, d.rank, vdt, d.rank, wdt, W, wdt, ld, 1.f, 1.f);
+  cudaFreeAsync(vdt, s);
+  cudaFreeAsync(ud, s);
+  return st;
+}
+
+const dc_backend_ops kOps = {
+    DC_BACKEND_ABI_VERSION, DC_GPU_BACKEND_NAME, device_count, device_open, device_close, delta_load, delta_free,
+    workspace_size,         apply,               batch_create, batch_free,  apply_batched, merge,
+};
+
+}  // namespace
+}  // namespace dcg
+
+extern "C" __attribute__((visibility("default"))) const dc_backend_ops* dc_backend_module_get(
+    uint32_t abi_version, const dc_backend_host* host) {
+  if (abi_version != DC_BACKEND_ABI_VERSION) return nullptr;
+  dcg::g_host = host;
+  return &dcg::kOps;
+}

@@ -1,0 +1,36 @@
+// Objects behind the GPU backend's opaque handles (CUDA and HIP builds).
+#pragma once
+
+#include "common.cuh"
+
+namespace dcg {
+
+struct GpuDevice {
+  int ordinal = 0;
+  int group = 32;              // logical warp width used by the row kernels (device warp size)
+  bool portable_gemm = false;  // CUDA build: use the tiled GEMM instead of cuBLAS (tests)
+  float* t_scratch = nullptr;  // phase-1 output, kMaxTokens × (largest rank loaded) floats
+  uint64_t t_capacity = 0;     // in floats
+  void* pinned = nullptr;      // upload staging
+  size_t pinned_capacity = 0;
+  cudaEvent_t upload_done = nullptr;  // recorded after the last upload out of `pinned`
+#if defined(DC_HAVE_BLAS)
+  cublasHandle_t blas = nullptr;
+  void* blas_workspace = nullptr;
+#endif
+};
+
+struct GpuDelta {
+  DeltaDesc desc{};
+  void* mem = nullptr;  // one allocation holding every array the descriptor points into
+  uint64_t bytes = 0;
+};
+
+struct GpuBatch {
+  DeltaDesc* table = nullptr;  // device array, one descriptor per slot
+  uint32_t count = 0, max_rank = 0;
+  uint64_t rows = 0, cols = 0;
+  bool any_lowrank = false;
+};
+
+}  // namespace dcg
