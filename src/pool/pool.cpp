@@ -29,8 +29,8 @@ Pool::~Pool() {
     mem_->synchronize();
   } catch (...) {
   }
-  for (auto& kv : batches_)
-    for (auto& cb : kv.second) dc_delta_batch_free(cb.batch);
+  for (auto& kv : tensors_)
+    for (auto& cb : kv.second.batches) dc_delta_batch_free(cb.batch);
   for (dc_delta_batch* b : retired_) dc_delta_batch_free(b);
   for (auto& kv : entries_)
     if (kv.second->delta) dc_delta_free(kv.second->delta);
@@ -125,6 +125,7 @@ void Pool::unregister_model(const std::string& id) {
     set_state(e, DC_POOL_ABSENT);
   }
   entries_.erase(first, last);
+  ++registry_gen_;  // cached Entry pointers may dangle now
   models_[m].container = nullptr;
   cv_.notify_all();
 }
@@ -254,8 +255,8 @@ void Pool::evict(Entry& e) {
 void Pool::free_resident(Entry& e) {
   // Cached batches that name the delta go first (a batch must not outlive its deltas). The device
   // was synchronised by the caller.
-  for (auto& kv : batches_) {
-    auto& list = kv.second;
+  for (auto& kv : tensors_) {
+    auto& list = kv.second.batches;
     for (size_t i = 0; i < list.size();) {
       if (std::find(list[i].members.begin(), list[i].members.end(), e.delta) != list[i].members.end()) {
         dc_delta_batch_free(list[i].batch);

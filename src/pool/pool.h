@@ -125,10 +125,29 @@ class Pool {
   bool stopping_ = false;
   std::vector<std::thread> workers_;
 
-  // dc_pool_apply_batched caches.
-  std::unordered_map<std::string, std::vector<CachedBatch>> batches_;  // by tensor name
+  // dc_pool_apply_batched caches. Per tensor name: recent batches, and the entries that served the
+  // last id sequence (valid while registry_gen_ and ids_version_ are unchanged: entries are only
+  // erased by unregister, which bumps registry_gen_), so a repeated decode step resolves its ids
+  // without a lookup.
+  struct TensorState {
+    std::vector<CachedBatch> batches;
+    uint64_t gen = UINT64_MAX, ids_version = UINT64_MAX;
+    std::vector<Entry*> entries;  // slot order
+  };
+  std::unordered_map<std::string, TensorState> tensors_;
+  uint64_t registry_gen_ = 0;
+  // The last id sequence (row → slot) and its distinct ids (slot → id).
+  std::vector<std::string> last_row_ids_;
+  std::vector<bool> last_row_null_;
+  struct IdSet {
+    std::vector<int32_t> slots;          // row → slot (−1 for a NULL id)
+    std::vector<std::string> slot_ids;   // slot → model id
+    uint64_t version = 0;
+  };
+  std::shared_ptr<const IdSet> last_set_;
+  uint64_t ids_version_ = 0;
   std::vector<dc_delta_batch*> retired_;  // replaced batches, freed after the next device sync
-  std::vector<int32_t> slots_host_;       // the table last uploaded to slots_dev_
+  uint64_t slots_version_ = UINT64_MAX;    // ids_version_ of the table in slots_dev_
   void* slots_dev_ = nullptr;
   uint64_t slots_capacity_ = 0;
   uint64_t tick_ = 0;

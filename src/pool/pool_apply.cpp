@@ -32,26 +32,49 @@ void Pool::apply_batched(const std::string& tensor, const char* const* ids, cons
   DC_CHECK(p.m <= (1ull << 31), DC_ERR_INVALID_ARGUMENT, "m = %llu rows is too many for one pool apply",
            (unsigned long long)p.m);
 
-  // Distinct ids in order of first appearance, and each row's slot.
-  std::vector<int32_t> slots(p.m);
-  std::vector<std::string> slot_ids;
-  std::unordered_map<std::string, int32_t> slot_of;
-  for (uint64_t i = 0; i < p.m; ++i) {
-    if (!ids[i]) {
-      slots[i] = -1;
-      continue;
+  Lock lk(mu_);
+  // Distinct ids in order of first appearance, and each row's slot; reused while the sequence repeats.
+  bool same_ids = last_row_ids_.size() == p.m;
+  for (uint64_t i = 0; same_ids && i < p.m; ++i)
+    same_ids = ids[i] ? !last_row_null_[i] && last_row_ids_[i] == ids[i] : (bool)last_row_null_[i];
+  if (!same_ids) {
+    std::vector<int32_t> slots(p.m);
+    std::vector<std::string> slot_ids;
+    std::unordered_map<std::string, int32_t> slot_of;
+    for (uint64_t i = 0; i < p.m; ++i) {
+      if (!ids[i]) {
+        slots[i] = -1;
+        continue;
+      }
+      auto ins = slot_of.emplace(ids[i], (int32_t)slot_ids.size());
+      if (ins.second) slot_ids.emplace_back(ids[i]);
+      slots[i] = ins.first->second;
     }
-    auto ins = slot_of.emplace(ids[i], (int32_t)slot_ids.size());
-    if (ins.second) slot_ids.emplace_back(ids[i]);
-    slots[i] = ins.first->second;
+    last_row_ids_.assign(p.m, std::string());
+    last_row_null_.assign(p.m, true);
+    for (uint64_t i = 0; i < p.m; ++i)
+      if (ids[i]) {
+        last_row_ids_[i] = ids[i];
+        last_row_null_[i] = false;
+      }
+    auto set = std::make_shared<IdSet>();
+    set->slots = std::move(slots);
+    set->slot_ids = std::move(slot_ids);
+    set->version = ++ids_version_;
+    last_set_ = std::move(set);
   }
+  // Held by pointer: another thread's apply may replace last_set_ while this one decodes.
+  const std::shared_ptr<const IdSet> set = last_set_;
+  const std::vector<int32_t>& slots = set->slots;
+  const std::vector<std::string>& slot_ids = set->slot_ids;
   DC_CHECK(!slot_ids.empty() || !(p.flags & DC_APPLY_INCLUDE_BASE), DC_ERR_INVALID_ARGUMENT,
            "every row's model id is NULL: with DC_APPLY_INCLUDE_BASE there is no delta to apply the base with; "
            "run the base GEMM directly");
   if (slot_ids.empty()) return;  // y += nothing
 
-  Lock lk(mu_);
   // Acquire the whole set; references keep each member resident while the others load.
+  TensorState& ts = tensors_[tensor];
+  const uint64_t version = set->version;
   std::vector<Entry*> held;
   struct Releaser {
     Pool* pool;
@@ -60,10 +83,23 @@ void Pool::apply_batched(const std::string& tensor, const char* const* ids, cons
       for (Entry* e : *held) pool->release_locked(*e);
     }
   } releaser{this, &held};
-  for (const std::string& id : slot_ids) {
-    const uint32_t m = model_index(id);
-    held.push_back(&acquire_locked(lk, m, tensor_index(m, tensor), p.stream));
+  for (size_t s = 0; s < slot_ids.size(); ++s) {
+    // The cached entry is valid while no unregister ran (checked again after every slow acquire,
+    // which may release the mutex while decoding).
+    Entry* cached = ts.gen == registry_gen_ && ts.ids_version == version ? ts.entries[s] : nullptr;
+    if (cached && cached->state == DC_POOL_RESIDENT) {
+      ++stats_.hits;
+      take_ref(*cached);
+      held.push_back(cached);
+      continue;
+    }
+    const uint32_t m = cached ? cached->model : model_index(slot_ids[s]);
+    const uint64_t t = cached ? cached->tensor : tensor_index(m, tensor);
+    held.push_back(&acquire_locked(lk, m, t, p.stream));
   }
+  ts.entries = held;
+  ts.gen = registry_gen_;
+  ts.ids_version = version;
 
   std::vector<const dc_delta*> members;
   for (Entry* e : held) members.push_back(e->delta);
@@ -103,7 +139,7 @@ void Pool::apply_batched(const std::string& tensor, const char* const* ids, cons
   }
 
   // The set's batch: reuse one built for exactly these resident deltas in this order.
-  auto& cached = batches_[tensor];
+  auto& cached = ts.batches;
   CachedBatch* use = nullptr;
   for (auto& cb : cached)
     if (cb.members == members) use = &cb;
@@ -123,7 +159,7 @@ void Pool::apply_batched(const std::string& tensor, const char* const* ids, cons
   use->last_use = ++tick_;
 
   // The row→slot table, where the backend reads it.
-  if (slots != slots_host_ || !slots_dev_) {
+  if (slots_version_ != version || !slots_dev_) {
     mem_->bind(p.x);
     if (slots_capacity_ < p.m) {
       if (slots_dev_) {
@@ -137,7 +173,7 @@ void Pool::apply_batched(const std::string& tensor, const char* const* ids, cons
       slots_capacity_ = cap;
     }
     mem_->upload(slots_dev_, slots.data(), p.m * sizeof(int32_t), p.stream);
-    slots_host_ = std::move(slots);
+    slots_version_ = version;
     ++stats_.slot_uploads;
   }
   check_backend(dc_apply_delta_linear_batched(use->batch, static_cast<const int32_t*>(slots_dev_), &p),
