@@ -63,8 +63,8 @@ __device__ __forceinline__ void load_x32(const typename XT::T* __restrict__ xrow
   if (map.perm == nullptr && map.off == 0 && p0 + 32 <= map.cols) {
 #pragma unroll
     for (int i = 0; i < 32; ++i) xv[i] = to_f32<XT>(xrow[p0 + i]);
-  } else {  // shard / act-order / tail block: rare, kept compact
-#pragma unroll 1
+  } else {  // shard / act-order / tail block
+#pragma unroll
     for (int i = 0; i < 32; ++i) {
       const uint64_t p = p0 + i;
       uint64_t j = ~0ull;

@@ -173,8 +173,9 @@ DC_API dc_status dc_pool_get_stats(dc_pool* pool, dc_pool_stats* stats);
  *  NULL ones included, also gets x[i]·W_baseᵀ, as in dc_apply_delta_linear_batched).
  *  Every distinct id is acquired (loading what is missing, on p->stream), the set's dc_delta_batch
  *  is built or reused (it is reused while the same resident deltas serve the same ordered set of
- *  ids), the row→slot table is written (device memory on GPU, uploaded on p->stream, only when
- *  the id sequence or the batch changed), dc_apply_delta_linear_batched runs once, finished
+ *  ids; slots follow the first appearance of each id), the row→slot table is written (device
+ *  memory on GPU, uploaded on p->stream, only when the id sequence differs from the previous
+ *  call's), dc_apply_delta_linear_batched runs once, finished
  *  prefetches are placed, and the references are dropped.
  *  The deltas must be low-rank or BitDelta (dc_delta_batch_create's rule); dense deltas of one
  *  shape are applied row by row instead (not with DC_APPLY_INCLUDE_BASE: DC_ERR_UNSUPPORTED).

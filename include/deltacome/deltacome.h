@@ -293,7 +293,7 @@ typedef struct dc_delta_info {
   dc_tensor_kind kind;
   uint64_t device_bytes;     /* memory the loaded delta occupies in its context                  */
   dc_shard_split split;      /* the shard it holds ...                                           */
-  uint64_t shard_begin, shard_end; /* ... as a range of rows or columns (0, rows|cols if none)   */
+  uint64_t shard_begin, shard_end; /* ... as a range of rows or columns ((0, rows) if none)       */
   const char* name;          /* owned by the delta, valid until dc_delta_free                    */
 } dc_delta_info;
 /*! dc_delta_get_info() : fills `info`. */

@@ -88,6 +88,7 @@ TensorViewStorage::TensorViewStorage(const PackedTensor& t, const ShardRange& sh
   v.bitdelta_scale = t.bitdelta_scale;
   v.signs = t.signs.empty() ? nullptr : t.signs.data();
   v.dense = t.dense.empty() ? nullptr : t.dense.data();
+  v.is_vector = (t.kind == DC_KIND_DENSE && t.cols == 1) ? 1 : 0;  // 1-D tensors are stored rows × 1
   for (const auto& b : t.bands)
     bands_.push_back({b.desc.bits, b.desc.rank_begin, b.desc.rank_end, b.desc.group_size, b.v_codes.data(),
                       b.v_qparams.empty() ? nullptr : b.v_qparams.data(), b.u_codes.data(),
@@ -172,12 +173,6 @@ void TensorViewStorage::slice_cols(const PackedTensor& t, uint64_t b, uint64_t e
     words_.push_back(std::move(s));
     v.signs = words_.back().data();
   } else {
-    // Backends tell a bias from a matrix by cols == 1 (dc_tensor_view has no 1-D flag), so a
-    // one-column shard of a dense matrix would be added to y as a bias, ignoring x.
-    DC_CHECK(n >= 2, DC_ERR_UNSUPPORTED,
-             "column shard [%llu, %llu) of dense '%s' is one column wide, which a backend cannot tell from a "
-             "bias; use shards of at least 2 columns",
-             (unsigned long long)b, (unsigned long long)e, t.name.c_str());
     const uint32_t es = dtype_size(t.dtype);
     dense_.resize(checked_mul(checked_mul(t.rows, n, "dense shard"), es, "dense shard"));
     for (uint64_t o = 0; o < t.rows; ++o)

@@ -22,7 +22,7 @@
 extern "C" {
 #endif
 
-#define DC_BACKEND_ABI_VERSION 1u
+#define DC_BACKEND_ABI_VERSION 2u
 #define DC_PERM_NONE 0xffffffffu /* in_perm entry whose input lies outside this shard: x = 0 */
 
 /* One band of a low-rank delta, host memory, layout of pack_layout.h. */
@@ -53,6 +53,9 @@ typedef struct dc_tensor_view {
   const uint32_t* signs;
   /* dense: rows·cols elements of dtype                                                            */
   const void* dense;
+  /* 1 for a 1-D dense tensor (bias/norm, stored rows × 1): apply adds it to every row of y and
+   * ignores x. A column shard of a dense matrix can also have cols == 1 but is not a vector.     */
+  int32_t is_vector;
 } dc_tensor_view;
 
 /* Services the core library gives a backend module. */

@@ -27,6 +27,7 @@ std::unique_ptr<CpuDelta> load_delta(const dc_tensor_view& v) {
   d->rows = v.rows;
   d->cols = v.cols;
   d->kind = static_cast<dc_tensor_kind>(v.kind);
+  d->vector = v.is_vector != 0;
   d->dtype = static_cast<dc_dtype>(v.dtype);
   uint64_t& bytes = d->bytes;
   switch (d->kind) {

@@ -50,7 +50,8 @@ struct CpuDelta {
 
   uint64_t bytes = 0;  // memory held by the arrays above
 
-  bool is_bias() const { return kind == DC_KIND_DENSE && cols == 1; }
+  bool vector = false;  // dc_tensor_view.is_vector: a 1-D dense tensor (bias)
+  bool is_bias() const { return vector; }
   // True when V position p reads x[p] directly (no permutation, no shard offset): xv is x itself.
   bool v_reads_x_directly() const { return in_perm.empty() && v_col_offset == 0 && v_len == cols; }
 };

@@ -234,6 +234,7 @@ inline std::unique_ptr<TestDelta> make_dense(uint64_t rows, uint64_t cols, dc_dt
   t->view.kind = DC_KIND_DENSE;
   t->view.dtype = dtype;
   t->view.dense = t->dense.data();
+  t->view.is_vector = cols == 1;  // this harness stores 1-D tensors (biases) as rows × 1
   return t;
 }
 
