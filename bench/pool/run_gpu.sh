@@ -28,7 +28,9 @@ CM
       -DCMAKE_CUDA_ARCHITECTURES=${DC_CUDA_ARCHS:-90} "${inject[@]}" >/dev/null
     cmake --build "$B" -j "${JOBS:-2}"
     common=(-O2 -std=c++17 -Iinclude -Isrc -I"$B/generated" -Ibench/pool)
-    libs=("$B/libdeltacome.a" /usr/lib/x86_64-linux-gnu/libzstd.a /usr/lib/x86_64-linux-gnu/libxxhash.a -lpthread -ldl)
+    L=/usr/lib/x86_64-linux-gnu
+    # static zstd/xxhash/openblas: the GPU machine need not have them
+    libs=("$B/libdeltacome.a" $L/libzstd.a $L/libxxhash.a $L/libopenblas.a -lgfortran -lpthread -ldl)
     nvcc "${common[@]}" -arch=sm_${DC_CUDA_ARCHS:-90} bench/pool/decode_step_bench.cu "${libs[@]}" -lcublas \
       -o "$B/dc_bench_pool_decode"
     g++ "${common[@]}" bench/pool/footprint.cpp "${libs[@]}" -o "$B/dc_bench_pool_footprint"

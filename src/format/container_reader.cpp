@@ -275,6 +275,14 @@ void Reader::parse() {
   check_layout();
 }
 
+// The FlatBuffers verifier checks a vector's length prefix (4-byte aligned) but not that 8-byte
+// elements are 8-byte aligned; reading a misaligned uint64 is undefined behaviour (found by fuzzing).
+// The manifest sits in an 8-aligned copy, so a well-formed (flatc-built) manifest always passes.
+static void check_element_alignment(const void* p, size_t align, const char* what) {
+  DC_CHECK(reinterpret_cast<uintptr_t>(p) % align == 0, DC_ERR_CORRUPT,
+           "manifest %s is misaligned for its %zu-byte elements", what, align);
+}
+
 void Reader::parse_manifest(const uint8_t* data, uint64_t size, const Preamble& h) {
   DC_CHECK(fb::ManifestBufferHasIdentifier(data), DC_ERR_CORRUPT, "manifest lacks the file identifier \"DCZM\"");
   flatbuffers::Verifier::Options opts;
@@ -301,7 +309,10 @@ void Reader::parse_manifest(const uint8_t* data, uint64_t size, const Preamble& 
     for (const fb::BaseTensor* b : *base) {
       BaseTensorFingerprint f;
       f.name = str(b->name(), "");
-      if (b->shape()) f.shape.assign(b->shape()->begin(), b->shape()->end());
+      if (b->shape()) {
+        check_element_alignment(b->shape()->Data(), 8, "base fingerprint shape");
+        f.shape.assign(b->shape()->begin(), b->shape()->end());
+      }
       f.dtype = str(b->dtype(), "");
       f.xxh3 = b->xxh3();
       meta_.base_fingerprint.push_back(std::move(f));
@@ -334,6 +345,7 @@ void Reader::parse_manifest(const uint8_t* data, uint64_t size, const Preamble& 
     d.has_in_perm = t->has_in_perm();
     d.bitdelta_scale = t->bitdelta_scale();
     if (const auto* segs = t->segments()) {
+      check_element_alignment(segs->Data(), alignof(fb::Segment), "segment table");
       for (const fb::Segment* s : *segs) {
         SegmentRef r;
         r.offset = s->offset();
