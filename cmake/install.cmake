@@ -109,13 +109,15 @@ install(TARGETS deltacome_static EXPORT deltacomeTargets
   ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR} COMPONENT dev)
 
 # GPU backends are modules the core loads at run time from its own directory.
-foreach(module deltacome-cuda deltacome-hip)
-  if(TARGET ${module})
-    install(TARGETS ${module}
-      LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR} COMPONENT runtime
-      RUNTIME DESTINATION ${CMAKE_INSTALL_LIBDIR} COMPONENT runtime)
-  endif()
-endforeach()
+if(TARGET deltacome-cuda)
+  install(TARGETS deltacome-cuda
+    LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR} COMPONENT runtime
+    RUNTIME DESTINATION ${CMAKE_INSTALL_LIBDIR} COMPONENT runtime)
+endif()
+# The HIP module is built by hipcc through a custom command (hip/CMakeLists.txt): install its file.
+if(TARGET deltacome-hip)
+  install(FILES ${CMAKE_BINARY_DIR}/libdeltacome-hip.so DESTINATION ${CMAKE_INSTALL_LIBDIR} COMPONENT runtime)
+endif()
 
 if(TARGET deltacome_cli)
   install(TARGETS deltacome_cli RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR} COMPONENT runtime)

@@ -10,60 +10,67 @@
 namespace dcg {
 namespace {
 
-constexpr uint32_t kNoBand = ~0u;
-
-__device__ __forceinline__ uint32_t band_of(const DeltaDesc& d, uint32_t k) {
-  for (uint32_t b = 0; b < d.n_bands; ++b)
-    if (k >= d.bands[b].r0 && k < d.bands[b].r1) return b;
-  return kNoBand;
-}
-
 __device__ __forceinline__ uint64_t blocks_of(uint64_t len) { return (len + 31) / 32; }
+__device__ __forceinline__ uint32_t span_of(const BandDesc& b) { return (b.r1 - b.r0 + 31) & ~31u; }
 
-// t for one V̂ row k and MT tokens (shared by the single-delta and batched kernels).
-template <int MT, class XT, int G>
-__device__ __forceinline__ void v_row(const DeltaDesc& d, uint32_t k, const typename XT::T* x, uint64_t ldx, int mt,
-                                      int lane, float acc[MT]) {
-  const uint32_t b = band_of(d, k);
-  if (b == kNoBand) return;
-  const BandDesc& bd = d.bands[b];
-  const uint64_t j = k - bd.r0;
-  const XMap map{d.perm, d.v_col_offset, d.cols, d.v_len};
-  band_row_dot<MT, XT, G>(bd.bits, bd.v_codes + j * bd.v_row_words, bd.v_qp + j * bd.v_row_groups, bd.group_size,
-                          blocks_of(d.v_len), x, ldx, mt, map, lane, acc);
+// Column kv of t (bands padded to 32 columns): its band and index inside it; pad = zero column.
+struct TCol {
+  uint32_t band, j;
+  bool valid, pad;
+};
+__device__ __forceinline__ TCol tcol_of(const DeltaDesc& d, uint32_t kv) {
+  for (uint32_t b = 0; b < d.n_bands; ++b) {
+    const BandDesc& bd = d.bands[b];
+    if (kv >= bd.t_off && kv < bd.t_off + span_of(bd)) {
+      const uint32_t j = kv - bd.t_off;
+      return TCol{b, j, true, j >= bd.r1 - bd.r0};
+    }
+  }
+  return TCol{0, 0, false, false};
 }
 
-// Σ_k t[k]·Û[o][k] for output row o, over every band.
+// x_i · V̂ row for t column c (MT tokens), shared by the single-delta and batched kernels.
+template <int MT, class XT, int G>
+__device__ __forceinline__ void v_row(const DeltaDesc& d, const TCol& c, const typename XT::T* x, uint64_t ldx,
+                                      bool xvec, int mt, int lane, float acc[MT]) {
+  const BandDesc& bd = d.bands[c.band];
+  const XMap map{d.perm, d.v_col_offset, d.cols, d.v_len, xvec};
+  band_row_dot<MT, XT, G>(bd.bits, bd.v_codes + (uint64_t)c.j * bd.v_row_words, bd.v_qp + (uint64_t)c.j * bd.v_row_groups,
+                          bd.group_size, blocks_of(d.v_len), x, ldx, mt, map, lane, acc);
+}
+
+// Σ_k t[k]·Û[o][k] for output row o, over every band (t zero-padded per band: full aligned blocks).
 template <int MT, int G>
 __device__ __forceinline__ void u_row(const DeltaDesc& d, uint64_t o, const float* t, uint64_t ldt, int mt, int lane,
                                       float acc[MT]) {
   for (uint32_t b = 0; b < d.n_bands; ++b) {
     const BandDesc& bd = d.bands[b];
-    const uint64_t rb = bd.r1 - bd.r0;
-    const XMap map{nullptr, 0, rb, rb};
+    const uint32_t span = span_of(bd);
+    const XMap map{nullptr, 0, span, span, true};
     band_row_dot<MT, F32, G>(bd.bits, bd.u_codes + o * bd.u_row_words, bd.u_qp + o * bd.u_row_groups, bd.group_size,
-                             blocks_of(rb), t + bd.r0, ldt, mt, map, lane, acc);
+                             span / 32, t + bd.t_off, ldt, mt, map, lane, acc);
   }
 }
 
 template <int G, int MT, class XT>
 __global__ void __launch_bounds__(kThreads) phase1_kernel(DeltaDesc d, const typename XT::T* __restrict__ x,
-                                                          uint64_t ldx, uint64_t m, float* __restrict__ t,
+                                                          uint64_t ldx, bool xvec, uint64_t m, float* __restrict__ t,
                                                           uint64_t ldt, float scale) {
   __shared__ float red[kThreads];
   const int lane = threadIdx.x % G;
-  const uint32_t k = blockIdx.x * (kThreads / G) + threadIdx.x / G;
+  const uint32_t kv = blockIdx.x * (kThreads / G) + threadIdx.x / G;
   const uint64_t m0 = (uint64_t)blockIdx.y * MT;
   const int mt = (int)min((uint64_t)MT, m - m0);
   float acc[MT];
 #pragma unroll
   for (int i = 0; i < MT; ++i) acc[i] = 0.f;
-  const bool active = k < d.rank;
-  if (active) v_row<MT, XT, G>(d, k, x + m0 * ldx, ldx, mt, lane, acc);
+  const TCol c = tcol_of(d, kv < d.t_stride ? kv : ~0u);
+  if (c.valid && !c.pad) v_row<MT, XT, G>(d, c, x + m0 * ldx, ldx, xvec, mt, lane, acc);
+  const float sk = (c.valid && !c.pad) ? d.sigma[d.bands[c.band].r0 + c.j] * scale : 0.f;
 #pragma unroll
   for (int i = 0; i < MT; ++i) {
     const float v = group_sum<G>(acc[i], red);
-    if (active && lane == 0 && i < mt) t[(m0 + i) * ldt + k] = v * d.sigma[k] * scale;
+    if (c.valid && lane == 0 && i < mt) t[(m0 + i) * ldt + kv] = v * sk;
   }
 }
 
@@ -130,12 +137,12 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(const void* W, int wdt, 
 
 // BitDelta row o: Σ_j (2·bit − 1)·x[j] = 2·Σ bit·x − Σ x.
 template <int MT, class XT, int G>
-__device__ __forceinline__ void sign_row(const DeltaDesc& d, uint64_t o, const typename XT::T* x, uint64_t ldx, int mt,
-                                         int lane, float acc[MT]) {
+__device__ __forceinline__ void sign_row(const DeltaDesc& d, uint64_t o, const typename XT::T* x, uint64_t ldx,
+                                         bool xvec, int mt, int lane, float acc[MT]) {
   float ones[MT], xs[MT];
 #pragma unroll
   for (int i = 0; i < MT; ++i) ones[i] = xs[i] = 0.f;
-  const XMap map{nullptr, 0, d.cols, d.cols};
+  const XMap map{nullptr, 0, d.cols, d.cols, xvec};
   packed_row_dot<1, MT, XT, G>(d.signs + o * d.sign_row_words, nullptr, 1, blocks_of(d.cols), x, ldx, mt, map, lane,
                                ones, xs);
 #pragma unroll
@@ -144,7 +151,7 @@ __device__ __forceinline__ void sign_row(const DeltaDesc& d, uint64_t o, const t
 
 template <int G, int MT, class XT>
 __global__ void __launch_bounds__(kThreads) bitdelta_kernel(DeltaDesc d, const typename XT::T* __restrict__ x,
-                                                            uint64_t ldx, uint64_t m, void* y, int ydt, uint64_t ldy,
+                                                            uint64_t ldx, bool xvec, uint64_t m, void* y, int ydt, uint64_t ldy,
                                                             float scale) {
   __shared__ float red[kThreads];
   const int lane = threadIdx.x % G;
@@ -155,7 +162,7 @@ __global__ void __launch_bounds__(kThreads) bitdelta_kernel(DeltaDesc d, const t
 #pragma unroll
   for (int i = 0; i < MT; ++i) acc[i] = 0.f;
   const bool active = o < d.rows;
-  if (active) sign_row<MT, XT, G>(d, o, x + m0 * ldx, ldx, mt, lane, acc);
+  if (active) sign_row<MT, XT, G>(d, o, x + m0 * ldx, ldx, xvec, mt, lane, acc);
 #pragma unroll
   for (int i = 0; i < MT; ++i) {
     const float v = group_sum<G>(acc[i], red);
@@ -180,18 +187,20 @@ template <int G, class XT>
 __global__ void __launch_bounds__(kThreads) batched_phase1_kernel(const DeltaDesc* __restrict__ table, uint32_t count,
                                                                   const int32_t* __restrict__ row_slot, uint64_t row0,
                                                                   const typename XT::T* __restrict__ x, uint64_t ldx,
-                                                                  float* __restrict__ t, uint64_t ldt, float scale) {
+                                                                  bool xvec, float* __restrict__ t, uint64_t ldt,
+                                                                  float scale) {
   __shared__ float red[kThreads];
   const int lane = threadIdx.x % G;
-  const uint32_t k = blockIdx.x * (kThreads / G) + threadIdx.x / G;
+  const uint32_t kv = blockIdx.x * (kThreads / G) + threadIdx.x / G;
   const uint64_t i = blockIdx.y;
   const int32_t slot = row_slot[row0 + i];
   const DeltaDesc* d = (slot >= 0 && (uint32_t)slot < count) ? &table[slot] : nullptr;
-  const bool active = d != nullptr && d->kind == DC_KIND_LOWRANK && k < d->rank;
+  TCol c{0, 0, false, false};
+  if (d != nullptr && d->kind == DC_KIND_LOWRANK && kv < d->t_stride) c = tcol_of(*d, kv);
   float acc[1] = {0.f};
-  if (active) v_row<1, XT, G>(*d, k, x + (row0 + i) * ldx, ldx, 1, lane, acc);
+  if (c.valid && !c.pad) v_row<1, XT, G>(*d, c, x + (row0 + i) * ldx, ldx, xvec, 1, lane, acc);
   const float v = group_sum<G>(acc[0], red);
-  if (active && lane == 0) t[i * ldt + k] = v * d->sigma[k] * scale;
+  if (c.valid && lane == 0) t[i * ldt + kv] = c.pad ? 0.f : v * d->sigma[d->bands[c.band].r0 + c.j] * scale;
 }
 
 template <int G, class XT>
@@ -199,8 +208,8 @@ __global__ void __launch_bounds__(kThreads) batched_phase2_kernel(const DeltaDes
                                                                   uint64_t rows, const int32_t* __restrict__ row_slot,
                                                                   uint64_t row0, const float* __restrict__ t,
                                                                   uint64_t ldt, const typename XT::T* __restrict__ x,
-                                                                  uint64_t ldx, void* y, int ydt, uint64_t ldy,
-                                                                  float scale) {
+                                                                  uint64_t ldx, bool xvec, void* y, int ydt,
+                                                                  uint64_t ldy, float scale) {
   __shared__ float red[kThreads];
   const int lane = threadIdx.x % G;
   const uint64_t o = (uint64_t)blockIdx.x * (kThreads / G) + threadIdx.x / G;
@@ -214,7 +223,7 @@ __global__ void __launch_bounds__(kThreads) batched_phase2_kernel(const DeltaDes
     if (d->kind == DC_KIND_LOWRANK) {
       u_row<1, G>(*d, o, t + i * ldt, ldt, 1, lane, acc);  // scale already in t
     } else {
-      sign_row<1, XT, G>(*d, o, x + (row0 + i) * ldx, ldx, 1, lane, acc);
+      sign_row<1, XT, G>(*d, o, x + (row0 + i) * ldx, ldx, xvec, 1, lane, acc);
       s = scale;
     }
   }
@@ -259,8 +268,9 @@ size_t dtype_size(int dt) { return dt == DC_DTYPE_F32 ? 4 : 2; }
 cudaError_t launch_phase1(const LaunchCfg& c, const DeltaDesc& d, const void* x, int xdt, uint64_t ldx, uint64_t m,
                           float* t, uint64_t ldt, float scale) {
   const int mt = pick_mt(m);
-  const dim3 grid(row_blocks(d.rank, c.group), (unsigned)((m + mt - 1) / mt));
-  DC_DISPATCH(c.group, mt, xdt, phase1_kernel<G, MT, XT><<<grid, kThreads, 0, c.stream>>>(d, static_cast<const typename XT::T*>(x), ldx, m, t,
+  const dim3 grid(row_blocks(d.t_stride, c.group), (unsigned)((m + mt - 1) / mt));
+  const bool xvec = aligned16(x, ldx, dtype_size(xdt));
+  DC_DISPATCH(c.group, mt, xdt, phase1_kernel<G, MT, XT><<<grid, kThreads, 0, c.stream>>>(d, static_cast<const typename XT::T*>(x), ldx, xvec, m, t,
                                                               ldt, scale););
   return cudaGetLastError();
 }
@@ -292,7 +302,8 @@ cudaError_t launch_bitdelta(const LaunchCfg& c, const DeltaDesc& d, const void* 
                             void* y, int ydt, uint64_t ldy, float scale) {
   const int mt = pick_mt(m);
   const dim3 grid(row_blocks(d.rows, c.group), (unsigned)((m + mt - 1) / mt));
-  DC_DISPATCH(c.group, mt, xdt, bitdelta_kernel<G, MT, XT><<<grid, kThreads, 0, c.stream>>>(d, static_cast<const typename XT::T*>(x), ldx, m, y,
+  const bool xvec = aligned16(x, ldx, dtype_size(xdt));
+  DC_DISPATCH(c.group, mt, xdt, bitdelta_kernel<G, MT, XT><<<grid, kThreads, 0, c.stream>>>(d, static_cast<const typename XT::T*>(x), ldx, xvec, m, y,
                                                                 ydt, ldy, scale););
   return cudaGetLastError();
 }
@@ -310,8 +321,9 @@ cudaError_t launch_batched_phase1(const LaunchCfg& c, const DeltaDesc* table, ui
                                   uint64_t ldx, float* t, uint64_t ldt, float scale) {
   if (max_rank == 0) return cudaSuccess;
   const dim3 grid(row_blocks(max_rank, c.group), (unsigned)m);
+  const bool xvec = aligned16(x, ldx, dtype_size(xdt));
   DC_DISPATCH_G_X(c.group, xdt, batched_phase1_kernel<G, XT><<<grid, kThreads, 0, c.stream>>>(table, count, row_slot, row0,
-                                                                  static_cast<const typename XT::T*>(x), ldx, t, ldt,
+                                                                  static_cast<const typename XT::T*>(x), ldx, xvec, t, ldt,
                                                                   scale););
   return cudaGetLastError();
 }
@@ -320,8 +332,9 @@ cudaError_t launch_batched_phase2(const LaunchCfg& c, const DeltaDesc* table, ui
                                   const int32_t* row_slot, uint64_t row0, uint64_t m, const float* t, uint64_t ldt,
                                   const void* x, int xdt, uint64_t ldx, void* y, int ydt, uint64_t ldy, float scale) {
   const dim3 grid(row_blocks(rows, c.group), (unsigned)m);
+  const bool xvec = aligned16(x, ldx, dtype_size(xdt));
   DC_DISPATCH_G_X(c.group, xdt, batched_phase2_kernel<G, XT><<<grid, kThreads, 0, c.stream>>>(table, count, rows, row_slot, row0, t, ldt,
-                                                                  static_cast<const typename XT::T*>(x), ldx, y, ydt,
+                                                                  static_cast<const typename XT::T*>(x), ldx, xvec, y, ydt,
                                                                   ldy, scale););
   return cudaGetLastError();
 }

@@ -11,7 +11,8 @@ struct LaunchCfg {
   cudaStream_t stream;
 };
 
-// Phase 1: t[i][k] = scale·σ_k·(x_i · V̂_k) for i < m (m ≤ kMaxTokens), k < rank. t row stride ldt.
+// Phase 1: t[i][kv] = scale·σ_k·(x_i · V̂_k) for i < m (m ≤ kMaxTokens) over the band-padded columns
+// kv < d.t_stride (band b's rank j at column bands[b].t_off + j; padding columns get 0).
 cudaError_t launch_phase1(const LaunchCfg& c, const DeltaDesc& d, const void* x, int xdt, uint64_t ldx,
                           uint64_t m, float* t, uint64_t ldt, float scale);
 // Phase 2: y[i][o] = (W ? x_i·W_o : y[i][o]) + Σ_k t[i][k]·Û[o][k]. W (base weight) may be null.
@@ -30,7 +31,7 @@ cudaError_t launch_bias(const LaunchCfg& c, const DeltaDesc& d, uint64_t m, void
                         float scale);
 
 // Multi-tenant: rows [row0, row0 + m) of x/y, each with slot row_slot[i] into `table` (count
-// entries; other values: no delta). t holds m rows of stride ldt (≥ the largest rank).
+// entries; other values: no delta). t holds m rows of stride ldt (≥ the largest t_stride).
 cudaError_t launch_batched_phase1(const LaunchCfg& c, const DeltaDesc* table, uint32_t count, uint32_t max_rank,
                                   const int32_t* row_slot, uint64_t row0, uint64_t m, const void* x, int xdt,
                                   uint64_t ldx, float* t, uint64_t ldt, float scale);

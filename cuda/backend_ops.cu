@@ -175,6 +175,12 @@ dc_status delta_load(void* devp, const dc_tensor_view* v, void* stream, void** o
     s.v_len = v->v_len;
     s.v_col_offset = v->v_col_offset;
     add(v->sigma, (uint64_t)v->rank * 4, reinterpret_cast<const void**>(&s.sigma));
+    uint32_t t_off = 0;  // t columns: each band padded to a whole block of 32 (aligned vector reads)
+    for (uint32_t b = 0; b < v->n_bands; ++b) {
+      s.bands[b].t_off = t_off;
+      t_off += (v->bands[b].rank_end - v->bands[b].rank_begin + 31) & ~31u;
+    }
+    s.t_stride = t_off;
     add(v->in_perm, v->v_len * 4, reinterpret_cast<const void**>(&s.perm));
     for (uint32_t b = 0; b < v->n_bands; ++b) {
       const dc_band_view& bv = v->bands[b];
@@ -210,7 +216,7 @@ dc_status delta_load(void* devp, const dc_tensor_view* v, void* stream, void** o
   }
   d->bytes = total;
   dc_status st = ensure_pinned(dev, total);
-  if (st == DC_OK && v->kind == DC_KIND_LOWRANK) st = ensure_scratch(dev, (uint64_t)kMaxTokens * (v->rank ? v->rank : 1));
+  if (st == DC_OK && v->kind == DC_KIND_LOWRANK) st = ensure_scratch(dev, (uint64_t)kMaxTokens * (s.t_stride ? s.t_stride : 32));
   if (st != DC_OK) {
     cudaFree(d->mem);
     delete d;
@@ -337,9 +343,9 @@ dc_status apply(void* devp, const void* dp, const dc_apply_params* p) {
       const uint64_t n = p->m - i0 < (uint64_t)kMaxTokens ? p->m - i0 : (uint64_t)kMaxTokens;
       const void* x = static_cast<const char*>(p->x) + i0 * ldx * xes;
       void* y = static_cast<char*>(p->y) + i0 * ldy * yes;
-      if (d.rank > 0)
-        DC_GPU_TRY(launch_phase1(c, d, x, p->x_dtype, ldx, n, dev->t_scratch, d.rank, p->scale), "phase-1 kernel");
-      DC_GPU_TRY(launch_phase2(c, d, dev->t_scratch, d.rank, n, y, p->y_dtype, ldy, with_base ? p->base_weight : nullptr,
+      if (d.t_stride > 0)
+        DC_GPU_TRY(launch_phase1(c, d, x, p->x_dtype, ldx, n, dev->t_scratch, d.t_stride, p->scale), "phase-1 kernel");
+      DC_GPU_TRY(launch_phase2(c, d, dev->t_scratch, d.t_stride, n, y, p->y_dtype, ldy, with_base ? p->base_weight : nullptr,
                                p->base_dtype, ldb, x, p->x_dtype, ldx),
                  "phase-2 kernel");
     }
@@ -380,7 +386,7 @@ dc_status batch_create(void* devp, const void* const* deltas, uint64_t count, vo
     b->cols = host[i].cols;
     if (host[i].kind == DC_KIND_LOWRANK) {
       b->any_lowrank = true;
-      if (host[i].rank > b->max_rank) b->max_rank = host[i].rank;
+      if (host[i].t_stride > b->max_rank) b->max_rank = host[i].t_stride;
     }
   }
   cudaError_t e = cudaMalloc(&b->table, sizeof(DeltaDesc) * (count ? count : 1));

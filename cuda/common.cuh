@@ -64,6 +64,7 @@ __device__ __forceinline__ void store_any(void* p, uint64_t i, int dtype, float 
 struct BandDesc {
   uint32_t bits, r0, r1, group_size;
   uint32_t v_row_words, v_row_groups, u_row_words, u_row_groups;
+  uint32_t t_off;  // first column of this band in t (bands padded to 32 columns, zero-filled)
   const uint32_t* v_codes;
   const dc_qparam* v_qp;
   const uint32_t* u_codes;
@@ -74,6 +75,7 @@ struct DeltaDesc {
   uint64_t rows, cols, v_len;
   int32_t kind, dtype;
   uint32_t rank, n_bands, v_col_offset, sign_row_words;
+  uint32_t t_stride;  // Σ over bands of round_up(band rank, 32): columns of t
   float bitdelta_scale;
   const float* sigma;
   const uint32_t* perm;   // null: V position p reads x[p - v_col_offset]

@@ -9,7 +9,7 @@ struct GpuDevice {
   int ordinal = 0;
   int group = 32;              // logical warp width used by the row kernels (device warp size)
   bool portable_gemm = false;  // CUDA build: use the tiled GEMM instead of cuBLAS (tests)
-  float* t_scratch = nullptr;  // phase-1 output, kMaxTokens × (largest rank loaded) floats
+  float* t_scratch = nullptr;  // phase-1 output, kMaxTokens × (largest t_stride loaded) floats
   uint64_t t_capacity = 0;     // in floats
   void* pinned = nullptr;      // upload staging
   size_t pinned_capacity = 0;
@@ -28,7 +28,7 @@ struct GpuDelta {
 
 struct GpuBatch {
   DeltaDesc* table = nullptr;  // device array, one descriptor per slot
-  uint32_t count = 0, max_rank = 0;
+  uint32_t count = 0, max_rank = 0;  // max_rank: largest t_stride (band-padded rank)
   uint64_t rows = 0, cols = 0;
   bool any_lowrank = false;
 };

@@ -15,44 +15,53 @@ namespace dcg {
 struct XMap {
   const uint32_t* perm;
   uint64_t off, cols, len;
+  bool vec;  // rows of x are 16-byte aligned: full blocks load with 16-byte vectors
 };
 
-// The 32 codes of block `b` of a row as floats (BITS = 16: the fp16 values themselves).
+// The words of block `b` of a row (BITS words; 16-byte loads where the layout aligns them).
 template <int BITS>
-__device__ __forceinline__ void decode_block(const uint32_t* __restrict__ row, uint64_t b, float c[32]) {
+struct BlockWords {
+  uint32_t w[BITS];
+};
+template <int BITS>
+__device__ __forceinline__ void load_block(const uint32_t* __restrict__ row, uint64_t b, BlockWords<BITS>& out) {
   const uint32_t* w = row + b * BITS;
-  if constexpr (BITS == 1) {
-    const uint32_t w0 = w[0];
+  if constexpr (BITS == 2) {
+    const uint2 v = *reinterpret_cast<const uint2*>(w);
+    out.w[0] = v.x; out.w[1] = v.y;
+  } else if constexpr (BITS % 4 == 0) {
 #pragma unroll
-    for (int i = 0; i < 32; ++i) c[i] = (float)((w0 >> i) & 1u);
-  } else if constexpr (BITS == 3) {
-    const uint32_t w0 = w[0], w1 = w[1], w2 = w[2];
-#pragma unroll
-    for (int i = 0; i < 32; ++i) {
-      const uint32_t lo = ((i < 16 ? w0 : w1) >> (2 * (i % 16))) & 3u;
-      c[i] = (float)(lo | (((w2 >> i) & 1u) << 2));
+    for (int q = 0; q < BITS / 4; ++q) {
+      const uint4 v = reinterpret_cast<const uint4*>(w)[q];
+      out.w[4 * q] = v.x; out.w[4 * q + 1] = v.y; out.w[4 * q + 2] = v.z; out.w[4 * q + 3] = v.w;
     }
   } else {
-    uint32_t wd[BITS];
-    if constexpr (BITS == 2) {
-      const uint2 v = *reinterpret_cast<const uint2*>(w);
-      wd[0] = v.x; wd[1] = v.y;
-    } else {
 #pragma unroll
-      for (int q = 0; q < BITS / 4; ++q) {
-        const uint4 v = reinterpret_cast<const uint4*>(w)[q];
-        wd[4 * q] = v.x; wd[4 * q + 1] = v.y; wd[4 * q + 2] = v.z; wd[4 * q + 3] = v.w;
-      }
+    for (int q = 0; q < BITS; ++q) out.w[q] = w[q];
+  }
+}
+
+// The 32 codes of a block as floats (BITS = 16: the fp16 values themselves).
+template <int BITS>
+__device__ __forceinline__ void decode_block(const BlockWords<BITS>& bw, float c[32]) {
+  const uint32_t* wd = bw.w;
+  if constexpr (BITS == 1) {
+#pragma unroll
+    for (int i = 0; i < 32; ++i) c[i] = (float)((wd[0] >> i) & 1u);
+  } else if constexpr (BITS == 3) {
+#pragma unroll
+    for (int i = 0; i < 32; ++i) {
+      const uint32_t lo = ((i < 16 ? wd[0] : wd[1]) >> (2 * (i % 16))) & 3u;
+      c[i] = (float)(lo | (((wd[2] >> i) & 1u) << 2));
     }
-    if constexpr (BITS == 16) {
+  } else if constexpr (BITS == 16) {
 #pragma unroll
-      for (int i = 0; i < 32; ++i) c[i] = f16_to_f32((uint16_t)(wd[i / 2] >> (16 * (i % 2))));
-    } else {
-      constexpr int per = 32 / BITS;
-      constexpr uint32_t mask = (1u << BITS) - 1u;
+    for (int i = 0; i < 32; ++i) c[i] = f16_to_f32((uint16_t)(wd[i / 2] >> (16 * (i % 2))));
+  } else {
+    constexpr int per = 32 / BITS;
+    constexpr uint32_t mask = (1u << BITS) - 1u;
 #pragma unroll
-      for (int i = 0; i < 32; ++i) c[i] = (float)((wd[i / per] >> (BITS * (i % per))) & mask);
-    }
+    for (int i = 0; i < 32; ++i) c[i] = (float)((wd[i / per] >> (BITS * (i % per))) & mask);
   }
 }
 
@@ -61,6 +70,26 @@ template <class XT>
 __device__ __forceinline__ void load_x32(const typename XT::T* __restrict__ xrow, const XMap& map, uint64_t p0,
                                          float xv[32]) {
   if (map.perm == nullptr && map.off == 0 && p0 + 32 <= map.cols) {
+    if (map.vec) {  // 64 (16-bit) or 128 (fp32) contiguous bytes as 16-byte vectors
+      if constexpr (sizeof(typename XT::T) == 2) {
+        const uint4* v = reinterpret_cast<const uint4*>(xrow + p0);
+#pragma unroll
+        for (int q = 0; q < 4; ++q) {
+          const uint4 u = v[q];
+          const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+          for (int i = 0; i < 8; ++i) xv[8 * q + i] = to_f32<XT>((uint16_t)(w[i / 2] >> (16 * (i % 2))));
+        }
+      } else {
+        const float4* v = reinterpret_cast<const float4*>(xrow + p0);
+#pragma unroll
+        for (int q = 0; q < 8; ++q) {
+          const float4 u = v[q];
+          xv[4 * q] = u.x; xv[4 * q + 1] = u.y; xv[4 * q + 2] = u.z; xv[4 * q + 3] = u.w;
+        }
+      }
+      return;
+    }
 #pragma unroll
     for (int i = 0; i < 32; ++i) xv[i] = to_f32<XT>(xrow[p0 + i]);
   } else {  // shard / act-order / tail block
@@ -82,13 +111,27 @@ __device__ __forceinline__ void packed_row_dot(const uint32_t* __restrict__ row,
                                                uint32_t group_blocks, uint64_t nblocks,
                                                const typename XT::T* __restrict__ x, uint64_t ldx, int mt,
                                                const XMap& map, int lane, float acc[MT], float xsum[MT]) {
+  // Software pipeline: the next block's codes and qparams are requested before this block's math,
+  // so each lane keeps two HBM reads in flight without unrolling the (large) block body.
+  uint64_t b = lane;
+  BlockWords<BITS> next{};
+  dc_qparam qnext{};
+  if (b < nblocks) {
+    load_block<BITS>(row, b, next);
+    if constexpr (BITS >= 2 && BITS <= 8) qnext = qp[b / group_blocks];
+  }
 #pragma unroll 1
-  for (uint64_t b = lane; b < nblocks; b += G) {
+  for (; b < nblocks; b += G) {
+    const BlockWords<BITS> cur = next;
+    const dc_qparam q = qnext;
+    if (b + G < nblocks) {
+      load_block<BITS>(row, b + G, next);
+      if constexpr (BITS >= 2 && BITS <= 8) qnext = qp[(b + G) / group_blocks];
+    }
     float c[32];
-    decode_block<BITS>(row, b, c);
+    decode_block<BITS>(cur, c);
     float s = 1.f, z = 0.f;
     if constexpr (BITS >= 2 && BITS <= 8) {
-      const dc_qparam q = qp[b / group_blocks];
       s = f16_to_f32(q.scale);
       z = f16_to_f32(q.zero);
     }

@@ -19,7 +19,9 @@
  *   - When a load would exceed the budget, unreferenced resident deltas are evicted (freed) in
  *     least-recently-used order (the one whose last reference was released longest ago goes first)
  *     until the new delta fits. If referenced deltas alone leave no room, the load fails with
- *     DC_ERR_BUDGET and nothing is evicted.
+ *     DC_ERR_BUDGET and nothing is evicted. If the device runs out of memory before the budget is
+ *     reached (allocator granularity, other users of the GPU), the load evicts LRU unreferenced
+ *     deltas one at a time and retries; DC_ERR_OUT_OF_MEMORY when none is left.
  *   - dc_pool_prefetch decodes deltas (zstd, checksums) on the pool's host threads while the caller
  *     goes on; decoded deltas are placed into the context (GPU: uploaded on the stream given to
  *     prefetch) by the next dc_pool_apply_batched or dc_pool_wait (or by a dc_pool_acquire of that

@@ -288,7 +288,19 @@ bool Pool::place_locked(Entry& e, void* stream, bool for_prefetch) {
   // estimate's error, which the learned overhead keeps to the first load's bookkeeping bytes).
   const uint64_t expected = e.actual ? e.actual : e.packed + overhead_;
   if (!make_room(expected)) return no_room(expected);
-  std::unique_ptr<dc_delta> d = place_tensor(ctx_, *e.decoded, stream);
+  std::unique_ptr<dc_delta> d;
+  for (;;) {
+    try {
+      d = place_tensor(ctx_, *e.decoded, stream);
+      break;
+    } catch (const Error& err) {
+      // The device can run out before the budget does (allocator granularity, other users of the
+      // GPU): give back the least recently used delta and try again while there is one.
+      if (err.status() != DC_ERR_OUT_OF_MEMORY || lru_.empty()) throw;
+      sync_device();
+      evict(*lru_.front());
+    }
+  }
   const uint64_t actual = d->device_bytes;
   e.actual = actual;
   if (actual > e.packed) overhead_ = std::max(overhead_, actual - e.packed);
