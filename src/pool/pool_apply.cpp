@@ -139,21 +139,21 @@ void Pool::apply_batched(const std::string& tensor, const char* const* ids, cons
   }
 
   // The set's batch: reuse one built for exactly these resident deltas in this order.
-  auto& cached = ts.batches;
+  auto& batches = ts.batches;
   CachedBatch* use = nullptr;
-  for (auto& cb : cached)
+  for (auto& cb : batches)
     if (cb.members == members) use = &cb;
   if (!use) {
-    if (cached.size() >= kBatchesPerTensor) {
-      auto oldest = std::min_element(cached.begin(), cached.end(),
+    if (batches.size() >= kBatchesPerTensor) {
+      auto oldest = std::min_element(batches.begin(), batches.end(),
                                      [](const CachedBatch& a, const CachedBatch& b) { return a.last_use < b.last_use; });
       retire(oldest->batch);
-      cached.erase(oldest);
+      batches.erase(oldest);
     }
     dc_delta_batch* b = nullptr;
     check_backend(dc_delta_batch_create(&b, members.data(), members.size()), "pool: building the batch");
-    cached.push_back(CachedBatch{members, b, 0});
-    use = &cached.back();
+    batches.push_back(CachedBatch{members, b, 0});
+    use = &batches.back();
     ++stats_.batch_builds;
   }
   use->last_use = ++tick_;
