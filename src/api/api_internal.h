@@ -82,6 +82,11 @@ struct Device {
   }
 };
 
+// Places an already-decoded tensor (whole, or the shard `shard`) into `ctx` (GPU: uploaded on
+// `stream`): what dc_delta_load does after reading the container. Uses the context. Throws.
+struct PackedTensor;
+std::unique_ptr<dc_delta> place_delta(dc_context* ctx, const PackedTensor& t, const dc_shard& shard, void* stream);
+
 // Throws dc::Error with the backend's message if `s` is not DC_OK.
 void check_backend(dc_status s, const char* what);
 

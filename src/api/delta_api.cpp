@@ -5,21 +5,11 @@
 #include "api/api_internal.h"
 #include "api/shard_view.h"
 
-namespace {
+namespace dc {
 
-dc_load_options default_load_options() {
-  dc_load_options o{};
-  o.struct_size = sizeof o;
-  o.flags = DC_LOAD_VERIFY_CHECKSUM;
-  o.stream = nullptr;
-  o.shard = dc_shard{DC_SHARD_NONE, 0, 1, 0, 0};
-  return o;
-}
-
-// Places an already-read PackedTensor into the context.
-std::unique_ptr<dc_delta> place(dc_context* ctx, const dc::PackedTensor& t, const dc_load_options& o) {
-  const dc::ShardRange sh = dc::resolve_shard(o.shard, t.rows, t.cols, t.name.c_str());
-  dc::TensorViewStorage storage(t, sh);
+std::unique_ptr<dc_delta> place_delta(dc_context* ctx, const PackedTensor& t, const dc_shard& shard, void* stream) {
+  const ShardRange sh = resolve_shard(shard, t.rows, t.cols, t.name.c_str());
+  TensorViewStorage storage(t, sh);
   auto d = std::make_unique<dc_delta>();
   d->device = ctx->device;
   d->name = t.name;
@@ -30,11 +20,23 @@ std::unique_ptr<dc_delta> place(dc_context* ctx, const dc::PackedTensor& t, cons
   d->kind = t.kind;
   d->split = sh.split;
   d->shard_begin = sh.split == DC_SHARD_NONE ? 0 : sh.begin;
-  d->shard_end = sh.split == DC_SHARD_NONE ? (t.rows) : sh.end;
-  const auto* ops = ctx->device->ops;
-  dc::check_backend(ops->delta_load(ctx->device->handle, &storage.view(), o.stream, &d->handle, &d->device_bytes),
-                    ("loading '" + t.name + "'").c_str());
+  d->shard_end = sh.split == DC_SHARD_NONE ? t.rows : sh.end;
+  check_backend(ctx->device->ops->delta_load(ctx->device->handle, &storage.view(), stream, &d->handle, &d->device_bytes),
+                ("loading '" + t.name + "'").c_str());
   return d;
+}
+
+}  // namespace dc
+
+namespace {
+
+dc_load_options default_load_options() {
+  dc_load_options o{};
+  o.struct_size = sizeof o;
+  o.flags = DC_LOAD_VERIFY_CHECKSUM;
+  o.stream = nullptr;
+  o.shard = dc_shard{DC_SHARD_NONE, 0, 1, 0, 0};
+  return o;
 }
 
 bool verify_of(const dc_container* c, const dc_load_options& o) {
@@ -59,7 +61,7 @@ DC_API dc_status dc_delta_load_index(dc_delta** out, dc_context* ctx, const dc_c
     DC_CHECK(index < c->reader->tensors().size(), DC_ERR_NOT_FOUND, "tensor index %llu out of range",
              (unsigned long long)index);
     const dc::PackedTensor t = c->reader->load_tensor(index, verify_of(c, o));
-    *out = place(ctx, t, o).release();
+    *out = dc::place_delta(ctx, t, o.shard, o.stream).release();
     return DC_OK;
   });
 }
@@ -108,7 +110,7 @@ DC_API dc_status dc_delta_load_all(dc_delta** out, dc_context* ctx, const dc_con
       for (auto& t : threads) t.join();
       for (auto& e : errors)
         if (e) std::rethrow_exception(e);
-      for (uint64_t i = start; i < stop; ++i) loaded[i] = place(ctx, batch[i - start], o);
+      for (uint64_t i = start; i < stop; ++i) loaded[i] = dc::place_delta(ctx, batch[i - start], o.shard, o.stream);
     }
     for (uint64_t i = 0; i < n; ++i) out[i] = loaded[i].release();
     return DC_OK;

@@ -1,7 +1,6 @@
 // Loading an already-decoded PackedTensor into a context: what dc_delta_load does after reading
 // the container, split out so the pool can decode on its host threads and place on the context's
-// thread. Mirrors place() in src/api/delta_api.cpp (whole tensors only: the pool does not shard).
-// TODO(lead): expose dc::place_delta from delta_api.cpp and delete this copy.
+// thread, through dc::place_delta (src/api) for whole tensors (the pool does not shard).
 #pragma once
 
 #include "api/api_internal.h"
