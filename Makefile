@@ -53,7 +53,7 @@ test-tsan:
 	@if [ -f tests/stress/CMakeLists.txt ]; then \
 	  $(MAKE) --no-print-directory build BUILD=build-tsan \
 	    CMAKE_FLAGS="-DDC_CUDA=OFF -DDC_HIP=OFF -DDC_BUILD_BENCH=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDC_SANITIZE=thread" BUILD_TARGET="--target dc_stress_concurrency dc_test_pool" && \
-	  cd build-tsan && TSAN_OPTIONS=halt_on_error=1 ctest --output-on-failure -L stress; \
+	  cd build-tsan && OPENBLAS_NUM_THREADS=1 TSAN_OPTIONS=halt_on_error=1 ctest --output-on-failure -L stress; \
 	else echo "test-tsan: no stress tests yet"; fi
 
 test-fuzz:
