@@ -114,10 +114,7 @@ if(TARGET deltacome-cuda)
     LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR} COMPONENT runtime
     RUNTIME DESTINATION ${CMAKE_INSTALL_LIBDIR} COMPONENT runtime)
 endif()
-# The HIP module is built by hipcc through a custom command (hip/CMakeLists.txt): install its file.
-if(TARGET deltacome-hip)
-  install(FILES ${CMAKE_BINARY_DIR}/libdeltacome-hip.so DESTINATION ${CMAKE_INSTALL_LIBDIR} COMPONENT runtime)
-endif()
+# The HIP module (built by hipcc through a custom command) is installed by hip/CMakeLists.txt.
 
 if(TARGET deltacome_cli)
   install(TARGETS deltacome_cli RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR} COMPONENT runtime)

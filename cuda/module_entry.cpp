@@ -3,5 +3,7 @@
 #include "backends/backend.h"
 
 extern "C" const dc_backend_ops* dc_backend_module_get(uint32_t abi_version, const dc_backend_host* host);
-extern "C" __attribute__((visibility("default"), used)) const void* dc_backend_module_anchor =
+namespace {
+__attribute__((used)) const void* const dc_backend_module_anchor =
     reinterpret_cast<const void*>(&dc_backend_module_get);
+}
