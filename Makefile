@@ -39,9 +39,13 @@ test:
 	@$(MAKE) --no-print-directory test-tsan
 	@$(MAKE) --no-print-directory test-fuzz
 	@$(MAKE) --no-print-directory test-packaging
+	@$(MAKE) --no-print-directory build-gpu-check
 	@echo "make test: all passed"
 
-test-unit: build
+# The CPU build that the unit, CLI and packaging tests use (GPU modules are compiled separately,
+# by build-gpu-check, so a machine without GPU toolkits still runs every CPU test).
+test-unit:
+	@$(MAKE) --no-print-directory build CMAKE_FLAGS="-DDC_CUDA=OFF -DDC_HIP=OFF $(CMAKE_FLAGS)"
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) -LE gpu
 
 test-asan:
@@ -63,19 +67,31 @@ test-fuzz:
 	  tests/fuzz/run.sh build-fuzz $(FUZZ_SECONDS); \
 	else echo "test-fuzz: no fuzz targets yet"; fi
 
-test-packaging: build
+test-packaging:
+	@$(MAKE) --no-print-directory build CMAKE_FLAGS="-DDC_CUDA=OFF -DDC_HIP=OFF $(CMAKE_FLAGS)"
 	@if [ -x tests/packaging/run.sh ]; then tests/packaging/run.sh $(BUILD); else echo "test-packaging: not present"; fi
 
+# Compiles the CUDA and HIP backend modules for their default architectures (CUDA 80;86;89;90,
+# HIP gfx908;gfx90a;gfx940;gfx1030) without a GPU, and checks the modules export their entry point.
+build-gpu-check:
+	@if command -v nvcc >/dev/null || [ -x /usr/local/cuda/bin/nvcc ] || command -v hipcc >/dev/null; then \
+	  $(MAKE) --no-print-directory build BUILD=build-gpucheck \
+	    CMAKE_FLAGS="-DDC_BUILD_BENCH=OFF $(CMAKE_FLAGS)" BUILD_TARGET="--target dc_gpu_modules" && \
+	  cd build-gpucheck && ctest --output-on-failure -L module; \
+	else echo "build-gpu-check: no nvcc or hipcc: GPU modules not compiled"; fi
+
+# GPU tests on this machine's CUDA device (built for the local architecture).
 test-gpu:
-	@$(MAKE) --no-print-directory build BUILD=build-gpu CMAKE_FLAGS="-DDC_CUDA=ON -DDC_HIP=OFF $(CMAKE_FLAGS)"
+	@$(MAKE) --no-print-directory build BUILD=build-gpu \
+	  CMAKE_FLAGS="-DDC_CUDA=ON -DDC_HIP=OFF -DCMAKE_CUDA_ARCHITECTURES=native $(CMAKE_FLAGS)"
 	cd build-gpu && ctest --output-on-failure -L gpu
 
-bench-gpu:
-	@$(MAKE) --no-print-directory build BUILD=build-gpu CMAKE_FLAGS="-DDC_CUDA=ON -DDC_HIP=OFF $(CMAKE_FLAGS)"
-	build-gpu/bench/bench_gpu_apply
+bench-gpu: test-gpu
+	-python3 bench/torch_baseline.py build-gpu/torch_us.txt
+	build-gpu/bench/bench_gpu_apply --torch-us build-gpu/torch_us.txt
 
 install: build
 	$(CMAKE) --install $(BUILD) --prefix $(PREFIX)
 
 clean:
-	rm -rf build build-demo build-asan build-tsan build-fuzz build-gpu demo-out
+	rm -rf build build-demo build-asan build-tsan build-fuzz build-gpu build-gpucheck demo-out
