@@ -6,12 +6,15 @@ import re
 import sys
 
 root = sys.argv[1]
-doc = open(f"{root}/docs/bindings.md", encoding="utf-8").read()
-blocks = re.findall(r"<!-- snippet: (\S+) -->\s*```\w*\n(.*?)```", doc, re.S)
-if not blocks:
-    sys.exit("check_snippets: no snippet blocks in docs/bindings.md")
+blocks = []
+for name in ("docs/bindings.md", "README.md"):
+    doc = open(f"{root}/{name}", encoding="utf-8").read()
+    found = re.findall(r"<!-- snippet: (\S+) -->\s*```\w*\n(.*?)```", doc, re.S)
+    if not found:
+        sys.exit(f"check_snippets: no snippet blocks in {name}")
+    blocks += [(name, path, block) for path, block in found]
 bad = 0
-for path, block in blocks:
+for doc_name, path, block in blocks:
     lines = open(f"{root}/{path}", encoding="utf-8").read().splitlines()
     begin = next(i for i, l in enumerate(lines) if "snippet-begin" in l)
     end = next(i for i, l in enumerate(lines) if "snippet-end" in l)
@@ -22,8 +25,8 @@ for path, block in blocks:
     while region and not region[-1].strip():
         region.pop()
     if region != block.rstrip("\n").splitlines():
-        print(f"check_snippets: docs/bindings.md differs from {path} (snippet-begin..snippet-end)")
+        print(f"check_snippets: {doc_name} differs from {path} (snippet-begin..snippet-end)")
         bad += 1
     else:
-        print(f"check_snippets: {path}: {len(region)} lines match")
+        print(f"check_snippets: {doc_name}: {path}: {len(region)} lines match")
 sys.exit(1 if bad else 0)
