@@ -50,7 +50,7 @@ test-unit:
 
 test-asan:
 	@$(MAKE) --no-print-directory build BUILD=build-asan \
-	  CMAKE_FLAGS="-DDC_CUDA=OFF -DDC_HIP=OFF -DDC_BUILD_BENCH=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDC_SANITIZE=address;undefined"
+	  CMAKE_FLAGS="-DDC_CUDA=OFF -DDC_HIP=OFF -DDC_BUILD_BENCH=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDC_SANITIZE=address,undefined"
 	cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --output-on-failure -j $(JOBS) -LE "gpu|slow"
 
 test-tsan:
