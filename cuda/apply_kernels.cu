@@ -1,7 +1,10 @@
-// The decode-size (m ≤ 64) apply kernels: one group of G threads per packed row, codes dequantized
-// in registers, fp32 accumulation. Phase 1 streams V̂ (one group per singular vector), phase 2
-// streams Û (one group per output row), optionally fused with the base GEMV. Every kernel is one
-// launch whatever the number of bands: the band width is a uniform switch per row.
+// The decode-size (m ≤ 64) apply kernels. One group of G threads per packed row (a singular
+// vector in phase 1, an output feature in phase 2); each block stages the activations of its
+// tile (x in phase 1, t in phase 2) as fp32 in shared memory once, and every group of the block
+// reads them from there. Codes are dequantized in registers, accumulation is fp32.
+//
+// Instantiations: phase1_kernel<G> and rows_kernel<G> for G = 32 and 64, nothing per dtype or
+// token count (see row_dot.cuh), so each architecture compiles in seconds.
 #include <algorithm>
 
 #include "apply_kernels.cuh"
@@ -10,7 +13,7 @@
 namespace dcg {
 namespace {
 
-__device__ __forceinline__ uint64_t blocks_of(uint64_t len) { return (len + 31) / 32; }
+__device__ __forceinline__ uint64_t umin64(uint64_t a, uint64_t b) { return a < b ? a : b; }
 __device__ __forceinline__ uint32_t span_of(const BandDesc& b) { return (b.r1 - b.r0 + 31) & ~31u; }
 
 // Column kv of t (bands padded to 32 columns): its band and index inside it; pad = zero column.
@@ -29,146 +32,244 @@ __device__ __forceinline__ TCol tcol_of(const DeltaDesc& d, uint32_t kv) {
   return TCol{0, 0, false, false};
 }
 
-// x_i · V̂ row for t column c (MT tokens), shared by the single-delta and batched kernels.
-template <int MT, class XT, int G>
-__device__ __forceinline__ void v_row(const DeltaDesc& d, const TCol& c, const typename XT::T* x, uint64_t ldx,
-                                      bool xvec, int mt, int lane, float acc[MT]) {
-  const BandDesc& bd = d.bands[c.band];
-  const XMap map{d.perm, d.v_col_offset, d.cols, d.v_len, xvec};
-  band_row_dot<MT, XT, G>(bd.bits, bd.v_codes + (uint64_t)c.j * bd.v_row_words, bd.v_qp + (uint64_t)c.j * bd.v_row_groups,
-                          bd.group_size, blocks_of(d.v_len), x, ldx, mt, map, lane, acc);
-}
+// Shared state of one block: its tile of rows and its delta's descriptor.
+struct TileShared {
+  DeltaDesc d;
+  int rows[kTile];
+  int tt;    // rows in the tile (0: this block has nothing to do)
+  int slot;  // -1: no delta
+  int32_t slots[kMaxTokens];
+};
 
-// Σ_k t[k]·Û[o][k] for output row o, over every band (t zero-padded per band: full aligned blocks).
-template <int MT, int G>
-__device__ __forceinline__ void u_row(const DeltaDesc& d, uint64_t o, const float* t, uint64_t ldt, int mt, int lane,
-                                      float acc[MT]) {
-  for (uint32_t b = 0; b < d.n_bands; ++b) {
-    const BandDesc& bd = d.bands[b];
-    const uint32_t span = span_of(bd);
-    const XMap map{nullptr, 0, span, span, true};
-    band_row_dot<MT, F32, G>(bd.bits, bd.u_codes + o * bd.u_row_words, bd.u_qp + o * bd.u_row_groups, bd.group_size,
-                             span / 32, t + bd.t_off, ldt, mt, map, lane, acc);
+// Resolves blockIdx.y into a tile. Single delta (row_slot null): rows [y·kTile, …). Batched: the
+// block leads a tile if row y is the (multiple of kTile)-th row of its slot; the tile holds that
+// slot's next rows. Every thread must call this (it synchronises).
+__device__ void resolve_tile(TileShared& sh, const DeltaDesc* table, uint32_t count, const int32_t* row_slot,
+                             uint64_t m) {
+  const int y = blockIdx.y;
+  if (row_slot != nullptr && threadIdx.x < m) sh.slots[threadIdx.x] = row_slot[threadIdx.x];
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    int tt = 0, slot = -1;
+    if (row_slot == nullptr) {
+      const uint64_t r0 = (uint64_t)y * kTile;
+      if (r0 < m) {
+        tt = (int)umin64(kTile, m - r0);
+        for (int i = 0; i < tt; ++i) sh.rows[i] = (int)(r0 + i);
+        slot = table != nullptr ? 0 : -1;
+      }
+    } else if ((uint64_t)y < m) {
+      const int32_t s = sh.slots[y];
+      if (s >= 0 && (uint32_t)s < count) {
+        int rank = 0;
+        for (int k = 0; k < y; ++k) rank += sh.slots[k] == s;
+        if (rank % kTile == 0) {
+          for (int k = y; k < (int)m && tt < kTile; ++k)
+            if (sh.slots[k] == s) sh.rows[tt++] = k;
+          slot = s;
+        }
+      }
+    }
+    sh.tt = tt;
+    sh.slot = slot;
   }
+  __syncthreads();
+  if (sh.tt > 0 && sh.slot >= 0) {  // copy the descriptor into shared memory (uniform branch)
+    const uint32_t* src = reinterpret_cast<const uint32_t*>(table + sh.slot);
+    uint32_t* dst = reinterpret_cast<uint32_t*>(&sh.d);
+    for (int w = threadIdx.x; w < (int)(sizeof(DeltaDesc) / 4); w += blockDim.x) dst[w] = src[w];
+  }
+  __syncthreads();
 }
 
-template <int G, int MT, class XT>
-__global__ void __launch_bounds__(kThreads) phase1_kernel(DeltaDesc d, const typename XT::T* __restrict__ x,
-                                                          uint64_t ldx, bool xvec, uint64_t m, float* __restrict__ t,
-                                                          uint64_t ldt, float scale) {
+template <int G>
+__global__ void __launch_bounds__(kThreads, 2) phase1_kernel(DeltaSel sel, const void* __restrict__ x, int xdt,
+                                                             uint64_t ldx, uint64_t m, float* __restrict__ t,
+                                                             uint64_t ldt, float scale, int cb) {
+  extern __shared__ float4 dyn_smem[];
+  float* xs = reinterpret_cast<float*>(dyn_smem);
   __shared__ float red[kThreads];
-  const int lane = threadIdx.x % G;
+  __shared__ TileShared sh;
+  resolve_tile(sh, sel.table, sel.count, sel.row_slot, m);
+  const DeltaDesc& d = sh.d;
+  if (sh.tt == 0 || sh.slot < 0 || d.kind != DC_KIND_LOWRANK) return;           // uniform
+  if ((uint64_t)blockIdx.x * (kThreads / G) >= d.t_stride) return;               // uniform
+  const int tt = sh.tt, lane = threadIdx.x % G;
   const uint32_t kv = blockIdx.x * (kThreads / G) + threadIdx.x / G;
-  const uint64_t m0 = (uint64_t)blockIdx.y * MT;
-  const int mt = (int)min((uint64_t)MT, m - m0);
-  float acc[MT];
-#pragma unroll
-  for (int i = 0; i < MT; ++i) acc[i] = 0.f;
   const TCol c = tcol_of(d, kv < d.t_stride ? kv : ~0u);
-  if (c.valid && !c.pad) v_row<MT, XT, G>(d, c, x + m0 * ldx, ldx, xvec, mt, lane, acc);
-  const float sk = (c.valid && !c.pad) ? d.sigma[d.bands[c.band].r0 + c.j] * scale : 0.f;
+  const bool live = c.valid && !c.pad;
+  PlainRowFetch f{};
+  if (live) {
+    const BandDesc& bd = d.bands[c.band];
+    f.row = bd.v_codes + (uint64_t)c.j * bd.v_row_words;
+    f.qp = bd.bits == 16 ? nullptr : bd.v_qp + (uint64_t)c.j * bd.v_row_groups;
+    f.bits = bd.bits;
+    f.gb = bd.group_size >= 32 ? bd.group_size / 32 : 1;
+    f.s0 = 1.f;
+    f.z0 = 0.f;
+  }
+  const ColMap map{d.perm, d.v_col_offset, d.cols, d.v_len};
+  const uint64_t nblk = (d.v_len + 31) / 32;
+  float acc[kTile];
 #pragma unroll
-  for (int i = 0; i < MT; ++i) {
+  for (int i = 0; i < kTile; ++i) acc[i] = 0.f;
+  for (uint64_t c0 = 0; c0 < nblk; c0 += cb) {
+    const int nb = (int)umin64(cb, nblk - c0);
+    stage_rows(xs, nb, c0 * 32, x, xdt, ldx, sh.rows, tt, map);
+    __syncthreads();
+    if (live) {
+      f.b0 = c0;
+      chunk_dot<G>(f, nb, xs, lane, tt, acc);
+    }
+    __syncthreads();
+  }
+  const float sk = live ? d.sigma[d.bands[c.band].r0 + c.j] * scale : 0.f;
+#pragma unroll
+  for (int i = 0; i < kTile; ++i) {
     const float v = group_sum<G>(acc[i], red);
-    if (c.valid && lane == 0 && i < mt) t[(m0 + i) * ldt + kv] = v * sk;
+    if (c.valid && lane == 0 && i < tt) t[(uint64_t)sh.rows[i] * ldt + kv] = v * sk;
   }
 }
 
-template <int G, int MT, class XT>
-__global__ void __launch_bounds__(kThreads) phase2_kernel(DeltaDesc d, const float* __restrict__ t, uint64_t ldt,
-                                                          uint64_t m, void* y, int ydt, uint64_t ldy, const void* W,
-                                                          int wdt, uint64_t ldw, bool wvec,
-                                                          const typename XT::T* __restrict__ x, uint64_t ldx) {
-  __shared__ float red[kThreads];
-  const int lane = threadIdx.x % G;
-  const uint64_t o = (uint64_t)blockIdx.x * (kThreads / G) + threadIdx.x / G;
-  const uint64_t m0 = (uint64_t)blockIdx.y * MT;
-  const int mt = (int)min((uint64_t)MT, m - m0);
-  float acc[MT];
+// acc[m] += W_o[p0 + …]·x_m over one staged chunk of nb blocks; lanes take 8 consecutive weights
+// (one 16-byte load when `vec`), four loads in flight before any math.
+template <int G>
+__device__ __forceinline__ void dense_chunk(const void* wrow, int wdt, bool vec, uint64_t p0, int nb, uint64_t cols,
+                                            const float* xs, int lane, int tt, float acc[kTile]) {
+  const int n8 = nb * 4, tstride = nb * kPitch;
+  const bool f32 = wdt == DC_DTYPE_F32;
+  const size_t es = f32 ? 4 : 2;
+  for (int e0 = lane; e0 < n8; e0 += 4 * G) {
+    uint4 ra[4], rb[4];
+    bool fast[4];
 #pragma unroll
-  for (int i = 0; i < MT; ++i) acc[i] = 0.f;
-  const bool active = o < d.rows;
-  if (active) {
-    u_row<MT, G>(d, o, t + m0 * ldt, ldt, mt, lane, acc);
-    if (W != nullptr) {
-      const size_t es = wdt == DC_DTYPE_F32 ? 4 : 2;
-      dense_row_dot<MT, XT, G>(static_cast<const char*>(W) + o * ldw * es, wdt, x + m0 * ldx, ldx, d.cols, mt, wvec,
-                               lane, acc);
+    for (int u = 0; u < 4; ++u) {
+      const int e = e0 + u * G;
+      const uint64_t pos = p0 + (uint64_t)e * 8;
+      fast[u] = vec && e < n8 && pos + 8 <= cols;
+      ra[u] = rb[u] = make_uint4(0, 0, 0, 0);
+      if (fast[u]) {
+        const uint4* p = reinterpret_cast<const uint4*>(static_cast<const char*>(wrow) + pos * es);
+        ra[u] = p[0];
+        if (f32) rb[u] = p[1];
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < 4; ++u) {
+      const int e = e0 + u * G;
+      if (e >= n8) break;
+      const uint64_t pos = p0 + (uint64_t)e * 8;
+      float wv[8];
+      if (fast[u]) {
+        const uint32_t a[4] = {ra[u].x, ra[u].y, ra[u].z, ra[u].w};
+        if (f32) {
+          const uint32_t b[4] = {rb[u].x, rb[u].y, rb[u].z, rb[u].w};
+#pragma unroll
+          for (int j = 0; j < 4; ++j) {
+            wv[j] = __uint_as_float(a[j]);
+            wv[4 + j] = __uint_as_float(b[j]);
+          }
+        } else if (wdt == DC_DTYPE_F16) {
+#pragma unroll
+          for (int j = 0; j < 8; ++j) wv[j] = f16_to_f32((uint16_t)(a[j / 2] >> (16 * (j % 2))));
+        } else {
+#pragma unroll
+          for (int j = 0; j < 8; ++j) wv[j] = bf16_to_f32((uint16_t)(a[j / 2] >> (16 * (j % 2))));
+        }
+      } else {
+#pragma unroll
+        for (int j = 0; j < 8; ++j) wv[j] = pos + j < cols ? load_any(wrow, pos + j, wdt) : 0.f;
+      }
+      const float* xb = xs + (e >> 2) * kPitch + (e & 3) * 8;
+#pragma unroll
+      for (int i = 0; i < kTile; ++i) {
+        if (i < tt) {
+          const float4 a = reinterpret_cast<const float4*>(xb + i * tstride)[0];
+          const float4 b = reinterpret_cast<const float4*>(xb + i * tstride)[1];
+          float s = acc[i];
+          s = fmaf(wv[0], a.x, s); s = fmaf(wv[1], a.y, s); s = fmaf(wv[2], a.z, s); s = fmaf(wv[3], a.w, s);
+          s = fmaf(wv[4], b.x, s); s = fmaf(wv[5], b.y, s); s = fmaf(wv[6], b.z, s); s = fmaf(wv[7], b.w, s);
+          acc[i] = s;
+        }
+      }
+    }
+  }
+}
+
+struct RowsLaunch {
+  RowsArgs a;
+  DeltaSel sel;  // table null: no delta
+  bool wvec;
+  int cb_t, cb_x;  // staged blocks per chunk of t / of x
+};
+
+template <int G>
+__global__ void __launch_bounds__(kThreads, 2) rows_kernel(RowsLaunch L) {
+  extern __shared__ float4 dyn_smem[];
+  float* xs = reinterpret_cast<float*>(dyn_smem);
+  __shared__ float red[kThreads];
+  __shared__ TileShared sh;
+  const RowsArgs& a = L.a;
+  resolve_tile(sh, L.sel.table, L.sel.count, L.sel.row_slot, a.m);
+  if (sh.tt == 0) return;                                              // uniform
+  if ((uint64_t)blockIdx.x * (kThreads / G) >= a.rows) return;         // uniform
+  const DeltaDesc& d = sh.d;
+  const int kind = sh.slot >= 0 ? d.kind : -1;
+  const int tt = sh.tt, lane = threadIdx.x % G;
+  const uint64_t o = (uint64_t)blockIdx.x * (kThreads / G) + threadIdx.x / G;
+  const bool active = o < a.rows;
+  float acc[kTile], accw[kTile];
+#pragma unroll
+  for (int i = 0; i < kTile; ++i) acc[i] = accw[i] = 0.f;
+  if (kind == DC_KIND_LOWRANK && d.t_stride > 0) {
+    const uint64_t nblk = d.t_stride / 32;
+    const ColMap map{nullptr, 0, d.t_stride, d.t_stride};
+    URowFetch f{&d, o, 0};
+    for (uint64_t c0 = 0; c0 < nblk; c0 += L.cb_t) {
+      const int nb = (int)umin64(L.cb_t, nblk - c0);
+      stage_rows(xs, nb, c0 * 32, a.t, DC_DTYPE_F32, a.ldt, sh.rows, tt, map);
+      __syncthreads();
+      if (active) {
+        f.b0 = c0;
+        chunk_dot<G>(f, nb, xs, lane, tt, acc);
+      }
+      __syncthreads();
+    }
+  }
+  const bool signs = kind == DC_KIND_BITDELTA;
+  if (signs || a.W != nullptr) {
+    const uint64_t nblk = (a.cols + 31) / 32;
+    const ColMap map{nullptr, 0, a.cols, a.cols};
+    PlainRowFetch f{};
+    if (signs) {
+      f.row = d.signs + (active ? o : 0) * d.sign_row_words;
+      f.bits = 1;
+      f.gb = 1;
+      f.s0 = 2.f * d.bitdelta_scale * a.scale;
+      f.z0 = 0.5f;
+    }
+    const size_t wes = a.wdt == DC_DTYPE_F32 ? 4 : 2;
+    const void* wrow = a.W != nullptr ? static_cast<const char*>(a.W) + (active ? o : 0) * a.ldw * wes : nullptr;
+    for (uint64_t c0 = 0; c0 < nblk; c0 += L.cb_x) {
+      const int nb = (int)umin64(L.cb_x, nblk - c0);
+      stage_rows(xs, nb, c0 * 32, a.x, a.xdt, a.ldx, sh.rows, tt, map);
+      __syncthreads();
+      if (active) {
+        if (signs) {
+          f.b0 = c0;
+          chunk_dot<G>(f, nb, xs, lane, tt, acc);
+        }
+        if (wrow != nullptr) dense_chunk<G>(wrow, a.wdt, L.wvec, c0 * 32, nb, a.cols, xs, lane, tt, accw);
+      }
+      __syncthreads();
     }
   }
 #pragma unroll
-  for (int i = 0; i < MT; ++i) {
-    const float v = group_sum<G>(acc[i], red);
-    if (active && lane == 0 && i < mt) {
-      const uint64_t at = (m0 + i) * ldy + o;
-      store_any(y, at, ydt, (W != nullptr ? 0.f : load_any(y, at, ydt)) + v);
-    }
-  }
-}
-
-template <int G, int MT, class XT>
-__global__ void __launch_bounds__(kThreads) gemv_kernel(const void* W, int wdt, uint64_t ldw, bool wvec, uint64_t rows,
-                                                        uint64_t cols, const typename XT::T* __restrict__ x,
-                                                        uint64_t ldx, uint64_t m, void* y, int ydt, uint64_t ldy,
-                                                        float alpha, bool accumulate) {
-  __shared__ float red[kThreads];
-  const int lane = threadIdx.x % G;
-  const uint64_t o = (uint64_t)blockIdx.x * (kThreads / G) + threadIdx.x / G;
-  const uint64_t m0 = (uint64_t)blockIdx.y * MT;
-  const int mt = (int)min((uint64_t)MT, m - m0);
-  float acc[MT];
-#pragma unroll
-  for (int i = 0; i < MT; ++i) acc[i] = 0.f;
-  const bool active = o < rows;
-  if (active) {
-    const size_t es = wdt == DC_DTYPE_F32 ? 4 : 2;
-    dense_row_dot<MT, XT, G>(static_cast<const char*>(W) + o * ldw * es, wdt, x + m0 * ldx, ldx, cols, mt, wvec, lane,
-                             acc);
-  }
-#pragma unroll
-  for (int i = 0; i < MT; ++i) {
-    const float v = group_sum<G>(acc[i], red);
-    if (active && lane == 0 && i < mt) {
-      const uint64_t at = (m0 + i) * ldy + o;
-      store_any(y, at, ydt, (accumulate ? load_any(y, at, ydt) : 0.f) + alpha * v);
-    }
-  }
-}
-
-// BitDelta row o: Σ_j (2·bit − 1)·x[j] = 2·Σ bit·x − Σ x.
-template <int MT, class XT, int G>
-__device__ __forceinline__ void sign_row(const DeltaDesc& d, uint64_t o, const typename XT::T* x, uint64_t ldx,
-                                         bool xvec, int mt, int lane, float acc[MT]) {
-  float ones[MT], xs[MT];
-#pragma unroll
-  for (int i = 0; i < MT; ++i) ones[i] = xs[i] = 0.f;
-  const XMap map{nullptr, 0, d.cols, d.cols, xvec};
-  packed_row_dot<1, MT, XT, G>(d.signs + o * d.sign_row_words, nullptr, 1, blocks_of(d.cols), x, ldx, mt, map, lane,
-                               ones, xs);
-#pragma unroll
-  for (int i = 0; i < MT; ++i) acc[i] += d.bitdelta_scale * (2.f * ones[i] - xs[i]);
-}
-
-template <int G, int MT, class XT>
-__global__ void __launch_bounds__(kThreads) bitdelta_kernel(DeltaDesc d, const typename XT::T* __restrict__ x,
-                                                            uint64_t ldx, bool xvec, uint64_t m, void* y, int ydt, uint64_t ldy,
-                                                            float scale) {
-  __shared__ float red[kThreads];
-  const int lane = threadIdx.x % G;
-  const uint64_t o = (uint64_t)blockIdx.x * (kThreads / G) + threadIdx.x / G;
-  const uint64_t m0 = (uint64_t)blockIdx.y * MT;
-  const int mt = (int)min((uint64_t)MT, m - m0);
-  float acc[MT];
-#pragma unroll
-  for (int i = 0; i < MT; ++i) acc[i] = 0.f;
-  const bool active = o < d.rows;
-  if (active) sign_row<MT, XT, G>(d, o, x + m0 * ldx, ldx, xvec, mt, lane, acc);
-#pragma unroll
-  for (int i = 0; i < MT; ++i) {
-    const float v = group_sum<G>(acc[i], red);
-    if (active && lane == 0 && i < mt) {
-      const uint64_t at = (m0 + i) * ldy + o;
-      store_any(y, at, ydt, load_any(y, at, ydt) + scale * v);
+  for (int i = 0; i < kTile; ++i) {
+    const float v = group_sum<G>(fmaf(a.alpha_w, accw[i], acc[i]), red);
+    if (active && lane == 0 && i < tt) {
+      const uint64_t at = (uint64_t)sh.rows[i] * a.ldy + o;
+      store_any(a.y, at, a.ydt, (a.accumulate ? load_any(a.y, at, a.ydt) : 0.f) + v);
     }
   }
 }
@@ -182,130 +283,85 @@ __global__ void bias_kernel(const void* dense, int ddt, uint64_t rows, uint64_t 
   }
 }
 
-// ---- multi-tenant: one block row per token (grid.y), the slot read on the device -----------------
-template <int G, class XT>
-__global__ void __launch_bounds__(kThreads) batched_phase1_kernel(const DeltaDesc* __restrict__ table, uint32_t count,
-                                                                  const int32_t* __restrict__ row_slot, uint64_t row0,
-                                                                  const typename XT::T* __restrict__ x, uint64_t ldx,
-                                                                  bool xvec, float* __restrict__ t, uint64_t ldt,
-                                                                  float scale) {
-  __shared__ float red[kThreads];
-  const int lane = threadIdx.x % G;
-  const uint32_t kv = blockIdx.x * (kThreads / G) + threadIdx.x / G;
-  const uint64_t i = blockIdx.y;
-  const int32_t slot = row_slot[row0 + i];
-  const DeltaDesc* d = (slot >= 0 && (uint32_t)slot < count) ? &table[slot] : nullptr;
-  TCol c{0, 0, false, false};
-  if (d != nullptr && d->kind == DC_KIND_LOWRANK && kv < d->t_stride) c = tcol_of(*d, kv);
-  float acc[1] = {0.f};
-  if (c.valid && !c.pad) v_row<1, XT, G>(*d, c, x + (row0 + i) * ldx, ldx, xvec, 1, lane, acc);
-  const float v = group_sum<G>(acc[0], red);
-  if (c.valid && lane == 0) t[i * ldt + kv] = c.pad ? 0.f : v * d->sigma[d->bands[c.band].r0 + c.j] * scale;
-}
-
-template <int G, class XT>
-__global__ void __launch_bounds__(kThreads) batched_phase2_kernel(const DeltaDesc* __restrict__ table, uint32_t count,
-                                                                  uint64_t rows, const int32_t* __restrict__ row_slot,
-                                                                  uint64_t row0, const float* __restrict__ t,
-                                                                  uint64_t ldt, const typename XT::T* __restrict__ x,
-                                                                  uint64_t ldx, bool xvec, void* y, int ydt,
-                                                                  uint64_t ldy, float scale) {
-  __shared__ float red[kThreads];
-  const int lane = threadIdx.x % G;
-  const uint64_t o = (uint64_t)blockIdx.x * (kThreads / G) + threadIdx.x / G;
-  const uint64_t i = blockIdx.y;
-  const int32_t slot = row_slot[row0 + i];
-  const DeltaDesc* d = (slot >= 0 && (uint32_t)slot < count) ? &table[slot] : nullptr;
-  const bool active = d != nullptr && o < rows;
-  float acc[1] = {0.f};
-  float s = 1.f;
-  if (active) {
-    if (d->kind == DC_KIND_LOWRANK) {
-      u_row<1, G>(*d, o, t + i * ldt, ldt, 1, lane, acc);  // scale already in t
-    } else {
-      sign_row<1, XT, G>(*d, o, x + (row0 + i) * ldx, ldx, xvec, 1, lane, acc);
-      s = scale;
-    }
-  }
-  const float v = group_sum<G>(acc[0], red);
-  if (active && lane == 0) {
-    const uint64_t at = (row0 + i) * ldy + o;
-    store_any(y, at, ydt, load_any(y, at, ydt) + s * v);
-  }
-}
-
-// ---- dispatch --------------------------------------------------------------------------------------
-int pick_mt(uint64_t m) { return m <= 1 ? 1 : 8; }
+// ---- host side ---------------------------------------------------------------------------------------
 unsigned row_blocks(uint64_t n, int group) { return (unsigned)((n + kThreads / group - 1) / (kThreads / group)); }
 bool aligned16(const void* p, uint64_t ld, size_t es) {
   return (reinterpret_cast<uintptr_t>(p) % 16) == 0 && (ld * es) % 16 == 0;
 }
 size_t dtype_size(int dt) { return dt == DC_DTYPE_F32 ? 4 : 2; }
-
-// Runs BODY with constexpr G (group), MT (token tile) and type XT chosen from runtime values.
-#define DC_WITH_X(xdt, ...)                                                  \
-  do {                                                                       \
-    if ((xdt) == DC_DTYPE_F16) { using XT = F16; __VA_ARGS__; }              \
-    else if ((xdt) == DC_DTYPE_BF16) { using XT = BF16; __VA_ARGS__; }       \
-    else { using XT = F32; __VA_ARGS__; }                                    \
-  } while (0)
-#define DC_WITH_MT(mt, ...)                                                  \
-  do {                                                                       \
-    if ((mt) == 1) { constexpr int MT = 1; __VA_ARGS__; }                    \
-    else { constexpr int MT = 8; __VA_ARGS__; }                              \
-  } while (0)
-#define DC_WITH_G(group, ...)                                                \
-  do {                                                                       \
-    if ((group) == 64) { constexpr int G = 64; __VA_ARGS__; }                \
-    else { constexpr int G = 32; __VA_ARGS__; }                              \
-  } while (0)
-#define DC_DISPATCH(group, mt, xdt, ...) \
-  DC_WITH_G(group, DC_WITH_MT(mt, DC_WITH_X(xdt, __VA_ARGS__)))
-#define DC_DISPATCH_G_X(group, xdt, ...) DC_WITH_G(group, DC_WITH_X(xdt, __VA_ARGS__))
+int tile_rows(uint64_t m) { return (int)std::min<uint64_t>(kTile, m); }
+// Blocks of 32 positions staged per chunk: as many as the shared-memory budget holds for `tt`
+// rows (a multiple of the group width when more than one group's worth fits), at most `nblk`.
+int chunk_blocks(uint64_t nblk, int tt, int group) {
+  int cap = kStageBytes / (kPitch * 4 * tt);
+  if (cap >= group) cap = cap / group * group;
+  return (int)std::max<uint64_t>(1, std::min<uint64_t>((uint64_t)cap, nblk));
+}
+size_t stage_bytes(int cb, int tt) { return (size_t)cb * tt * kPitch * 4; }
 
 }  // namespace
 
-cudaError_t launch_phase1(const LaunchCfg& c, const DeltaDesc& d, const void* x, int xdt, uint64_t ldx, uint64_t m,
+cudaError_t launch_phase1(const LaunchCfg& c, const DeltaSel& s, const void* x, int xdt, uint64_t ldx, uint64_t m,
                           float* t, uint64_t ldt, float scale) {
-  const int mt = pick_mt(m);
-  const dim3 grid(row_blocks(d.t_stride, c.group), (unsigned)((m + mt - 1) / mt));
-  const bool xvec = aligned16(x, ldx, dtype_size(xdt));
-  DC_DISPATCH(c.group, mt, xdt, phase1_kernel<G, MT, XT><<<grid, kThreads, 0, c.stream>>>(d, static_cast<const typename XT::T*>(x), ldx, xvec, m, t,
-                                                              ldt, scale););
+  if (m == 0 || s.max_t_stride == 0) return cudaSuccess;
+  const int tt = tile_rows(m);
+  const int cb = chunk_blocks((s.max_v_len + 31) / 32, tt, c.group);
+  const unsigned tiles = s.row_slot ? (unsigned)m : (unsigned)((m + kTile - 1) / kTile);
+  const dim3 grid(row_blocks(s.max_t_stride, c.group), tiles);
+  const size_t smem = stage_bytes(cb, tt);
+  if (c.group == 64)
+    phase1_kernel<64><<<grid, kThreads, smem, c.stream>>>(s, x, xdt, ldx, m, t, ldt, scale, cb);
+  else
+    phase1_kernel<32><<<grid, kThreads, smem, c.stream>>>(s, x, xdt, ldx, m, t, ldt, scale, cb);
   return cudaGetLastError();
 }
 
-cudaError_t launch_phase2(const LaunchCfg& c, const DeltaDesc& d, const float* t, uint64_t ldt, uint64_t m, void* y,
-                          int ydt, uint64_t ldy, const void* W, int wdt, uint64_t ldw, const void* x, int xdt,
-                          uint64_t ldx) {
-  const int mt = pick_mt(m);
-  const dim3 grid(row_blocks(d.rows, c.group), (unsigned)((m + mt - 1) / mt));
-  const bool wvec = W != nullptr && aligned16(W, ldw, dtype_size(wdt)) && aligned16(x, ldx, dtype_size(xdt));
-  DC_DISPATCH(c.group, mt, xdt, phase2_kernel<G, MT, XT><<<grid, kThreads, 0, c.stream>>>(d, t, ldt, m, y, ydt, ldy, W, wdt, ldw, wvec,
-                                                              static_cast<const typename XT::T*>(x), ldx););
+cudaError_t launch_rows(const LaunchCfg& c, const DeltaSel* sel, const RowsArgs& a) {
+  if (a.m == 0 || a.rows == 0) return cudaSuccess;
+  RowsLaunch L{};
+  L.a = a;
+  if (sel) L.sel = *sel;
+  L.wvec = a.W != nullptr && aligned16(a.W, a.ldw, dtype_size(a.wdt));
+  const int tt = tile_rows(a.m);
+  L.cb_t = chunk_blocks(sel ? sel->max_t_stride / 32 : 1, tt, c.group);
+  L.cb_x = chunk_blocks((a.cols + 31) / 32, tt, c.group);
+  const unsigned tiles = (sel && sel->row_slot) ? (unsigned)a.m : (unsigned)((a.m + kTile - 1) / kTile);
+  const dim3 grid(row_blocks(a.rows, c.group), tiles);
+  const size_t smem = stage_bytes(std::max(L.cb_t, L.cb_x), tt);
+  if (c.group == 64)
+    rows_kernel<64><<<grid, kThreads, smem, c.stream>>>(L);
+  else
+    rows_kernel<32><<<grid, kThreads, smem, c.stream>>>(L);
   return cudaGetLastError();
 }
 
 cudaError_t launch_gemv(const LaunchCfg& c, const void* W, int wdt, uint64_t ldw, uint64_t rows, uint64_t cols,
                         const void* x, int xdt, uint64_t ldx, uint64_t m, void* y, int ydt, uint64_t ldy, float alpha,
                         bool accumulate) {
-  const int mt = pick_mt(m);
-  const dim3 grid(row_blocks(rows, c.group), (unsigned)((m + mt - 1) / mt));
-  const bool wvec = aligned16(W, ldw, dtype_size(wdt)) && aligned16(x, ldx, dtype_size(xdt));
-  DC_DISPATCH(c.group, mt, xdt, gemv_kernel<G, MT, XT><<<grid, kThreads, 0, c.stream>>>(W, wdt, ldw, wvec, rows, cols,
-                                                            static_cast<const typename XT::T*>(x), ldx, m, y, ydt, ldy,
-                                                            alpha, accumulate););
-  return cudaGetLastError();
-}
-
-cudaError_t launch_bitdelta(const LaunchCfg& c, const DeltaDesc& d, const void* x, int xdt, uint64_t ldx, uint64_t m,
-                            void* y, int ydt, uint64_t ldy, float scale) {
-  const int mt = pick_mt(m);
-  const dim3 grid(row_blocks(d.rows, c.group), (unsigned)((m + mt - 1) / mt));
-  const bool xvec = aligned16(x, ldx, dtype_size(xdt));
-  DC_DISPATCH(c.group, mt, xdt, bitdelta_kernel<G, MT, XT><<<grid, kThreads, 0, c.stream>>>(d, static_cast<const typename XT::T*>(x), ldx, xvec, m, y,
-                                                                ydt, ldy, scale););
-  return cudaGetLastError();
+  RowsArgs a{};
+  a.m = m;
+  a.rows = rows;
+  a.cols = cols;
+  a.x = x;
+  a.xdt = xdt;
+  a.ldx = ldx;
+  a.y = y;
+  a.ydt = ydt;
+  a.ldy = ldy;
+  a.W = W;
+  a.wdt = wdt;
+  a.ldw = ldw;
+  a.alpha_w = alpha;
+  a.scale = 1.f;
+  a.accumulate = accumulate;
+  for (uint64_t i0 = 0; i0 < m; i0 += kMaxTokens) {  // tiles per launch stay bounded
+    a.m = std::min<uint64_t>(kMaxTokens, m - i0);
+    a.x = static_cast<const char*>(x) + i0 * ldx * dtype_size(xdt);
+    a.y = static_cast<char*>(y) + i0 * ldy * dtype_size(ydt);
+    const cudaError_t e = launch_rows(c, nullptr, a);
+    if (e != cudaSuccess) return e;
+  }
+  return cudaSuccess;
 }
 
 cudaError_t launch_bias(const LaunchCfg& c, const DeltaDesc& d, uint64_t m, void* y, int ydt, uint64_t ldy,
@@ -313,29 +369,6 @@ cudaError_t launch_bias(const LaunchCfg& c, const DeltaDesc& d, uint64_t m, void
   const uint64_t n = d.rows * m;
   const unsigned blocks = (unsigned)std::min<uint64_t>((n + 255) / 256, 4096);
   bias_kernel<<<blocks, 256, 0, c.stream>>>(d.dense, d.dtype, d.rows, m, y, ydt, ldy, scale);
-  return cudaGetLastError();
-}
-
-cudaError_t launch_batched_phase1(const LaunchCfg& c, const DeltaDesc* table, uint32_t count, uint32_t max_rank,
-                                  const int32_t* row_slot, uint64_t row0, uint64_t m, const void* x, int xdt,
-                                  uint64_t ldx, float* t, uint64_t ldt, float scale) {
-  if (max_rank == 0) return cudaSuccess;
-  const dim3 grid(row_blocks(max_rank, c.group), (unsigned)m);
-  const bool xvec = aligned16(x, ldx, dtype_size(xdt));
-  DC_DISPATCH_G_X(c.group, xdt, batched_phase1_kernel<G, XT><<<grid, kThreads, 0, c.stream>>>(table, count, row_slot, row0,
-                                                                  static_cast<const typename XT::T*>(x), ldx, xvec, t, ldt,
-                                                                  scale););
-  return cudaGetLastError();
-}
-
-cudaError_t launch_batched_phase2(const LaunchCfg& c, const DeltaDesc* table, uint32_t count, uint64_t rows,
-                                  const int32_t* row_slot, uint64_t row0, uint64_t m, const float* t, uint64_t ldt,
-                                  const void* x, int xdt, uint64_t ldx, void* y, int ydt, uint64_t ldy, float scale) {
-  const dim3 grid(row_blocks(rows, c.group), (unsigned)m);
-  const bool xvec = aligned16(x, ldx, dtype_size(xdt));
-  DC_DISPATCH_G_X(c.group, xdt, batched_phase2_kernel<G, XT><<<grid, kThreads, 0, c.stream>>>(table, count, rows, row_slot, row0, t, ldt,
-                                                                  static_cast<const typename XT::T*>(x), ldx, xvec, y, ydt,
-                                                                  ldy, scale););
   return cudaGetLastError();
 }
 

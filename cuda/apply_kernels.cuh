@@ -1,5 +1,10 @@
-// Host-side launchers of the apply kernels (apply_kernels.cu). All enqueue on `stream`, allocate
-// nothing and never synchronise, so they can be captured in a CUDA graph.
+// Host-side launchers of the decode-size apply kernels (apply_kernels.cu). All enqueue on `stream`,
+// allocate nothing and never synchronise, so they can be captured in a CUDA graph.
+//
+// Rows of x are processed in tiles of up to kTile rows that share one delta: for a single delta,
+// consecutive rows; for a batch (row_slot != null), rows grouped by slot on the device (a block
+// of tile index j leads the tile that starts at row j, if row j starts one), so each delta's codes
+// are decoded once per tile of its rows, never once per row.
 #pragma once
 
 #include "common.cuh"
@@ -11,33 +16,49 @@ struct LaunchCfg {
   cudaStream_t stream;
 };
 
-// Phase 1: t[i][kv] = scale·σ_k·(x_i · V̂_k) for i < m (m ≤ kMaxTokens) over the band-padded columns
-// kv < d.t_stride (band b's rank j at column bands[b].t_off + j; padding columns get 0).
-cudaError_t launch_phase1(const LaunchCfg& c, const DeltaDesc& d, const void* x, int xdt, uint64_t ldx,
-                          uint64_t m, float* t, uint64_t ldt, float scale);
-// Phase 2: y[i][o] = (W ? x_i·W_o : y[i][o]) + Σ_k t[i][k]·Û[o][k]. W (base weight) may be null.
-cudaError_t launch_phase2(const LaunchCfg& c, const DeltaDesc& d, const float* t, uint64_t ldt, uint64_t m,
-                          void* y, int ydt, uint64_t ldy, const void* W, int wdt, uint64_t ldw,
-                          const void* x, int xdt, uint64_t ldx);
+// Which delta(s) a launch applies: table[0] for a single delta (row_slot null, count 1), or
+// table[row_slot[i]] for row i (slots outside [0, count): no delta). Device pointers.
+struct DeltaSel {
+  const DeltaDesc* table;
+  uint32_t count;
+  const int32_t* row_slot;
+  uint32_t max_t_stride;  // largest t_stride (band-padded rank) of the deltas
+  uint64_t max_v_len;     // largest v_len
+};
+
+// Phase 1: t[i][kv] = scale·σ_k·(x_i · V̂_k) for rows i < m (m ≤ kMaxTokens) of the low-rank
+// deltas, over the band-padded columns kv < t_stride (padding columns get 0).
+cudaError_t launch_phase1(const LaunchCfg& c, const DeltaSel& s, const void* x, int xdt, uint64_t ldx, uint64_t m,
+                          float* t, uint64_t ldt, float scale);
+
+// Phase 2 and everything row-wise, one launch: for the selected rows i < m and outputs o < rows,
+//   y[i][o] = (accumulate ? y[i][o] : 0) + alpha_w·x_i·W_o (W may be null)
+//             + Σ_k t[i][k]·Û[o][k] (low-rank; t from phase 1) or scale·ΔW_o·x_i (BitDelta).
+// With no delta (sel.table null) every row i < m is written (a GEMV).
+struct RowsArgs {
+  uint64_t m, rows, cols;
+  const void* x;
+  int xdt;
+  uint64_t ldx;
+  const float* t;
+  uint64_t ldt;
+  void* y;
+  int ydt;
+  uint64_t ldy;
+  const void* W;
+  int wdt;
+  uint64_t ldw;
+  float alpha_w, scale;
+  bool accumulate;
+};
+cudaError_t launch_rows(const LaunchCfg& c, const DeltaSel* sel, const RowsArgs& a);
+
 // y[i][o] = (accumulate ? y[i][o] : 0) + alpha·x_i·W_o for a dense matrix W [rows × cols].
 cudaError_t launch_gemv(const LaunchCfg& c, const void* W, int wdt, uint64_t ldw, uint64_t rows, uint64_t cols,
                         const void* x, int xdt, uint64_t ldx, uint64_t m, void* y, int ydt, uint64_t ldy,
                         float alpha, bool accumulate);
-// BitDelta: y[i][o] += scale·bitdelta_scale·Σ_j (2·bit − 1)·x[i][j].
-cudaError_t launch_bitdelta(const LaunchCfg& c, const DeltaDesc& d, const void* x, int xdt, uint64_t ldx,
-                            uint64_t m, void* y, int ydt, uint64_t ldy, float scale);
 // 1-D dense (bias): y[i][o] += scale·D[o].
 cudaError_t launch_bias(const LaunchCfg& c, const DeltaDesc& d, uint64_t m, void* y, int ydt, uint64_t ldy,
                         float scale);
-
-// Multi-tenant: rows [row0, row0 + m) of x/y, each with slot row_slot[i] into `table` (count
-// entries; other values: no delta). t holds m rows of stride ldt (≥ the largest t_stride).
-cudaError_t launch_batched_phase1(const LaunchCfg& c, const DeltaDesc* table, uint32_t count, uint32_t max_rank,
-                                  const int32_t* row_slot, uint64_t row0, uint64_t m, const void* x, int xdt,
-                                  uint64_t ldx, float* t, uint64_t ldt, float scale);
-cudaError_t launch_batched_phase2(const LaunchCfg& c, const DeltaDesc* table, uint32_t count, uint64_t rows,
-                                  const int32_t* row_slot, uint64_t row0, uint64_t m, const float* t, uint64_t ldt,
-                                  const void* x, int xdt, uint64_t ldx, void* y, int ydt, uint64_t ldy,
-                                  float scale);
 
 }  // namespace dcg

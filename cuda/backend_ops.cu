@@ -51,6 +51,15 @@ bool env_flag(const char* name) {
   return v && *v && strcmp(v, "0") != 0;
 }
 
+// Makes `ordinal` current on the calling thread. Hosts (Go, thread pools) move a context between OS
+// threads, and the current device is per thread: every entry point that touches the device calls
+// this first. cudaGetDevice is a thread-local read, so the common case costs no driver call.
+cudaError_t select_device(int ordinal) {
+  int cur = -1;
+  if (cudaGetDevice(&cur) == cudaSuccess && cur == ordinal) return cudaSuccess;
+  return cudaSetDevice(ordinal);
+}
+
 // ---- devices -----------------------------------------------------------------------------------
 int device_count() {
   int n = 0;
@@ -64,7 +73,7 @@ int device_count() {
 void device_close(void* p) {
   auto* dev = static_cast<GpuDevice*>(p);
   if (!dev) return;
-  cudaSetDevice(dev->ordinal);
+  select_device(dev->ordinal);
   cudaDeviceSynchronize();
 #if defined(DC_HAVE_BLAS)
   if (dev->blas) cublasDestroy(dev->blas);
@@ -151,7 +160,7 @@ struct Piece {
 dc_status delta_load(void* devp, const dc_tensor_view* v, void* stream, void** out, uint64_t* out_bytes) {
   auto* dev = static_cast<GpuDevice*>(devp);
   *out = nullptr;
-  DC_GPU_TRY(cudaSetDevice(dev->ordinal), "selecting the device");
+  DC_GPU_TRY(select_device(dev->ordinal), "selecting the device");
   auto* d = new (std::nothrow) GpuDelta();
   if (!d) return fail(DC_ERR_OUT_OF_MEMORY, "%s: out of host memory", DC_GPU_BACKEND_NAME);
   DeltaDesc& s = d->desc;
@@ -208,7 +217,10 @@ dc_status delta_load(void* devp, const dc_tensor_view* v, void* stream, void** o
   } else {
     add(v->dense, v->rows * v->cols * dtype_size(v->dtype), &s.dense);
   }
-  if (total == 0) total = kAlign;
+  d->vector = v->kind == DC_KIND_DENSE && v->is_vector != 0;
+  // The descriptor itself goes last, so kernels (and batches) read it from device memory.
+  const uint64_t desc_off = total;
+  total = align_up(total + sizeof(DeltaDesc));
   cudaError_t e = cudaMalloc(&d->mem, total);
   if (e != cudaSuccess) {
     delete d;
@@ -226,6 +238,8 @@ dc_status delta_load(void* devp, const dc_tensor_view* v, void* stream, void** o
     memcpy(static_cast<char*>(dev->pinned) + pieces[i].offset, pieces[i].src, pieces[i].bytes);
     *targets[i] = static_cast<char*>(d->mem) + pieces[i].offset;
   }
+  memcpy(static_cast<char*>(dev->pinned) + desc_off, &s, sizeof(DeltaDesc));
+  d->ddesc = reinterpret_cast<const DeltaDesc*>(static_cast<char*>(d->mem) + desc_off);
   const auto s_ = static_cast<cudaStream_t>(stream);
   e = cudaMemcpyAsync(d->mem, dev->pinned, total, cudaMemcpyHostToDevice, s_);
   if (e == cudaSuccess) e = cudaEventRecord(dev->upload_done, s_);
@@ -243,7 +257,7 @@ void delta_free(void* devp, void* p) {
   auto* dev = static_cast<GpuDevice*>(devp);
   auto* d = static_cast<GpuDelta*>(p);
   if (!d) return;
-  cudaSetDevice(dev->ordinal);
+  select_device(dev->ordinal);
   cudaFree(d->mem);
   delete d;
 }
@@ -328,26 +342,45 @@ dc_status apply_prefill(GpuDevice* dev, const DeltaDesc& d, const dc_apply_param
 
 dc_status apply(void* devp, const void* dp, const dc_apply_params* p) {
   auto* dev = static_cast<GpuDevice*>(devp);
-  const DeltaDesc& d = static_cast<const GpuDelta*>(dp)->desc;
+  const auto* gd = static_cast<const GpuDelta*>(dp);
+  const DeltaDesc& d = gd->desc;
   if (p->m == 0) return DC_OK;
-  DC_GPU_TRY(cudaSetDevice(dev->ordinal), "selecting the device");
+  DC_GPU_TRY(select_device(dev->ordinal), "selecting the device");
   const auto s = static_cast<cudaStream_t>(p->stream);
   const LaunchCfg c{dev->group, s};
   const uint64_t ldx = p->ldx ? p->ldx : d.cols, ldy = p->ldy ? p->ldy : d.rows, ldb = p->ld_base ? p->ld_base : d.cols;
   const bool with_base = (p->flags & DC_APPLY_INCLUDE_BASE) != 0;
   const size_t xes = dtype_size(p->x_dtype), yes = dtype_size(p->y_dtype);
-  if (d.kind == DC_KIND_LOWRANK) {
-    if (p->m > (uint64_t)kMaxTokens && p->workspace && p->workspace_bytes >= prefill_layout(d, p->m).total)
+  if (d.kind == DC_KIND_LOWRANK || d.kind == DC_KIND_BITDELTA) {
+    if (d.kind == DC_KIND_LOWRANK && p->m > (uint64_t)kMaxTokens && p->workspace &&
+        p->workspace_bytes >= prefill_layout(d, p->m).total)
       return apply_prefill(dev, d, p, s, ldx, ldy, ldb);
+    const DeltaSel sel{gd->ddesc, 1, nullptr, d.kind == DC_KIND_LOWRANK ? d.t_stride : 0, d.v_len};
     for (uint64_t i0 = 0; i0 < p->m; i0 += kMaxTokens) {
       const uint64_t n = p->m - i0 < (uint64_t)kMaxTokens ? p->m - i0 : (uint64_t)kMaxTokens;
       const void* x = static_cast<const char*>(p->x) + i0 * ldx * xes;
       void* y = static_cast<char*>(p->y) + i0 * ldy * yes;
-      if (d.t_stride > 0)
-        DC_GPU_TRY(launch_phase1(c, d, x, p->x_dtype, ldx, n, dev->t_scratch, d.t_stride, p->scale), "phase-1 kernel");
-      DC_GPU_TRY(launch_phase2(c, d, dev->t_scratch, d.t_stride, n, y, p->y_dtype, ldy, with_base ? p->base_weight : nullptr,
-                               p->base_dtype, ldb, x, p->x_dtype, ldx),
-                 "phase-2 kernel");
+      if (sel.max_t_stride > 0)
+        DC_GPU_TRY(launch_phase1(c, sel, x, p->x_dtype, ldx, n, dev->t_scratch, d.t_stride, p->scale), "phase-1 kernel");
+      RowsArgs a{};
+      a.m = n;
+      a.rows = d.rows;
+      a.cols = d.cols;
+      a.x = x;
+      a.xdt = p->x_dtype;
+      a.ldx = ldx;
+      a.t = dev->t_scratch;
+      a.ldt = d.t_stride;
+      a.y = y;
+      a.ydt = p->y_dtype;
+      a.ldy = ldy;
+      a.W = with_base ? p->base_weight : nullptr;
+      a.wdt = p->base_dtype;
+      a.ldw = ldb;
+      a.alpha_w = 1.f;
+      a.scale = p->scale;
+      a.accumulate = !with_base;  // with the base, y = x·Wᵀ + delta (y's old value is not read)
+      DC_GPU_TRY(launch_rows(c, &sel, a), "phase-2 kernel");
     }
     return DC_OK;
   }
@@ -355,9 +388,7 @@ dc_status apply(void* devp, const void* dp, const dc_apply_params* p) {
     DC_GPU_TRY(launch_gemv(c, p->base_weight, p->base_dtype, ldb, d.rows, d.cols, p->x, p->x_dtype, ldx, p->m, p->y,
                            p->y_dtype, ldy, 1.f, false),
                "base GEMV");
-  if (d.kind == DC_KIND_BITDELTA) {
-    DC_GPU_TRY(launch_bitdelta(c, d, p->x, p->x_dtype, ldx, p->m, p->y, p->y_dtype, ldy, p->scale), "BitDelta kernel");
-  } else if (d.cols == 1) {
+  if (gd->vector) {  // 1-D dense (bias): dc_tensor_view.is_vector, not cols == 1 (a column shard can be 1 wide)
     DC_GPU_TRY(launch_bias(c, d, p->m, p->y, p->y_dtype, ldy, p->scale), "bias kernel");
   } else {
     DC_GPU_TRY(launch_gemv(c, d.dense, d.dtype, d.cols, d.rows, d.cols, p->x, p->x_dtype, ldx, p->m, p->y, p->y_dtype,
@@ -371,7 +402,7 @@ dc_status apply(void* devp, const void* dp, const dc_apply_params* p) {
 dc_status batch_create(void* devp, const void* const* deltas, uint64_t count, void** out) {
   auto* dev = static_cast<GpuDevice*>(devp);
   *out = nullptr;
-  DC_GPU_TRY(cudaSetDevice(dev->ordinal), "selecting the device");
+  DC_GPU_TRY(select_device(dev->ordinal), "selecting the device");
   auto* b = new (std::nothrow) GpuBatch();
   DeltaDesc* host = new (std::nothrow) DeltaDesc[count ? count : 1];
   if (!b || !host) {
@@ -386,6 +417,7 @@ dc_status batch_create(void* devp, const void* const* deltas, uint64_t count, vo
     b->cols = host[i].cols;
     if (host[i].kind == DC_KIND_LOWRANK) {
       b->any_lowrank = true;
+      if (host[i].v_len > b->max_v_len) b->max_v_len = host[i].v_len;
       if (host[i].t_stride > b->max_rank) b->max_rank = host[i].t_stride;
     }
   }
@@ -404,7 +436,7 @@ dc_status batch_create(void* devp, const void* const* deltas, uint64_t count, vo
 void batch_free(void* devp, void* p) {
   auto* b = static_cast<GpuBatch*>(p);
   if (!b) return;
-  cudaSetDevice(static_cast<GpuDevice*>(devp)->ordinal);
+  select_device(static_cast<GpuDevice*>(devp)->ordinal);
   cudaFree(b->table);
   delete b;
 }
@@ -413,7 +445,7 @@ dc_status apply_batched(void* devp, const void* bp, const int32_t* row_slot, con
   auto* dev = static_cast<GpuDevice*>(devp);
   const auto* b = static_cast<const GpuBatch*>(bp);
   if (p->m == 0) return DC_OK;
-  DC_GPU_TRY(cudaSetDevice(dev->ordinal), "selecting the device");
+  DC_GPU_TRY(select_device(dev->ordinal), "selecting the device");
   const auto s = static_cast<cudaStream_t>(p->stream);
   const LaunchCfg c{dev->group, s};
   const uint64_t ldx = p->ldx ? p->ldx : b->cols, ldy = p->ldy ? p->ldy : b->rows, ldb = p->ld_base ? p->ld_base : b->cols;
@@ -422,15 +454,30 @@ dc_status apply_batched(void* devp, const void* bp, const int32_t* row_slot, con
                            p->y_dtype, ldy, 1.f, false),
                "base GEMV");
   const uint64_t ldt = b->max_rank ? b->max_rank : 1;
+  const size_t xes = dtype_size(p->x_dtype), yes = dtype_size(p->y_dtype);
   for (uint64_t i0 = 0; i0 < p->m; i0 += kMaxTokens) {
     const uint64_t n = p->m - i0 < (uint64_t)kMaxTokens ? p->m - i0 : (uint64_t)kMaxTokens;
+    const void* x = static_cast<const char*>(p->x) + i0 * ldx * xes;
+    void* y = static_cast<char*>(p->y) + i0 * ldy * yes;
+    const DeltaSel sel{b->table, b->count, row_slot + i0, b->any_lowrank ? b->max_rank : 0, b->max_v_len};
     if (b->any_lowrank)
-      DC_GPU_TRY(launch_batched_phase1(c, b->table, b->count, b->max_rank, row_slot, i0, n, p->x, p->x_dtype, ldx,
-                                       dev->t_scratch, ldt, p->scale),
-                 "batched phase-1 kernel");
-    DC_GPU_TRY(launch_batched_phase2(c, b->table, b->count, b->rows, row_slot, i0, n, dev->t_scratch, ldt, p->x,
-                                     p->x_dtype, ldx, p->y, p->y_dtype, ldy, p->scale),
-               "batched phase-2 kernel");
+      DC_GPU_TRY(launch_phase1(c, sel, x, p->x_dtype, ldx, n, dev->t_scratch, ldt, p->scale), "batched phase-1 kernel");
+    RowsArgs a{};
+    a.m = n;
+    a.rows = b->rows;
+    a.cols = b->cols;
+    a.x = x;
+    a.xdt = p->x_dtype;
+    a.ldx = ldx;
+    a.t = dev->t_scratch;
+    a.ldt = ldt;
+    a.y = y;
+    a.ydt = p->y_dtype;
+    a.ldy = ldy;
+    a.alpha_w = 1.f;
+    a.scale = p->scale;
+    a.accumulate = true;
+    DC_GPU_TRY(launch_rows(c, &sel, a), "batched phase-2 kernel");
   }
   return DC_OK;
 }
@@ -439,7 +486,7 @@ dc_status apply_batched(void* devp, const void* bp, const int32_t* row_slot, con
 dc_status merge(void* devp, const void* dp, void* W, dc_dtype wdt, uint64_t ld, float scale, void* stream) {
   auto* dev = static_cast<GpuDevice*>(devp);
   const DeltaDesc& d = static_cast<const GpuDelta*>(dp)->desc;
-  DC_GPU_TRY(cudaSetDevice(dev->ordinal), "selecting the device");
+  DC_GPU_TRY(select_device(dev->ordinal), "selecting the device");
   const auto s = static_cast<cudaStream_t>(stream);
   if (ld == 0) ld = d.cols;
   if (d.kind != DC_KIND_LOWRANK) {

@@ -21,7 +21,9 @@ struct GpuDevice {
 };
 
 struct GpuDelta {
-  DeltaDesc desc{};
+  DeltaDesc desc{};                  // host copy
+  const DeltaDesc* ddesc = nullptr;  // device copy (inside `mem`): the kernels' descriptor table
+  bool vector = false;               // dc_tensor_view.is_vector: 1-D dense (bias)
   void* mem = nullptr;  // one allocation holding every array the descriptor points into
   uint64_t bytes = 0;
 };
@@ -29,7 +31,7 @@ struct GpuDelta {
 struct GpuBatch {
   DeltaDesc* table = nullptr;  // device array, one descriptor per slot
   uint32_t count = 0, max_rank = 0;  // max_rank: largest t_stride (band-padded rank)
-  uint64_t rows = 0, cols = 0;
+  uint64_t rows = 0, cols = 0, max_v_len = 0;
   bool any_lowrank = false;
 };
 

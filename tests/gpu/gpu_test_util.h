@@ -197,12 +197,14 @@ inline void make_bitdelta(HostDelta& h, std::mt19937_64& rng, uint64_t rows, uin
   h.view.signs = h.signs.data();
 }
 
-inline void make_dense(HostDelta& h, std::mt19937_64& rng, uint64_t rows, uint64_t cols, int dt) {
+// Dense delta rows×cols; vector = a 1-D tensor (bias, stored rows × 1, is_vector = 1).
+inline void make_dense(HostDelta& h, std::mt19937_64& rng, uint64_t rows, uint64_t cols, int dt, bool vector = false) {
   h.view = dc_tensor_view{};
   h.view.rows = rows;
   h.view.cols = cols;
   h.view.kind = DC_KIND_DENSE;
   h.view.dtype = dt;
+  h.view.is_vector = vector ? 1 : 0;
   h.dense = HostArray(dt, rows * cols);
   std::normal_distribution<float> nd(0.f, 0.05f);
   for (size_t i = 0; i < rows * cols; ++i) h.dense.set(i, nd(rng));
@@ -289,7 +291,7 @@ inline void ref_delta_apply(const dc_tensor_view& v, const RefFactors* f, const 
     d.bytes.assign(static_cast<const uint8_t*>(v.dense), static_cast<const uint8_t*>(v.dense) + n * dtype_size(v.dtype));
     for (uint64_t i = 0; i < m; ++i)
       for (uint64_t o = 0; o < v.rows; ++o) {
-        if (v.cols == 1) {
+        if (v.is_vector) {  // 1-D bias: added to every row, x ignored
           out[i * v.rows + o] = d.get(o);
           continue;
         }

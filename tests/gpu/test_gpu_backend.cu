@@ -1,8 +1,8 @@
 // GPU backend tests (CUDA build; the HIP build shares every kernel line): each case loads a random
 // packed delta through the module's dc_backend_ops, runs apply / batched apply / merge on the
 // device, and compares with a float64 reference computed on the host from the same packed codes.
-// Optional (DC_TEST_CPU_BACKEND): the same inputs through the core's CPU backend as a second
-// reference. Usage: dc_test_gpu [--quick]   (--quick: reduced set for compute-sanitizer).
+// test_gpu_vs_cpu.cu runs the same kind of inputs through the core's CPU backend table as a second
+// reference (CMake target dc_test_gpu_cpu). Usage: dc_test_gpu [--quick]   (--quick: reduced set for compute-sanitizer).
 #include <algorithm>
 #include <chrono>
 
@@ -250,8 +250,11 @@ void test_base_and_kinds(Gpu& g, std::mt19937_64& rng, bool quick) {
     o.scale = 0.5f;
     apply_case(g, rng, d, nullptr, 5, o, std::string("dense 300x1000 ") + dtype_name(dt));
     HostDelta bias;
-    make_dense(bias, rng, 300, 1, dt);
+    make_dense(bias, rng, 300, 1, dt, true);
     apply_case(g, rng, bias, nullptr, 5, o, std::string("bias 300 ") + dtype_name(dt));
+    HostDelta col;  // a one-column shard of a dense matrix: cols == 1 but not a vector (a GEMV)
+    make_dense(col, rng, 300, 1, dt, false);
+    apply_case(g, rng, col, nullptr, 5, o, std::string("dense column shard 300x1 ") + dtype_name(dt));
     o.base = true;
     o.base_dt = DC_DTYPE_F32;
     apply_case(g, rng, bias, nullptr, 5, o, std::string("bias + base 300 ") + dtype_name(dt));
