@@ -85,7 +85,7 @@ DC_API dc_status dc_delta_load_all(dc_delta** out, dc_context* ctx, const dc_con
   return dc::guard("dc_delta_load_all", [&] {
     DC_CHECK(out && ctx && c, DC_ERR_INVALID_ARGUMENT, "out, context or container is NULL");
     const dc_load_options o = dc::read_options(opts, default_load_options(), "dc_load_options");
-    DC_CHECK(o.shard.split == DC_SHARD_NONE, DC_ERR_INVALID_ARGUMENT,
+    DC_CHECK(dc::raw_enum(o.shard.split) == DC_SHARD_NONE, DC_ERR_INVALID_ARGUMENT,
              "dc_delta_load_all loads whole tensors; load shards one tensor at a time");
     const uint64_t n = c->reader->tensors().size();
     std::fill(out, out + n, nullptr);

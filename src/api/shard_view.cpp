@@ -1,5 +1,7 @@
 #include "api/shard_view.h"
 
+#include "api/api_internal.h"
+
 #include <algorithm>
 #include <cstring>
 #include <numeric>
@@ -17,10 +19,12 @@ const char* dim_name(dc_shard_split s) { return s == DC_SHARD_ROWS ? "rows" : "c
 
 ShardRange resolve_shard(const dc_shard& s, uint64_t rows, uint64_t cols, const char* name) {
   ShardRange r;
+  // Read the caller's enum as an integer first: a C caller may store any value in it.
+  const int64_t split = raw_enum(s.split);
+  DC_CHECK(split >= DC_SHARD_NONE && split <= DC_SHARD_COLS, DC_ERR_INVALID_ARGUMENT,
+           "shard.split %lld of '%s' is not a dc_shard_split value", (long long)split, name);
   r.split = s.split;
   if (s.split == DC_SHARD_NONE) return r;
-  DC_CHECK(s.split == DC_SHARD_ROWS || s.split == DC_SHARD_COLS, DC_ERR_INVALID_ARGUMENT,
-           "shard.split %d of '%s' is not a dc_shard_split value", (int)s.split, name);
   const uint64_t dim = s.split == DC_SHARD_ROWS ? rows : cols;
   if (s.end > s.begin) {
     DC_CHECK(s.end <= dim, DC_ERR_INVALID_ARGUMENT, "shard range [%llu, %llu) exceeds the %llu %s of '%s'",

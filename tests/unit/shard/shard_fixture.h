@@ -3,6 +3,8 @@
 // dc::reconstruct_reference (the decoded ΔŴ, independent of every backend).
 #pragma once
 
+#include <cstring>
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -146,7 +148,9 @@ inline std::vector<Partition> partitions(dc_shard_split split, uint64_t dim) {
 }
 
 inline std::string describe(const dc_shard& s) {
-  const char* k = s.split == DC_SHARD_ROWS ? "rows" : s.split == DC_SHARD_COLS ? "cols" : "none";
+  int split;  // read as an integer: tests store invalid values in the enum on purpose
+  std::memcpy(&split, &s.split, sizeof split);
+  const char* k = split == DC_SHARD_ROWS ? "rows" : split == DC_SHARD_COLS ? "cols" : split == 0 ? "none" : "invalid";
   if (s.end > s.begin) return std::string(k) + " [" + std::to_string(s.begin) + "," + std::to_string(s.end) + ")";
   return std::string(k) + " " + std::to_string(s.index) + "/" + std::to_string(s.count);
 }
