@@ -2,6 +2,7 @@
 #pragma once
 
 #include <map>
+#include <memory>
 #include <set>
 #include <string>
 #include <vector>
@@ -69,6 +70,27 @@ class Args {
 // Throws the last library error if `s` failed.
 inline void check(dc_status s) {
   if (s != DC_OK) throw Error(s, dc_last_error_message());
+}
+
+using ContainerPtr = std::unique_ptr<dc_container, decltype(&dc_container_close)>;
+using ContextPtr = std::unique_ptr<dc_context, decltype(&dc_context_destroy)>;
+
+// Opens a container, throwing the library's error.
+inline ContainerPtr open_container(const std::string& path) {
+  dc_container* c = nullptr;
+  check(dc_container_open(&c, path.c_str(), nullptr));
+  return ContainerPtr(c, dc_container_close);
+}
+
+// A CPU context with `threads` workers (0 = all cores), throwing the library's error.
+inline ContextPtr cpu_context(int32_t threads) {
+  dc_context_options co;
+  dc_context_options_init(&co);
+  co.backend = DC_BACKEND_CPU;
+  co.num_threads = threads;
+  dc_context* ctx = nullptr;
+  check(dc_context_create(&ctx, &co));
+  return ContextPtr(ctx, dc_context_destroy);
 }
 
 int cmd_compress(int argc, char** argv);

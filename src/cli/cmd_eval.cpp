@@ -23,17 +23,9 @@ int cmd_eval(int argc, char** argv) {
            "eval computes on host memory; --backend %s is not supported here (use bench/ for GPU backends)",
            backend.c_str());
   auto base = SafetensorsModel::open(bp), ft = SafetensorsModel::open(fp);
-  dc_container* rc = nullptr;
-  check(dc_container_open(&rc, dp.c_str(), nullptr));
-  std::unique_ptr<dc_container, decltype(&dc_container_close)> c(rc, dc_container_close);
+  ContainerPtr c = open_container(dp);
   check(dc_container_check_base_file(c.get(), bp.c_str()));
-  dc_context_options co;
-  dc_context_options_init(&co);
-  co.backend = DC_BACKEND_CPU;
-  co.num_threads = (int32_t)a.number("threads", 0);
-  dc_context* rctx = nullptr;
-  check(dc_context_create(&rctx, &co));
-  std::unique_ptr<dc_context, decltype(&dc_context_destroy)> ctx(rctx, dc_context_destroy);
+  ContextPtr ctx = cpu_context((int32_t)a.number("threads", 0));
 
   std::mt19937_64 rng((uint64_t)a.number("seed", 7));
   std::normal_distribution<float> nd(0.f, 1.f);

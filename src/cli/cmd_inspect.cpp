@@ -13,8 +13,6 @@
 namespace dc::cli {
 namespace {
 
-using ContainerPtr = std::unique_ptr<dc_container, decltype(&dc_container_close)>;
-
 const char* kind_name(dc_tensor_kind k) {
   return k == DC_KIND_LOWRANK ? "low-rank" : k == DC_KIND_BITDELTA ? "bitdelta" : "dense";
 }
@@ -57,9 +55,7 @@ int cmd_inspect(int argc, char** argv) {
   Args a(argc, argv, 2, {"json"},
          {"json", "spectrum"});
   DC_CHECK(a.positional().size() == 1, DC_ERR_INVALID_ARGUMENT, "usage: deltacome inspect FILE.dcz [--json]");
-  dc_container* raw = nullptr;
-  check(dc_container_open(&raw, a.positional()[0].c_str(), nullptr));
-  ContainerPtr c(raw, dc_container_close);
+  ContainerPtr c = open_container(a.positional()[0]);
   dc_container_info ci{};
   ci.struct_size = sizeof ci;
   check(dc_container_get_info(c.get(), &ci));

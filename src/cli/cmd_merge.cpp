@@ -16,19 +16,11 @@ int cmd_merge(int argc, char** argv) {
   Args a(argc, argv, 2, {"quiet"},
          {"base", "delta", "output", "threads", "quiet"});
   const std::string base_path = a.require("base"), delta_path = a.require("delta"), out = a.require("output");
-  dc_container* rc = nullptr;
-  check(dc_container_open(&rc, delta_path.c_str(), nullptr));
-  std::unique_ptr<dc_container, decltype(&dc_container_close)> c(rc, dc_container_close);
+  ContainerPtr c = open_container(delta_path);
   check(dc_container_check_base_file(c.get(), base_path.c_str()));
   auto base = SafetensorsModel::open(base_path);
 
-  dc_context_options co;
-  dc_context_options_init(&co);
-  co.backend = DC_BACKEND_CPU;
-  co.num_threads = (int32_t)a.number("threads", 0);
-  dc_context* rctx = nullptr;
-  check(dc_context_create(&rctx, &co));
-  std::unique_ptr<dc_context, decltype(&dc_context_destroy)> ctx(rctx, dc_context_destroy);
+  ContextPtr ctx = cpu_context((int32_t)a.number("threads", 0));
 
   const uint64_t n = dc_container_tensor_count(c.get());
   for (uint64_t i = 0; i < n; ++i) {

@@ -11,9 +11,7 @@ int cmd_verify(int argc, char** argv) {
          {"base"});
   DC_CHECK(a.positional().size() == 1, DC_ERR_INVALID_ARGUMENT, "usage: deltacome verify FILE.dcz [--base B]");
   const std::string path = a.positional()[0];
-  dc_container* raw = nullptr;
-  check(dc_container_open(&raw, path.c_str(), nullptr));
-  std::unique_ptr<dc_container, decltype(&dc_container_close)> c(raw, dc_container_close);
+  ContainerPtr c = open_container(path);
   check(dc_container_verify(c.get()));
   std::printf("%s: structure and %llu tensors' checksums OK\n", path.c_str(),
               (unsigned long long)dc_container_tensor_count(c.get()));
