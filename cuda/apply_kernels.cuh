@@ -14,11 +14,15 @@ namespace dcg {
 struct LaunchCfg {
   int group;             // logical warp width: 32 or 64
   cudaStream_t stream;
+  bool pdl = false;      // programmatic dependent launch between the one-token kernels (sm_90+)
 };
 
-// Which delta(s) a launch applies: table[0] for a single delta (row_slot null, count 1), or
-// table[row_slot[i]] for row i (slots outside [0, count): no delta). Device pointers.
+// Which delta(s) a launch applies. Single delta (row_slot null, count 1): `one`, passed by value
+// as a kernel parameter so no block waits on a descriptor fetch before its first code load.
+// Batched (row_slot non-null): table[row_slot[i]] for row i (device table; slots outside
+// [0, count): no delta). count 0: no delta at all (a GEMV).
 struct DeltaSel {
+  DeltaDesc one;
   const DeltaDesc* table;
   uint32_t count;
   const int32_t* row_slot;
@@ -52,6 +56,11 @@ struct RowsArgs {
   bool accumulate;
 };
 cudaError_t launch_rows(const LaunchCfg& c, const DeltaSel* sel, const RowsArgs& a);
+
+// The one-token kernels (apply_vec_kernels.cu): the same result as launch_phase1 + launch_rows,
+// with one block row per row of x (each row its own delta when batched; a single delta's rows
+// each re-read its codes, so the single path uses this at m = 1 only). sel null: GEMV only.
+cudaError_t launch_vec(const LaunchCfg& c, const DeltaSel* sel, const RowsArgs& a);
 
 // y[i][o] = (accumulate ? y[i][o] : 0) + alpha·x_i·W_o for a dense matrix W [rows × cols].
 cudaError_t launch_gemv(const LaunchCfg& c, const void* W, int wdt, uint64_t ldw, uint64_t rows, uint64_t cols,

@@ -75,6 +75,8 @@ void device_close(void* p) {
   if (!dev) return;
   select_device(dev->ordinal);
   cudaDeviceSynchronize();
+  delete dev->arena;  // gives its chunks back, deltas the host did not free included
+  dev->arena = nullptr;
 #if defined(DC_HAVE_BLAS)
   if (dev->blas) cublasDestroy(dev->blas);
   cudaFree(dev->blas_workspace);
@@ -101,11 +103,36 @@ dc_status device_open(void** out, int32_t device, int32_t /*num_threads*/) {
     device_close(dev);
     return gpu_fail(e, "opening the device");
   }
+  // Deltas are sub-allocated from 64 MiB chunks (device_arena.h says why). The callbacks select the
+  // device themselves: the arena may grow or shrink from any entry point's thread.
+  dev->arena = new (std::nothrow) DeviceArena(
+      [dev](size_t bytes) -> void* {
+        void* p = nullptr;
+        cudaError_t ce = select_device(dev->ordinal);
+        if (ce == cudaSuccess) ce = cudaMalloc(&p, bytes);
+        dev->arena_error = ce;
+        if (ce != cudaSuccess) {
+          cudaGetLastError();  // a failed chunk is reported by delta_load, not by the next launch check
+          return nullptr;
+        }
+        return p;
+      },
+      [dev](void* chunk) {
+        select_device(dev->ordinal);
+        cudaFree(chunk);
+      });
+  if (!dev->arena) {
+    device_close(dev);
+    return fail(DC_ERR_OUT_OF_MEMORY, "%s: out of host memory", DC_GPU_BACKEND_NAME);
+  }
   // Logical warp = the hardware warp (64 on CDNA). DELTACOME_GPU_GROUP=64 forces the wave64 code
   // path on a 32-wide GPU (tests); DELTACOME_GPU_PORTABLE_GEMM=1 forces the HIP build's GEMM.
   dev->group = prop.warpSize >= 64 || env_flag("DELTACOME_GPU_GROUP_64") ? 64 : 32;
   if (const char* g = getenv("DELTACOME_GPU_GROUP")) dev->group = atoi(g) == 64 ? 64 : dev->group;
   dev->portable_gemm = env_flag("DELTACOME_GPU_PORTABLE_GEMM");
+#if !defined(DC_USE_HIP)
+  dev->pdl = prop.major >= 9 && !env_flag("DELTACOME_GPU_NO_PDL");
+#endif
 #if defined(DC_HAVE_BLAS)
   const size_t ws = 32u << 20;
   if (cublasCreate(&dev->blas) != CUBLAS_STATUS_SUCCESS) {
@@ -221,16 +248,21 @@ dc_status delta_load(void* devp, const dc_tensor_view* v, void* stream, void** o
   // The descriptor itself goes last, so kernels (and batches) read it from device memory.
   const uint64_t desc_off = total;
   total = align_up(total + sizeof(DeltaDesc));
-  cudaError_t e = cudaMalloc(&d->mem, total);
-  if (e != cudaSuccess) {
+  size_t held = 0;  // what the delta really occupies: total, or a whole own chunk above 64 MiB
+  dev->arena_error = cudaSuccess;
+  d->mem = dev->arena->alloc(total, &held);
+  if (!d->mem) {
     delete d;
-    return gpu_fail(e, "allocating device memory for a delta");
+    const cudaError_t ae = dev->arena_error;  // cudaSuccess: the host ran out, not the device
+    return fail(ae == cudaSuccess || ae == cudaErrorMemoryAllocation ? DC_ERR_OUT_OF_MEMORY : DC_ERR_BACKEND,
+                "%s: allocating device memory for a delta (%llu bytes): %s", DC_GPU_BACKEND_NAME,
+                (unsigned long long)total, ae == cudaSuccess ? "out of host memory" : cudaGetErrorString(ae));
   }
-  d->bytes = total;
+  d->bytes = held;
   dc_status st = ensure_pinned(dev, total);
   if (st == DC_OK && v->kind == DC_KIND_LOWRANK) st = ensure_scratch(dev, (uint64_t)kMaxTokens * (s.t_stride ? s.t_stride : 32));
   if (st != DC_OK) {
-    cudaFree(d->mem);
+    dev->arena->free(d->mem);
     delete d;
     return st;
   }
@@ -241,15 +273,16 @@ dc_status delta_load(void* devp, const dc_tensor_view* v, void* stream, void** o
   memcpy(static_cast<char*>(dev->pinned) + desc_off, &s, sizeof(DeltaDesc));
   d->ddesc = reinterpret_cast<const DeltaDesc*>(static_cast<char*>(d->mem) + desc_off);
   const auto s_ = static_cast<cudaStream_t>(stream);
-  e = cudaMemcpyAsync(d->mem, dev->pinned, total, cudaMemcpyHostToDevice, s_);
+  cudaError_t e = cudaMemcpyAsync(d->mem, dev->pinned, total, cudaMemcpyHostToDevice, s_);
   if (e == cudaSuccess) e = cudaEventRecord(dev->upload_done, s_);
   if (e != cudaSuccess) {
-    cudaFree(d->mem);
+    cudaStreamSynchronize(s_);  // the range goes back to the arena: no copy into it may be left in flight
+    dev->arena->free(d->mem);
     delete d;
     return gpu_fail(e, "uploading a delta");
   }
   *out = d;
-  *out_bytes = total;
+  *out_bytes = d->bytes;
   return DC_OK;
 }
 
@@ -257,8 +290,11 @@ void delta_free(void* devp, void* p) {
   auto* dev = static_cast<GpuDevice*>(devp);
   auto* d = static_cast<GpuDelta*>(p);
   if (!d) return;
+  // Unlike cudaFree, this does not synchronise: the range can go to the next delta at once. Kernels
+  // reading this delta are complete (the caller's contract); its upload, if still in flight, is the
+  // last one, which the next delta_load waits for (ensure_pinned) before it uploads into the range.
   select_device(dev->ordinal);
-  cudaFree(d->mem);
+  dev->arena->free(d->mem);
   delete d;
 }
 
@@ -328,7 +364,7 @@ dc_status apply_prefill(GpuDevice* dev, const DeltaDesc& d, const dc_apply_param
     beta = 1.f;
     accumulate = false;
   } else if (with_base) {  // base in another dtype than x: our GEMV writes y = x·Wᵀ first
-    const LaunchCfg c{dev->group, s};
+    const LaunchCfg c{dev->group, s, dev->pdl};
     DC_GPU_TRY(launch_gemv(c, p->base_weight, p->base_dtype, ldb, d.rows, d.cols, p->x, xdt, ldx, p->m, p->y,
                            p->y_dtype, ldy, 1.f, false),
                "base GEMV");
@@ -347,7 +383,7 @@ dc_status apply(void* devp, const void* dp, const dc_apply_params* p) {
   if (p->m == 0) return DC_OK;
   DC_GPU_TRY(select_device(dev->ordinal), "selecting the device");
   const auto s = static_cast<cudaStream_t>(p->stream);
-  const LaunchCfg c{dev->group, s};
+  const LaunchCfg c{dev->group, s, dev->pdl};
   const uint64_t ldx = p->ldx ? p->ldx : d.cols, ldy = p->ldy ? p->ldy : d.rows, ldb = p->ld_base ? p->ld_base : d.cols;
   const bool with_base = (p->flags & DC_APPLY_INCLUDE_BASE) != 0;
   const size_t xes = dtype_size(p->x_dtype), yes = dtype_size(p->y_dtype);
@@ -355,13 +391,11 @@ dc_status apply(void* devp, const void* dp, const dc_apply_params* p) {
     if (d.kind == DC_KIND_LOWRANK && p->m > (uint64_t)kMaxTokens && p->workspace &&
         p->workspace_bytes >= prefill_layout(d, p->m).total)
       return apply_prefill(dev, d, p, s, ldx, ldy, ldb);
-    const DeltaSel sel{gd->ddesc, 1, nullptr, d.kind == DC_KIND_LOWRANK ? d.t_stride : 0, d.v_len};
+    const DeltaSel sel{d, nullptr, 1, nullptr, d.kind == DC_KIND_LOWRANK ? d.t_stride : 0, d.v_len};
     for (uint64_t i0 = 0; i0 < p->m; i0 += kMaxTokens) {
       const uint64_t n = p->m - i0 < (uint64_t)kMaxTokens ? p->m - i0 : (uint64_t)kMaxTokens;
       const void* x = static_cast<const char*>(p->x) + i0 * ldx * xes;
       void* y = static_cast<char*>(p->y) + i0 * ldy * yes;
-      if (sel.max_t_stride > 0)
-        DC_GPU_TRY(launch_phase1(c, sel, x, p->x_dtype, ldx, n, dev->t_scratch, d.t_stride, p->scale), "phase-1 kernel");
       RowsArgs a{};
       a.m = n;
       a.rows = d.rows;
@@ -380,6 +414,12 @@ dc_status apply(void* devp, const void* dp, const dc_apply_params* p) {
       a.alpha_w = 1.f;
       a.scale = p->scale;
       a.accumulate = !with_base;  // with the base, y = x·Wᵀ + delta (y's old value is not read)
+      if (n == 1) {  // decode: the one-token kernels
+        DC_GPU_TRY(launch_vec(c, &sel, a), "one-token apply kernels");
+        continue;
+      }
+      if (sel.max_t_stride > 0)
+        DC_GPU_TRY(launch_phase1(c, sel, x, p->x_dtype, ldx, n, dev->t_scratch, d.t_stride, p->scale), "phase-1 kernel");
       DC_GPU_TRY(launch_rows(c, &sel, a), "phase-2 kernel");
     }
     return DC_OK;
@@ -447,7 +487,7 @@ dc_status apply_batched(void* devp, const void* bp, const int32_t* row_slot, con
   if (p->m == 0) return DC_OK;
   DC_GPU_TRY(select_device(dev->ordinal), "selecting the device");
   const auto s = static_cast<cudaStream_t>(p->stream);
-  const LaunchCfg c{dev->group, s};
+  const LaunchCfg c{dev->group, s, dev->pdl};
   const uint64_t ldx = p->ldx ? p->ldx : b->cols, ldy = p->ldy ? p->ldy : b->rows, ldb = p->ld_base ? p->ld_base : b->cols;
   if (p->flags & DC_APPLY_INCLUDE_BASE)
     DC_GPU_TRY(launch_gemv(c, p->base_weight, p->base_dtype, ldb, b->rows, b->cols, p->x, p->x_dtype, ldx, p->m, p->y,
@@ -459,9 +499,7 @@ dc_status apply_batched(void* devp, const void* bp, const int32_t* row_slot, con
     const uint64_t n = p->m - i0 < (uint64_t)kMaxTokens ? p->m - i0 : (uint64_t)kMaxTokens;
     const void* x = static_cast<const char*>(p->x) + i0 * ldx * xes;
     void* y = static_cast<char*>(p->y) + i0 * ldy * yes;
-    const DeltaSel sel{b->table, b->count, row_slot + i0, b->any_lowrank ? b->max_rank : 0, b->max_v_len};
-    if (b->any_lowrank)
-      DC_GPU_TRY(launch_phase1(c, sel, x, p->x_dtype, ldx, n, dev->t_scratch, ldt, p->scale), "batched phase-1 kernel");
+    const DeltaSel sel{DeltaDesc{}, b->table, b->count, row_slot + i0, b->any_lowrank ? b->max_rank : 0, b->max_v_len};
     RowsArgs a{};
     a.m = n;
     a.rows = b->rows;
@@ -477,7 +515,9 @@ dc_status apply_batched(void* devp, const void* bp, const int32_t* row_slot, con
     a.alpha_w = 1.f;
     a.scale = p->scale;
     a.accumulate = true;
-    DC_GPU_TRY(launch_rows(c, &sel, a), "batched phase-2 kernel");
+    // One block row per row of x: each row's delta is read once per row. Decode batches have one
+    // token per tenant, where this is exact; a tenant with several rows re-reads its codes (L2).
+    DC_GPU_TRY(launch_vec(c, &sel, a), "batched apply kernels");
   }
   return DC_OK;
 }

@@ -2,6 +2,7 @@
 #pragma once
 
 #include "common.cuh"
+#include "device_arena.h"
 
 namespace dcg {
 
@@ -9,11 +10,14 @@ struct GpuDevice {
   int ordinal = 0;
   int group = 32;              // logical warp width used by the row kernels (device warp size)
   bool portable_gemm = false;  // CUDA build: use the tiled GEMM instead of cuBLAS (tests)
+  bool pdl = false;            // programmatic dependent launch (sm_90+; DELTACOME_GPU_NO_PDL=1 turns it off)
   float* t_scratch = nullptr;  // phase-1 output, kMaxTokens × (largest t_stride loaded) floats
   uint64_t t_capacity = 0;     // in floats
   void* pinned = nullptr;      // upload staging
   size_t pinned_capacity = 0;
   cudaEvent_t upload_done = nullptr;  // recorded after the last upload out of `pinned`
+  DeviceArena* arena = nullptr;       // device memory of the loaded deltas
+  cudaError_t arena_error = cudaSuccess;  // the arena's last chunk allocation, for delta_load's message
 #if defined(DC_HAVE_BLAS)
   cublasHandle_t blas = nullptr;
   void* blas_workspace = nullptr;
@@ -24,8 +28,8 @@ struct GpuDelta {
   DeltaDesc desc{};                  // host copy
   const DeltaDesc* ddesc = nullptr;  // device copy (inside `mem`): the kernels' descriptor table
   bool vector = false;               // dc_tensor_view.is_vector: 1-D dense (bias)
-  void* mem = nullptr;  // one allocation holding every array the descriptor points into
-  uint64_t bytes = 0;
+  void* mem = nullptr;  // one range of dev->arena holding every array the descriptor points into
+  uint64_t bytes = 0;   // device bytes the range holds (reported as dc_delta_info.device_bytes)
 };
 
 struct GpuBatch {

@@ -1,14 +1,19 @@
 // Device building blocks of the decode-size apply kernels: staging activations (any dtype, any
-// column map) as fp32 in shared memory, decoding one block of 32 packed codes (pack_layout.h) of a
-// runtime width, and the dot product of a decoded block with up to kTile staged rows.
+// column map) as fp32 in shared memory together with the sum of every block of 32, decoding one
+// block of 32 packed codes (pack_layout.h) of a compile-time width, and its dot product with up to
+// kTile staged rows.
 //
-// Compile time: nothing here is templated on the activation dtype or the token count. x is
-// converted to fp32 once, while it is staged; the token tile is a fixed kTile with a runtime count;
-// the width-specific part is only decode_block<BITS> (six small unrolled loops).
-//
-// Dequantization is folded per block: a block lies inside one quantization group (group sizes are
-// multiples of 32), so Σ_i s·(c_i − z)·x_i = s·(Σ_i c_i·x_i − z·Σ_i x_i). The same formula covers
-// fp16 codes (s = 1, z = 0) and BitDelta signs (s = 2·scale, z = ½: scale·Σ (2·bit − 1)·x_i).
+// Why it looks like this (H100 profile of the first kernels, bench/RESULTS-h100.md):
+// - Decode without int→float conversions. I2F runs at a quarter of the FP32 rate; instead a code
+//   is masked in place (one LOP3) into the mantissa of 2^23 and one FMA with compile-time
+//   constants turns 2^23 + c·2^k back into c, exactly.
+// - Dequantization is folded per block: a block lies inside one quantization group (group sizes
+//   are multiples of 32), so Σ s·(c − z)·x = s·(Σ c·x − z·Σ x), and Σ x of every staged block is
+//   computed once while staging (slot 32 of the block), not once per code row.
+// - Staging moves 8 consecutive values per thread with 16-byte loads when the source allows it, so
+//   a block stages x in one round trip instead of one per 256 values.
+// Compile time: the width is the only template parameter besides the logical warp width, and the
+// token tile is one fixed kTile with a runtime count.
 #pragma once
 
 #include "common.cuh"
@@ -16,8 +21,9 @@
 namespace dcg {
 
 constexpr int kTile = 8;          // rows of x per block tile (runtime count 1..kTile)
-constexpr int kPitch = 36;        // floats per staged block of 32 values: 16-byte aligned, and the
-                                  // float4 reads of 8 consecutive lanes hit 8 distinct bank quads
+constexpr int kPitch = 36;        // floats per staged block: 32 values, [32] = their sum, 3 pad.
+                                  // 16-byte aligned; float4 reads of 8 consecutive blocks hit 8
+                                  // distinct bank quads
 constexpr int kStageBytes = 40 * 1024;  // dynamic shared memory budget of one block's staging
 
 // Where position p of a packed row reads its activation: x[perm[p]] or x[p - off]; 0 when the
@@ -27,77 +33,177 @@ struct ColMap {
   uint64_t off, cols, len;
 };
 
-// Stages positions [p0, p0 + nb·32) of `tt` rows (row indices in rows[]) of a row-major matrix of
-// dtype dt into xs[i·nb·kPitch + b·kPitch + j]. Every thread of the block takes part.
-__device__ __forceinline__ void stage_rows(float* xs, int nb, uint64_t p0, const void* src, int dt, uint64_t ld,
-                                           const int* rows, int tt, const ColMap& map) {
-  const int n = nb * 32;
-  for (int i = 0; i < tt; ++i) {
-    const uint64_t base = (uint64_t)rows[i] * ld;
-    float* dst = xs + i * nb * kPitch;
-    for (int q = threadIdx.x; q < n; q += blockDim.x) {
-      const uint64_t p = p0 + q;
-      uint64_t j = ~0ull;
-      if (p < map.len) j = map.perm ? (uint64_t)map.perm[p] : p - map.off;
-      dst[(q >> 5) * kPitch + (q & 31)] = j < map.cols ? load_any(src, base + j, dt) : 0.f;
+// Sum over aligned segments of W lanes (W ≤ 32; every lane of the hardware warp takes part).
+template <int W>
+__device__ __forceinline__ float seg_sum(float v) {
+#pragma unroll
+  for (int off = W / 2; off > 0; off >>= 1) v += dc_shfl_xor(v, off, W);
+  return v;
+}
+
+__device__ __forceinline__ float map_load(const void* src, int dt, uint64_t base, uint64_t p, const ColMap& m) {
+  uint64_t j = ~0ull;
+  if (p < m.len) j = m.perm ? (uint64_t)m.perm[p] : p - m.off;
+  return j < m.cols ? load_any(src, base + j, dt) : 0.f;
+}
+
+// Eight consecutive elements at src[idx..idx+8) (16-byte aligned) as floats.
+__device__ __forceinline__ void load8(const void* src, int dt, uint64_t idx, float v[8]) {
+  if (dt == DC_DTYPE_F32) {
+    const float4* p = reinterpret_cast<const float4*>(static_cast<const float*>(src) + idx);
+    const float4 a = p[0], b = p[1];
+    v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w;
+    v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
+  } else {
+    const uint4 a = *reinterpret_cast<const uint4*>(static_cast<const uint16_t*>(src) + idx);
+    const uint32_t w[4] = {a.x, a.y, a.z, a.w};
+    const bool bf = dt == DC_DTYPE_BF16;
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {
+      const uint16_t h = (uint16_t)(w[k / 2] >> (16 * (k % 2)));
+      v[k] = bf ? bf16_to_f32(h) : f16_to_f32(h);
     }
   }
 }
 
-// The raw words of one block of codes (up to 16 words: 16-bit codes); words past `bits` are 0.
-struct RawBlock {
-  uint32_t w[16];
-  uint32_t bits;
-  float s, z;
-};
-
-__device__ __forceinline__ void load_raw(const uint32_t* __restrict__ w, uint32_t bits, RawBlock& r) {
-  r.bits = bits;
+// Stages positions [p0, p0 + nb·32) of `tt` rows (row indices in rows[]) of a row-major matrix of
+// dtype dt into xs[i·nb·kPitch + b·kPitch + j], and the sum of block b at [… + 32]. Every thread
+// of the block takes part (shuffles inside). `vec`: no perm, no offset, src and ld 16-byte
+// aligned — then each thread moves 8 consecutive values with one load.
+__device__ __forceinline__ void stage_rows(float* xs, int nb, uint64_t p0, const void* src, int dt, uint64_t ld,
+                                           const int* rows, int tt, const ColMap& map, bool vec) {
+  if (vec) {
+    const int per_row = nb * 4, total = per_row * tt;
+    const uint64_t lim = map.len < map.cols ? map.len : map.cols;
+    constexpr int U = 4;
+    for (int e0 = 0; e0 < total; e0 += U * (int)blockDim.x) {  // same trip count in every thread
+      float v[U][8];
 #pragma unroll
-  for (int q = 0; q < 16; ++q) r.w[q] = (uint32_t)q < bits ? w[q] : 0u;
+      for (int u = 0; u < U; ++u) {
+        const int e = e0 + u * (int)blockDim.x + (int)threadIdx.x;
+#pragma unroll
+        for (int k = 0; k < 8; ++k) v[u][k] = 0.f;
+        if (e < total) {
+          const int i = e / per_row, q8 = e - i * per_row;
+          const uint64_t p = p0 + (uint64_t)q8 * 8, base = (uint64_t)rows[i] * ld;
+          if (p + 8 <= lim) {
+            load8(src, dt, base + p, v[u]);
+          } else {
+#pragma unroll
+            for (int k = 0; k < 8; ++k)
+              if (p + k < lim) v[u][k] = load_any(src, base + p + k, dt);
+          }
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        const int e = e0 + u * (int)blockDim.x + (int)threadIdx.x;
+        const float* a = v[u];
+        const float s = seg_sum<4>(((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7])));
+        if (e < total) {
+          const int i = e / per_row, q8 = e - i * per_row;
+          float* dst = xs + i * nb * kPitch + (q8 >> 2) * kPitch;
+          float4* d4 = reinterpret_cast<float4*>(dst + (q8 & 3) * 8);
+          d4[0] = make_float4(a[0], a[1], a[2], a[3]);
+          d4[1] = make_float4(a[4], a[5], a[6], a[7]);
+          if ((q8 & 3) == 0) dst[32] = s;
+        }
+      }
+    }
+    return;
+  }
+  const int n = nb * 32, total = n * tt;
+  constexpr int U = 8;
+  for (int e0 = 0; e0 < total; e0 += U * (int)blockDim.x) {
+    float v[U];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int e = e0 + u * (int)blockDim.x + (int)threadIdx.x;
+      v[u] = 0.f;
+      if (e < total) {
+        const int i = e / n, q = e - i * n;
+        v[u] = map_load(src, dt, (uint64_t)rows[i] * ld, p0 + q, map);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int e = e0 + u * (int)blockDim.x + (int)threadIdx.x;
+      const float s = seg_sum<32>(v[u]);
+      if (e < total) {
+        const int i = e / n, q = e - i * n;
+        float* dst = xs + i * nb * kPitch + (q >> 5) * kPitch;
+        dst[q & 31] = v[u];
+        if ((q & 31) == 0) dst[32] = s;
+      }
+    }
+  }
 }
 
+// The `nbits` bits at bit `sh` of h (sh + nbits ≤ 16) as an exact float: masked into the mantissa
+// of 2^23 (2^23 + c·2^sh), then one FMA removes 2^23 and the 2^sh. After unrolling, sh and nbits
+// are constants, so this is one LOP3 and one FFMA.
+__device__ __forceinline__ float code_at(uint32_t h, int sh, int nbits) {
+  const float v = __uint_as_float((h & (((1u << nbits) - 1u) << sh)) | 0x4B000000u);
+  const float inv = __uint_as_float((uint32_t)(127 - sh) << 23);  // 2^-sh
+  return fmaf(v, inv, -8388608.f * inv);
+}
+
+// The 32 codes of one block (pack_layout.h) as floats; w holds the block's BITS words.
 template <int BITS>
-__device__ __forceinline__ void decode_block(const uint32_t* wd, float c[32]) {
-  if constexpr (BITS == 1) {
+__device__ __forceinline__ void decode_block(const uint32_t* w, float c[32]) {
+  if constexpr (BITS == 16) {
 #pragma unroll
-    for (int i = 0; i < 32; ++i) c[i] = (float)((wd[0] >> i) & 1u);
+    for (int i = 0; i < 32; ++i) c[i] = f16_to_f32((uint16_t)(w[i / 2] >> (16 * (i % 2))));
   } else if constexpr (BITS == 3) {
+    // low 2 bits as the 2-bit layout in words 0..1, high bit i in word 2: c = lo + 4·hi
 #pragma unroll
     for (int i = 0; i < 32; ++i) {
-      const uint32_t lo = ((i < 16 ? wd[0] : wd[1]) >> (2 * (i % 16))) & 3u;
-      c[i] = (float)(lo | (((wd[2] >> i) & 1u) << 2));
+      const uint32_t lw = i < 16 ? w[0] : w[1];
+      const int j = i % 16;
+      const float lo = code_at(j < 8 ? lw : lw >> 16, 2 * (j % 8), 2);
+      const float hi = code_at(i < 16 ? w[2] : w[2] >> 16, i % 16, 1);
+      c[i] = fmaf(4.f, hi, lo);
     }
-  } else if constexpr (BITS == 16) {
-#pragma unroll
-    for (int i = 0; i < 32; ++i) c[i] = f16_to_f32((uint16_t)(wd[i / 2] >> (16 * (i % 2))));
   } else {
-    constexpr int per = 32 / BITS;
-    constexpr uint32_t mask = (1u << BITS) - 1u;
+    constexpr int per = 32 / BITS, half = per / 2;  // codes per word / per 16-bit half
 #pragma unroll
-    for (int i = 0; i < 32; ++i) c[i] = (float)((wd[i / per] >> (BITS * (i % per))) & mask);
+    for (int i = 0; i < 32; ++i) {
+      const uint32_t wd = w[i / per];
+      const int j = i % per;
+      c[i] = code_at(j < half ? wd : wd >> 16, BITS * (j % half), BITS);
+    }
   }
 }
 
-__device__ __forceinline__ void decode_any(const RawBlock& r, float c[32]) {
-  switch (r.bits) {
-    case 1: decode_block<1>(r.w, c); break;
-    case 2: decode_block<2>(r.w, c); break;
-    case 3: decode_block<3>(r.w, c); break;
-    case 4: decode_block<4>(r.w, c); break;
-    case 8: decode_block<8>(r.w, c); break;
-    default: decode_block<16>(r.w, c); break;
+// The BITS words of one block (16-byte loads where the layout keeps them aligned: rows start on a
+// whole number of blocks, so a block of 4, 8 or 16 words is 16-byte aligned and one of 2 words is
+// 8-byte aligned, given a 16-byte aligned array).
+template <int BITS>
+__device__ __forceinline__ void load_block(const uint32_t* __restrict__ p, uint32_t* w) {
+  if constexpr (BITS % 4 == 0) {
+#pragma unroll
+    for (int q = 0; q < BITS / 4; ++q) {
+      const uint4 a = reinterpret_cast<const uint4*>(p)[q];
+      w[4 * q] = a.x; w[4 * q + 1] = a.y; w[4 * q + 2] = a.z; w[4 * q + 3] = a.w;
+    }
+  } else if constexpr (BITS == 2) {
+    const uint2 a = *reinterpret_cast<const uint2*>(p);
+    w[0] = a.x;
+    w[1] = a.y;
+  } else {
+#pragma unroll
+    for (int q = 0; q < BITS; ++q) w[q] = p[q];
   }
 }
 
-// acc[m] += s·(Σ c_i·x_m,i − z·Σ x_m,i) for m < tt, x_m at xs + m·tstride (one staged block).
-__device__ __forceinline__ void dot_block(const float c[32], float s, float z, const float* xs, int tstride, int tt,
+// acc[i] += s·(Σ c·x_i − z·Σ x_i) for i < tt; x_i at xb + i·tstride (a staged block, sum at [32]).
+__device__ __forceinline__ void dot_block(const float c[32], float s, float z, const float* xb, int tstride, int tt,
                                           float acc[kTile]) {
 #pragma unroll
-  for (int m = 0; m < kTile; ++m) {
-    if (m < tt) {
-      const float4* xv = reinterpret_cast<const float4*>(xs + m * tstride);
-      float cx = 0.f, sx = 0.f;
+  for (int i = 0; i < kTile; ++i) {
+    if (i < tt) {
+      const float4* xv = reinterpret_cast<const float4*>(xb + i * tstride);
+      float cx = 0.f;
 #pragma unroll
       for (int q = 0; q < 8; ++q) {
         const float4 v = xv[q];
@@ -105,78 +211,93 @@ __device__ __forceinline__ void dot_block(const float c[32], float s, float z, c
         cx = fmaf(c[4 * q + 1], v.y, cx);
         cx = fmaf(c[4 * q + 2], v.z, cx);
         cx = fmaf(c[4 * q + 3], v.w, cx);
-        sx += (v.x + v.y) + (v.z + v.w);
       }
-      acc[m] = fmaf(s, cx - z * sx, acc[m]);
+      acc[i] = fmaf(s, fmaf(-z, xb[i * tstride + 32], cx), acc[i]);
     }
-  }
-}
-
-// Σ over the blocks [0, nb) of one staged chunk, lanes striding by G; block kb's codes come from
-// fetch(kb, RawBlock&) (which also sets s and z). The next block's words are requested before the
-// current block's math, so a lane keeps two reads in flight.
-template <int G, class Fetch>
-__device__ __forceinline__ void chunk_dot(const Fetch& fetch, int nb, const float* xs, int lane, int tt,
-                                          float acc[kTile]) {
-  const int tstride = nb * kPitch;
-  int kb = lane;
-  RawBlock next;
-  if (kb < nb) fetch(kb, next);
-#pragma unroll 1
-  for (; kb < nb; kb += G) {
-    const RawBlock cur = next;
-    if (kb + G < nb) fetch(kb + G, next);
-    float c[32];
-    decode_any(cur, c);
-    dot_block(c, cur.s, cur.z, xs + kb * kPitch, tstride, tt, acc);
   }
 }
 
 __device__ __forceinline__ float qp_scale(const dc_qparam& q) { return f16_to_f32(q.scale); }
 __device__ __forceinline__ float qp_zero(const dc_qparam& q) { return f16_to_f32(q.zero); }
 
-// One packed row of a single width: block b (absolute) at row + b·bits, qparams qp[b / gb]; when
-// qp is null, constant s0/z0 (fp16 codes, BitDelta signs).
-struct PlainRowFetch {
-  const uint32_t* row;
-  const dc_qparam* qp;
-  uint32_t bits, gb;
-  uint64_t b0;  // absolute block of the chunk's first block
-  float s0, z0;
-  __device__ __forceinline__ void operator()(int kb, RawBlock& r) const {
-    const uint64_t b = b0 + kb;
-    load_raw(row + b * bits, bits, r);
-    if (qp) {
-      const dc_qparam q = qp[b / gb];
-      r.s = qp_scale(q);
-      r.z = qp_zero(q);
-    } else {
-      r.s = s0;
-      r.z = z0;
-    }
-  }
+// One packed row of one width, seen from a staged chunk: blocks [first, first + count) of the row
+// against staged blocks xb[k·kPitch] (k = 0..count-1). Lanes `sub` of `lanes` take blocks
+// k ≡ sub (mod lanes), a batch at a time with every load of a batch issued before any math.
+// qp null: constant s0/z0 (fp16 codes: 1/0; BitDelta signs: 2·scale/½).
+// Blocks per batch: 4 for narrow codes; fewer for wide ones, whose 4 blocks would cost 32-64
+// registers of raw words (each batch is still ≥ 32 bytes per lane).
+template <int BITS>
+struct BatchOf {
+  static constexpr int n = BITS >= 16 ? 1 : BITS >= 8 ? 2 : 4;
 };
 
-// Row o of Û over every band: block b of t-space (bands padded to 32 columns) → its band's codes.
-struct URowFetch {
-  const DeltaDesc* d;  // shared-memory copy
-  uint64_t o, b0;
-  __device__ __forceinline__ void operator()(int kb, RawBlock& r) const {
-    const uint32_t b = (uint32_t)(b0 + kb);
-    uint32_t k = 0;
-    while (k + 1 < d->n_bands && b >= d->bands[k + 1].t_off / 32) ++k;
-    const BandDesc& bd = d->bands[k];
-    const uint32_t lb = b - bd.t_off / 32;
-    load_raw(bd.u_codes + o * bd.u_row_words + (uint64_t)lb * bd.bits, bd.bits, r);
-    if (bd.bits != 16) {
-      const dc_qparam q = bd.u_qp[o * bd.u_row_groups + lb / (bd.group_size / 32)];
-      r.s = qp_scale(q);
-      r.z = qp_zero(q);
-    } else {
-      r.s = 1.f;
-      r.z = 0.f;
+template <int BITS>
+struct RowBatch {
+  static constexpr int kBatch = BatchOf<BITS>::n;
+  uint32_t w[kBatch][BITS];
+  float s[kBatch], z[kBatch];
+};
+
+struct PackedRow {
+  const uint32_t* row;
+  const dc_qparam* qp;
+  uint32_t gb;  // blocks per quantization group
+  float s0, z0;
+  uint32_t first;
+  int count;
+};
+
+// Issues the loads of the batch that starts at block k0 (this lane's blocks k0 + u·lanes).
+template <int BITS>
+__device__ __forceinline__ void fetch_batch(const PackedRow& r, int k0, int lanes, RowBatch<BITS>& b) {
+  constexpr int kBatch = BatchOf<BITS>::n;
+#pragma unroll
+  for (int u = 0; u < kBatch; ++u) {
+    const int k = k0 + u * lanes;
+    b.s[u] = r.s0;
+    b.z[u] = r.z0;
+    if (k < r.count) {
+      load_block<BITS>(r.row + (uint64_t)(r.first + k) * BITS, b.w[u]);
+      if (r.qp) {
+        const dc_qparam q = r.qp[(r.first + k) / r.gb];
+        b.s[u] = qp_scale(q);
+        b.z[u] = qp_zero(q);
+      }
     }
   }
-};
+}
+
+template <int BITS>
+__device__ __forceinline__ void compute_batch(const PackedRow& r, int k0, int lanes, const RowBatch<BITS>& b,
+                                              const float* xb, int tstride, int tt, float acc[kTile]) {
+  constexpr int kBatch = BatchOf<BITS>::n;
+#pragma unroll
+  for (int u = 0; u < kBatch; ++u) {
+    const int k = k0 + u * lanes;
+    if (k < r.count) {
+      float c[32];
+      decode_block<BITS>(b.w[u], c);
+      dot_block(c, b.s[u], b.z[u], xb + k * kPitch, tstride, tt, acc);
+    }
+  }
+}
+
+// The whole chunk; `pre` (when non-null) is the already fetched first batch (k0 = sub).
+template <int BITS>
+__device__ __forceinline__ void row_chunk(const PackedRow& r, const RowBatch<BITS>* pre, const float* xb, int tstride,
+                                          int sub, int lanes, int tt, float acc[kTile]) {
+  constexpr int kBatch = BatchOf<BITS>::n;
+  int k0 = sub;
+  if (pre) {
+    compute_batch<BITS>(r, k0, lanes, *pre, xb, tstride, tt, acc);
+    k0 += lanes * kBatch;
+  }
+#pragma unroll 1
+  for (; k0 < r.count; k0 += lanes * kBatch) {
+    RowBatch<BITS> b;
+    fetch_batch<BITS>(r, k0, lanes, b);
+    compute_batch<BITS>(r, k0, lanes, b, xb, tstride, tt, acc);
+  }
+}
 
 }  // namespace dcg

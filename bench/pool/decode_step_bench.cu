@@ -10,7 +10,10 @@
 // All variants share one synthetic container registered under N ids: the pool loads one device copy
 // per id, so memory and bandwidth are those of N distinct variants (contents do not affect speed).
 // Timing: CUDA events around whole steps on the default stream, after warm-up; median of --steps.
-// Memory: cudaMemGetInfo (used = total − free), everything in the process included.
+// Memory: cudaMemGetInfo (used = total − free), everything in the process included; per variant,
+// both the pool's resident bytes (Σ device_bytes: what the backend's arena really holds for the
+// deltas) and the growth of GPU memory since the pool was created (adds the arena's unused chunk
+// tails), divided by N.
 //
 // Usage: dc_bench_pool_decode [--n 2,4,8,...] [--steps 10] [--nonlinear lowrank|dense|none]
 //                             [--skip-uncompressed] [--layers 32]
@@ -363,12 +366,14 @@ int main(int argc, char** argv) {
   dc_pool* pool = nullptr;
   DK(dc_pool_create(&pool, ctx, &po));
   std::printf("pool budget %.2f GB\n\n", po.device_budget_bytes / 1e9);
+  const double pool_used0 = used_gb();  // before any delta: the growth from here is the deltas'
 
   // Per N: base-only step (the cost every row pays anyway) and base + batched deltas.
-  std::printf("| N | resident deltas GB | GPU used GB | base only ms | base + deltas ms | delta overhead |\n"
-              "|---|---|---|---|---|---|\n");
+  std::printf("| N | resident deltas GB | per variant GB | GPU used GB | GPU growth per variant GB | base only ms | "
+              "base + deltas ms | delta overhead |\n|---|---|---|---|---|---|---|---|\n");
   int loaded = 0, largest_fit = 0;
   uint64_t last_fit_bytes = 0;
+  double last_fit_growth = 0;
   std::vector<std::string> id_store;
   for (int n : ns) {
     // Make N variants resident: register and prefetch the new ones, then wait.
@@ -398,22 +403,26 @@ int main(int argc, char** argv) {
     std::vector<const char*> ids(n);
     for (int i = 0; i < n; ++i) ids[i] = id_store[i].c_str();
     const double used = used_gb();
+    last_fit_growth = used - pool_used0;
     const double base_ms = time_steps(steps, [&] { compressed_step(blas, pool, W, layers, ids, b, false); });
     const double full_ms = time_steps(steps, [&] { compressed_step(blas, pool, W, layers, ids, b, true); });
     DK(dc_pool_get_stats(pool, &st));
     if (st.evictions) std::fprintf(stderr, "warning: %llu evictions\n", (unsigned long long)st.evictions);
 
-    std::printf("| %d | %.2f | %.2f | %.2f | %.2f | %+.1f%% |\n", n, st.resident_bytes / 1e9, used, base_ms,
-                full_ms, 100.0 * (full_ms - base_ms) / base_ms);
+    std::printf("| %d | %.2f | %.4f | %.2f | %.4f | %.2f | %.2f | %+.1f%% |\n", n, st.resident_bytes / 1e9,
+                st.resident_bytes / 1e9 / n, used, (used - pool_used0) / n, base_ms, full_ms,
+                100.0 * (full_ms - base_ms) / base_ms);
     std::fflush(stdout);
   }
   dc_pool_stats fin{};
   fin.struct_size = sizeof fin;
   DK(dc_pool_get_stats(pool, &fin));
   const double per_variant_gb = largest_fit ? (double)last_fit_bytes / largest_fit / 1e9 : 0;
+  const double growth_gb = largest_fit ? last_fit_growth / largest_fit : 0;
   std::printf("\nlargest N measured resident next to the fp16 base: %d (nonlinear deltas: %s); "
-              "%.4f GB of deltas per variant on the GPU; loads %llu, evictions %llu\n",
-              largest_fit, nonlinear.c_str(), per_variant_gb, (unsigned long long)fin.loads,
+              "%.4f GB of deltas per variant on the GPU (dc_pool_stats.resident_bytes / N), GPU memory grew "
+              "%.4f GB per variant; loads %llu, evictions %llu\n",
+              largest_fit, nonlinear.c_str(), per_variant_gb, growth_gb, (unsigned long long)fin.loads,
               (unsigned long long)fin.evictions);
   dc_pool_destroy(pool);
   dc_context_destroy(ctx);

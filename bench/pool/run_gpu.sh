@@ -28,7 +28,7 @@ case "$cmd" in
     # The backend module, linked by plain nvcc so that dc_backend_module_get is exported (see
     # docs/POOL.md, "Open items", for the CMake-built module).
     mkdir -p "$B/pool-module"
-    for s in apply_kernels gemm_kernels backend_ops; do
+    for s in apply_kernels apply_vec_kernels gemm_kernels backend_ops; do
       nvcc -std=c++17 -O3 -arch=sm_${DC_CUDA_ARCHS:-90} -Xcompiler -fPIC -Icuda -Iinclude -Isrc --threads 0 \
         -c cuda/$s.cu -o "$B/pool-module/$s.o" &
     done

@@ -20,15 +20,18 @@ type Context struct {
 	mu             sync.Mutex
 	pendingBatches []*batchHandle
 	pendingDeltas  []*C.dc_delta
+	pendingPools   []*Pool
 	openBatches    int
+	openPools      int
 }
 
 // deltaHandle is a loaded delta's C handle and who still needs it. It is separate from Delta so
 // that the queues above never refer to a Delta (that would keep it, and its context, alive).
 type deltaHandle struct {
 	raw      *C.dc_delta
-	released bool // the Delta was closed or collected
-	batches  int  // open batches using it: the header wants deltas to outlive their batches
+	released bool  // the Delta was closed or collected
+	batches  int   // open batches using it: the header wants deltas to outlive their batches
+	pool     *Pool // non-nil: acquired from this pool, which owns it (released, never freed, here)
 }
 
 type batchHandle struct {
@@ -73,6 +76,10 @@ func (x *Context) drain() {
 		C.dc_delta_free(d)
 	}
 	x.pendingDeltas = nil
+	for _, p := range x.pendingPools {
+		p.destroyLocked()
+	}
+	x.pendingPools = nil
 }
 
 func (x *Context) freeBatchLocked(b *batchHandle) {
@@ -82,7 +89,12 @@ func (x *Context) freeBatchLocked(b *batchHandle) {
 	for _, h := range b.deltas {
 		h.batches--
 		if h.released && h.batches == 0 && h.raw != nil {
-			C.dc_delta_free(h.raw)
+			if h.pool != nil {
+				delete(h.pool.acquired, h)
+				h.pool.releaseRaw(h.raw)
+			} else {
+				C.dc_delta_free(h.raw)
+			}
 			h.raw = nil
 		}
 	}
@@ -97,7 +109,7 @@ func (x *Context) handle() (*C.dc_context, error) {
 }
 
 // Close destroys the context, freeing every delta still loaded in it (their handles become
-// unusable). It fails with StatusBusy while a Batch on it is open. Safe to call twice.
+// unusable). It fails with StatusBusy while a Batch or a Pool on it is open. Safe to call twice.
 func (x *Context) Close() error {
 	if x.raw == nil {
 		return nil
@@ -107,6 +119,9 @@ func (x *Context) Close() error {
 	defer x.mu.Unlock()
 	if x.openBatches > 0 {
 		return newError(StatusBusy, "the context has %d open batches: close them first", x.openBatches)
+	}
+	if x.openPools > 0 {
+		return newError(StatusBusy, "the context has %d open pools: close them first", x.openPools)
 	}
 	C.dc_context_destroy(x.raw)
 	x.raw = nil
@@ -231,7 +246,11 @@ func (d *Delta) handle() (*C.dc_delta, error) {
 }
 
 // Close frees the delta. It fails with StatusBusy while an open Batch uses it. Safe to call twice.
+// A delta acquired from a Pool is released with PoolDelta.Release instead.
 func (d *Delta) Close() error {
+	if d.h != nil && d.h.pool != nil {
+		return newError(StatusInvalidArgument, "delta %s was acquired from a pool: Release it", d.info.Name)
+	}
 	if d.h == nil || d.h.released {
 		return nil
 	}
@@ -254,8 +273,24 @@ func (d *Delta) Close() error {
 }
 
 // finalize runs on the finalizer goroutine: it only queues the handle for the context's goroutine.
+// A pool's delta is released right here (dc_pool_release is thread-safe and does not use the
+// context), or by the last batch using it when that batch is freed.
 func (d *Delta) finalize() {
 	x := d.ctx
+	if p := d.h.pool; p != nil {
+		x.mu.Lock()
+		d.h.released = true
+		var raw *C.dc_delta
+		if d.h.batches == 0 && d.h.raw != nil {
+			raw, d.h.raw = d.h.raw, nil
+			delete(p.acquired, d.h)
+		}
+		x.mu.Unlock()
+		if raw != nil {
+			p.releaseRaw(raw)
+		}
+		return
+	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	d.h.released = true

@@ -39,10 +39,8 @@ dc_status dcgo_load(dc_delta** out, dc_delta** all, dc_context* ctx, const dc_co
   return dc_delta_load_index(out, ctx, c, index, &o);
 }
 
-// batch != NULL: batched apply with row_slot; else single delta.
-dc_status dcgo_apply(const dc_delta* delta, const dc_delta_batch* batch, const int32_t* row_slot,
-                            uint64_t m, const void* x, dc_dtype xdt, uint64_t ldx, void* y, dc_dtype ydt,
-                            uint64_t ldy, const void* base, dc_dtype bdt, uint64_t ldb, float scale) {
+static dc_apply_params host_params(uint64_t m, const void* x, dc_dtype xdt, uint64_t ldx, void* y, dc_dtype ydt,
+                                   uint64_t ldy, const void* base, dc_dtype bdt, uint64_t ldb, float scale) {
   dc_apply_params p;
   dc_apply_params_init(&p);
   p.m = m;
@@ -59,6 +57,14 @@ dc_status dcgo_apply(const dc_delta* delta, const dc_delta_batch* batch, const i
     p.base_dtype = bdt;
     p.ld_base = ldb;
   }
+  return p;
+}
+
+// batch != NULL: batched apply with row_slot; else single delta.
+dc_status dcgo_apply(const dc_delta* delta, const dc_delta_batch* batch, const int32_t* row_slot,
+                            uint64_t m, const void* x, dc_dtype xdt, uint64_t ldx, void* y, dc_dtype ydt,
+                            uint64_t ldy, const void* base, dc_dtype bdt, uint64_t ldb, float scale) {
+  dc_apply_params p = host_params(m, x, xdt, ldx, y, ydt, ldy, base, bdt, ldb, scale);
   return batch ? dc_apply_delta_linear_batched(batch, row_slot, &p) : dc_apply_delta_linear(delta, &p);
 }
 
@@ -75,3 +81,28 @@ dc_status dcgo_delta_info(const dc_delta* d, dc_delta_info* t) {
   return dc_delta_get_info(d, t);
 }
 dc_band_info dcgo_band(const dc_tensor_info* t, int i) { return t->bands[i]; }
+
+// ---- experimental: the delta pool ----------------------------------------------------------------
+
+// budget 0: the library's default.
+dc_status dcgo_pool_create(dc_pool** out, dc_context* ctx, uint64_t budget, uint32_t load_flags, int32_t threads) {
+  dc_pool_options o;
+  dc_pool_options_init(&o);
+  if (budget) o.device_budget_bytes = budget;
+  o.load_flags = load_flags;
+  o.host_threads = threads;
+  return dc_pool_create(out, ctx, &o);
+}
+
+// ids: m entries in C memory (NULL = no delta for that row).
+dc_status dcgo_pool_apply(dc_pool* pool, const char* tensor, const char* const* ids, uint64_t m, const void* x,
+                          dc_dtype xdt, uint64_t ldx, void* y, dc_dtype ydt, uint64_t ldy, const void* base,
+                          dc_dtype bdt, uint64_t ldb, float scale) {
+  dc_apply_params p = host_params(m, x, xdt, ldx, y, ydt, ldy, base, bdt, ldb, scale);
+  return dc_pool_apply_batched(pool, tensor, ids, &p);
+}
+
+dc_status dcgo_pool_stats(dc_pool* pool, dc_pool_stats* s) {
+  s->struct_size = sizeof *s;
+  return dc_pool_get_stats(pool, s);
+}

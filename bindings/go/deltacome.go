@@ -1,8 +1,8 @@
 // Package deltacome binds libdeltacome (Delta-CoMe delta compression of fine-tuned LLMs) through
 // cgo and its pkg-config file.
 //
-// Handles (Container, Context, Delta, Batch) have an explicit Close; a finalizer is only a
-// backstop. Rules from the C header, and how this package keeps them:
+// Handles (Container, Context, Delta, Batch, and the experimental Pool) have an explicit Close; a
+// finalizer is only a backstop. Rules from the C header, and how this package keeps them:
 //   - A Container is immutable and safe to use from many goroutines.
 //   - A Context, and the deltas and batches loaded into it, must be used by one goroutine at a
 //     time (use one Context per goroutine). Finalizers of deltas and batches never call C on the
@@ -22,6 +22,7 @@ import "C"
 
 import (
 	"runtime"
+	"sync/atomic"
 	"unsafe"
 )
 
@@ -59,7 +60,8 @@ func freeC(p *C.char) { C.free(unsafe.Pointer(p)) }
 
 // Container is an opened .dcz file or image. Safe for concurrent use.
 type Container struct {
-	raw *C.dc_container
+	raw   *C.dc_container
+	pools int32 // open pools it is registered in (atomic): Close refuses while > 0
 }
 
 func openContainer(path string, data []byte, opts *OpenOptions) (*Container, error) {
@@ -111,8 +113,12 @@ func OpenMemory(data []byte, opts *OpenOptions) (*Container, error) {
 	return openContainer("", data, opts)
 }
 
-// Close frees the container. Deltas loaded from it stay valid. Safe to call twice.
+// Close frees the container. Deltas loaded from it stay valid. It fails with StatusBusy while the
+// container is registered in an open Pool. Safe to call twice.
 func (c *Container) Close() error {
+	if n := atomic.LoadInt32(&c.pools); n > 0 {
+		return newError(StatusBusy, "the container is registered in %d open pools: unregister it or close them first", n)
+	}
 	if c.raw != nil {
 		C.dc_container_close(c.raw)
 		c.raw = nil

@@ -12,40 +12,44 @@ import (
 
 // fixtureDir is $DELTACOME_FIXTURES (tests/packaging/run.sh makes it once for every binding) or a
 // pair made here with the CLI ($DELTACOME_CLI, else $DELTACOME_DIR/bin/deltacome, else PATH).
-var fixtureDir string
+// bitdeltaPath is the same pair compressed with --scheme bitdelta (a second variant of the base,
+// for the pool tests): bitdelta.dcz there, or made here when that directory predates it.
+var fixtureDir, bitdeltaPath string
 
 func TestMain(m *testing.M) {
 	fixtureDir = os.Getenv("DELTACOME_FIXTURES")
-	tmp := ""
+	tmp, err := os.MkdirTemp("", "deltacome-go-fixtures")
+	if err != nil {
+		panic(err)
+	}
+	cli := os.Getenv("DELTACOME_CLI")
+	if cli == "" && os.Getenv("DELTACOME_DIR") != "" {
+		cli = filepath.Join(os.Getenv("DELTACOME_DIR"), "bin", "deltacome")
+	}
+	if cli == "" {
+		cli = "deltacome"
+	}
+	run := func(args ...string) {
+		if out, err := exec.Command(cli, args...).CombinedOutput(); err != nil {
+			panic(string(out) + err.Error())
+		}
+	}
 	if fixtureDir == "" {
-		var err error
-		tmp, err = os.MkdirTemp("", "deltacome-go-fixtures")
-		if err != nil {
-			panic(err)
-		}
 		fixtureDir = tmp
-		os.Setenv("DELTACOME_FIXTURES", tmp) // for Example (package deltacome_test)
-		cli := os.Getenv("DELTACOME_CLI")
-		if cli == "" && os.Getenv("DELTACOME_DIR") != "" {
-			cli = filepath.Join(os.Getenv("DELTACOME_DIR"), "bin", "deltacome")
-		}
-		if cli == "" {
-			cli = "deltacome"
-		}
-		for _, args := range [][]string{
-			{"make-demo", "--out", tmp, "--layers", "2", "--hidden", "128", "--seed", "7"},
-			{"compress", "--base", filepath.Join(tmp, "base.safetensors"), "--finetuned",
-				filepath.Join(tmp, "finetuned.safetensors"), "-o", filepath.Join(tmp, "model.dcz")},
-		} {
-			if out, err := exec.Command(cli, args...).CombinedOutput(); err != nil {
-				panic(string(out) + err.Error())
-			}
-		}
+		os.Setenv("DELTACOME_FIXTURES", tmp) // for the examples (package deltacome_test)
+		run("make-demo", "--out", tmp, "--layers", "2", "--hidden", "128", "--seed", "7")
+		run("compress", "--base", filepath.Join(tmp, "base.safetensors"), "--finetuned",
+			filepath.Join(tmp, "finetuned.safetensors"), "-o", filepath.Join(tmp, "model.dcz"))
 	}
+	bitdeltaPath = filepath.Join(fixtureDir, "bitdelta.dcz")
+	if _, err := os.Stat(bitdeltaPath); err != nil {
+		bitdeltaPath = filepath.Join(tmp, "bitdelta.dcz")
+		run("compress", "--quiet", "--scheme", "bitdelta", "--base", filepath.Join(fixtureDir, "base.safetensors"),
+			"--finetuned", filepath.Join(fixtureDir, "finetuned.safetensors"), "-o", bitdeltaPath)
+	}
+	os.Setenv("DELTACOME_BITDELTA", bitdeltaPath) // for the examples
 	code := m.Run()
-	if tmp != "" {
-		os.RemoveAll(tmp)
-	}
+	os.RemoveAll(tmp)
 	os.Exit(code)
 }
 

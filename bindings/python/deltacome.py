@@ -11,15 +11,27 @@ $DELTACOME_DIR/lib, then the system's loader path. Rules from the C header: a Co
 share between threads; a Context and its deltas are used by one thread at a time. Deltas keep their
 Context alive, and a Batch keeps its deltas alive, so Python's reference counting frees them in a
 valid order; close() frees explicitly. Arrays passed to apply/merge are only used during the call.
+
+Pool (EXPERIMENTAL API, may change: it wraps include/deltacome/dc_pool.h) keeps the deltas of many
+variants resident in one Context under a budget and applies batches by model id:
+
+    with dc.Pool(ctx, budget_bytes=64 << 20) as pool:
+        pool.register("math", math_container)
+        pool.apply_batched(name, ["math", None, "code"], x, y)   # y[i] += x[i] @ ΔW(id)ᵀ
+        with pool.acquire("math", name) as d:                     # released on exit
+            d.apply(x, y)
 """
+import collections
 import ctypes as C
 import os
+import weakref
 
 import numpy as np
 
-__all__ = ["Error", "Container", "Context", "Delta", "Batch", "version", "backend_available",
-           "BACKEND_AUTO", "BACKEND_CPU", "BACKEND_CUDA", "BACKEND_HIP",
-           "KIND_LOWRANK", "KIND_BITDELTA", "KIND_DENSE"]
+__all__ = ["Error", "Container", "Context", "Delta", "Batch", "Pool", "PoolDelta", "PoolStats", "version",
+           "backend_available", "BACKEND_AUTO", "BACKEND_CPU", "BACKEND_CUDA", "BACKEND_HIP",
+           "KIND_LOWRANK", "KIND_BITDELTA", "KIND_DENSE",
+           "POOL_ABSENT", "POOL_DECODING", "POOL_DECODED", "POOL_RESIDENT"]
 
 # ---- enums (values pinned by the header) ----------------------------------------------------------
 DTYPE_F32, DTYPE_F16, DTYPE_BF16 = 0, 1, 2
@@ -30,6 +42,7 @@ OPEN_NO_MMAP, OPEN_TRUSTED = 0x1, 0x2
 LOAD_SKIP_CHECKSUM = 0x1
 APPLY_INCLUDE_BASE = 0x1
 MAX_BANDS = 8
+POOL_ABSENT, POOL_DECODING, POOL_DECODED, POOL_RESIDENT = 0, 1, 2, 3  # dc_pool_entry_state
 
 STATUS_NAMES = {0: "OK", 1: "INVALID_ARGUMENT", 2: "IO", 3: "BAD_MAGIC", 4: "UNSUPPORTED_VERSION",
                 5: "TRUNCATED", 6: "CORRUPT", 7: "CHECKSUM", 8: "OVERFLOW", 9: "LIMIT", 10: "NOT_FOUND",
@@ -84,6 +97,21 @@ class _ApplyParams(C.Structure):
     _fields_ = [("struct_size", u32), ("flags", u32), ("m", u64), ("x", vp), ("x_dtype", u32), ("ldx", u64),
                 ("y", vp), ("y_dtype", u32), ("ldy", u64), ("base_weight", vp), ("base_dtype", u32),
                 ("ld_base", u64), ("scale", f32), ("stream", vp), ("workspace", vp), ("workspace_bytes", u64)]
+
+
+# dc_pool.h (experimental)
+class _PoolOptions(C.Structure):
+    _fields_ = [("struct_size", u32), ("load_flags", u32), ("device_budget_bytes", u64), ("host_threads", i32),
+                ("reserved", u32)]
+
+
+_POOL_STATS_FIELDS = ["budget_bytes", "resident_bytes", "resident_deltas", "referenced_deltas", "hits", "misses",
+                      "loads", "evictions", "prefetch_loaded", "prefetch_dropped", "prefetch_pending",
+                      "batch_builds", "slot_uploads"]
+
+
+class _PoolStats(C.Structure):
+    _fields_ = [("struct_size", u32), ("reserved", u32)] + [(f, u64) for f in _POOL_STATS_FIELDS]
 
 
 def _load_library():
@@ -147,6 +175,18 @@ _sig("dc_merge_delta", u32, vp, vp, u32, u64, f32, vp)
 _sig("dc_delta_batch_create", u32, P(vp), P(vp), u64)
 _sig("dc_delta_batch_free", None, vp)
 _sig("dc_apply_delta_linear_batched", u32, vp, P(i32), P(_ApplyParams))
+_sig("dc_pool_options_init", None, P(_PoolOptions))
+_sig("dc_pool_create", u32, P(vp), vp, P(_PoolOptions))
+_sig("dc_pool_destroy", None, vp)
+_sig("dc_pool_register", u32, vp, cp, vp)
+_sig("dc_pool_unregister", u32, vp, cp)
+_sig("dc_pool_acquire", u32, vp, cp, cp, vp, P(vp))
+_sig("dc_pool_release", u32, vp, vp)
+_sig("dc_pool_prefetch", u32, vp, cp, cp, vp)
+_sig("dc_pool_wait", u32, vp)
+_sig("dc_pool_query", u32, vp, cp, cp, P(u32), P(u32))
+_sig("dc_pool_get_stats", u32, vp, P(_PoolStats))
+_sig("dc_pool_apply_batched", u32, vp, cp, P(cp), P(_ApplyParams))
 
 
 class Error(Exception):
@@ -218,6 +258,7 @@ class Container:
 
     def __init__(self, handle):
         self._h = handle
+        self._pools = 0  # open pools it is registered in: close() refuses while > 0
 
     @classmethod
     def open(cls, path, no_mmap=False, trusted=False):
@@ -237,6 +278,11 @@ class Container:
         return cls(h)
 
     def close(self):
+        """Frees the container (deltas loaded from it stay valid). Raises Error(ERR_BUSY) while it is
+        registered in an open Pool."""
+        if self._pools:
+            raise Error(ERR_BUSY, "the container is registered in %d open pools: unregister it or close them"
+                        % self._pools)
         if self._h:
             _lib.dc_container_close(self._h)
             self._h = None
@@ -312,11 +358,15 @@ class Context:
         self._h = h
         self.backend = _lib.dc_context_backend(h)
         self._live = 0  # deltas and batches still open: they hold a reference to this object
+        self._pools = weakref.WeakSet()  # open pools on this context (they hold a reference to it)
 
     def close(self):
-        """Destroys the context. Deltas keep a reference to it, so normally this runs once they are
-        gone; calling it earlier frees the deltas still loaded (their objects then refuse to work)."""
+        """Destroys the context. Deltas and pools keep a reference to it, so normally this runs once
+        they are gone; calling it earlier closes its pools and frees the deltas still loaded (their
+        objects then refuse to work)."""
         if self._h:
+            for pool in list(self._pools):
+                pool.close()
             _lib.dc_context_destroy(self._h)
             self._h = None
 
@@ -466,8 +516,9 @@ class Batch:
         """For every row i: y[i] += x[i] @ ΔW_{row_slot[i]}ᵀ (row_slot[i] == -1: no delta)."""
         if not self._h:
             raise Error(ERR_INVALID_ARGUMENT, "the batch is closed")
+        for d in self._deltas:
+            d._handle()
         d0 = self._deltas[0]
-        d0._handle()
         slots = np.ascontiguousarray(row_slot, dtype=np.int32)
         if slots.ndim != 1 or slots.shape[0] != x.shape[0]:
             raise Error(ERR_SHAPE_MISMATCH, "row_slot has %d entries for %d rows" % (slots.size, x.shape[0]))
@@ -476,3 +527,188 @@ class Batch:
         p = _apply_params(d0._ctx, d0.info.out_features, d0.info.in_features, x, y, base, scale)
         _check(_lib.dc_apply_delta_linear_batched(self._h, slots.ctypes.data_as(P(i32)), C.byref(p)))
         return y
+
+
+# ---- the delta pool (EXPERIMENTAL API, may change: include/deltacome/dc_pool.h) ----------------------
+
+PoolStats = collections.namedtuple("PoolStats", _POOL_STATS_FIELDS)
+PoolStats.__doc__ = "A consistent snapshot of a Pool's counters (meanings: dc_pool.h)."
+
+
+def _id(model_id, what="model id"):
+    if not isinstance(model_id, str):
+        raise Error(ERR_INVALID_ARGUMENT, "%s must be a str, not %s" % (what, type(model_id).__name__))
+    return model_id.encode()
+
+
+class Pool:
+    """Keeps the deltas of many fine-tuned variants of one base model resident in one Context under a
+    memory budget (least recently used evicted first) and applies batches whose rows belong to
+    different variants. EXPERIMENTAL API, may change.
+
+    Keeps its Context and its registered Containers alive (a registered container refuses close()).
+    Threads: acquire, wait, apply_batched, unregister and close use the context, so they follow the
+    Context's rule (one thread at a time, with the context's own calls); register, prefetch, query,
+    stats and PoolDelta.release may be called from any thread. close() must not overlap other calls."""
+
+    def __init__(self, ctx, budget_bytes=None, verify_checksum=True, host_threads=0):
+        self._h = None
+        o = _PoolOptions()
+        _lib.dc_pool_options_init(C.byref(o))
+        if budget_bytes is not None:
+            o.device_budget_bytes = budget_bytes
+        o.load_flags = 0 if verify_checksum else LOAD_SKIP_CHECKSUM
+        o.host_threads = host_threads
+        h = vp()
+        _check(_lib.dc_pool_create(C.byref(h), ctx._handle(), C.byref(o)))
+        self._h, self._ctx = h, ctx
+        self._models = {}  # model id -> Container: kept alive, and their tensors' shapes
+        self._acquired = weakref.WeakSet()  # PoolDeltas not yet released
+        ctx._pools.add(self)
+
+    def close(self):
+        """Destroys the pool: resident deltas are freed, PoolDeltas not yet released stop working, and
+        the registered containers may be closed again."""
+        if self._h:
+            for d in list(self._acquired):
+                d._forget()
+            if self._ctx._h:
+                _lib.dc_pool_destroy(self._h)
+            self._h = None
+            for c in self._models.values():
+                c._pools -= 1
+            self._models = {}
+            self._ctx._pools.discard(self)
+
+    def __del__(self):
+        self.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _handle(self):
+        if not self._h or not self._ctx._h:
+            raise Error(ERR_INVALID_ARGUMENT, "the pool or its context is closed")
+        return self._h
+
+    def register(self, model_id, container):
+        """Registers container under model_id (nothing is loaded). ERR_DUPLICATE if the id is taken."""
+        _check(_lib.dc_pool_register(self._handle(), _id(model_id), container._handle()))
+        self._models[model_id] = container
+        container._pools += 1
+
+    def unregister(self, model_id):
+        """Frees the model's resident deltas and forgets the id. ERR_BUSY while one of its deltas is
+        acquired, ERR_NOT_FOUND for an unknown id."""
+        _check(_lib.dc_pool_unregister(self._handle(), _id(model_id)))
+        c = self._models.pop(model_id, None)
+        if c is not None:
+            c._pools -= 1
+
+    def acquire(self, model_id, tensor):
+        """The delta of tensor of model_id, loaded if not resident (evicting least recently used
+        unreferenced deltas as needed), with one reference: a PoolDelta, released by release(), by
+        leaving its with-block, or when it is collected."""
+        out = vp()
+        _check(_lib.dc_pool_acquire(self._handle(), _id(model_id), _id(tensor, "tensor name"), None, C.byref(out)))
+        return PoolDelta(self, model_id, out)
+
+    def prefetch(self, model_id, tensor=None):
+        """Queues tensor (None: every tensor of the model) for decoding on the pool's host threads;
+        wait(), the next apply_batched, or an acquire of it places it."""
+        name = None if tensor is None else _id(tensor, "tensor name")
+        _check(_lib.dc_pool_prefetch(self._handle(), _id(model_id), name, None))
+
+    def wait(self):
+        """Waits for every queued prefetch and places the decoded deltas (raises the first failure)."""
+        _check(_lib.dc_pool_wait(self._handle()))
+
+    def query(self, model_id, tensor):
+        """(state, refcount) of one entry: state is POOL_ABSENT, _DECODING, _DECODED or _RESIDENT."""
+        state, refs = u32(), u32()
+        _check(_lib.dc_pool_query(self._handle(), _id(model_id), _id(tensor, "tensor name"), C.byref(state),
+                                  C.byref(refs)))
+        return state.value, refs.value
+
+    def stats(self):
+        s = _PoolStats()
+        s.struct_size = C.sizeof(s)
+        _check(_lib.dc_pool_get_stats(self._handle(), C.byref(s)))
+        return PoolStats(*[getattr(s, f) for f in _POOL_STATS_FIELDS])
+
+    def _shape(self, model_id, tensor):
+        c = self._models.get(model_id)
+        if c is None:
+            return None
+        try:
+            t = c.tensor_info(c.find(tensor))
+        except Error:
+            return None
+        return t.rows, t.cols
+
+    def apply_batched(self, tensor, model_ids, x, y, base=None, scale=1.0):
+        """For every row i: y[i] += x[i] @ (scale·ΔW(model_ids[i], tensor))ᵀ in place, with one batched
+        apply (x [m × in], y [m × out], float32 or float16; CPU context); rows whose id is None get no
+        delta. With base [out × in] every row (None ones included) becomes y[i] = x[i] @ (base + ...)ᵀ."""
+        h = self._handle()
+        ids = list(model_ids)
+        if not isinstance(x, np.ndarray) or x.ndim != 2 or x.shape[0] != len(ids):
+            raise Error(ERR_SHAPE_MISMATCH, "x must be a 2-D array with one row per model id (%d)" % len(ids))
+        # Bounds: x, y and base must fit the tensor's shape in every registered model named. An id the
+        # pool cannot resolve has no delta the library could apply: it fails with the library's message.
+        p = None
+        for model_id in dict.fromkeys(i for i in ids if i is not None):
+            shape = self._shape(model_id, tensor)
+            if shape is not None:
+                p = _apply_params(self._ctx, shape[0], shape[1], x, y, base, scale)
+        if p is None:
+            out_f = y.shape[1] if isinstance(y, np.ndarray) and y.ndim == 2 else 0
+            p = _apply_params(self._ctx, out_f, x.shape[1], x, y, base, scale)
+        arr = (cp * max(len(ids), 1))(*[None if i is None else _id(i) for i in ids])
+        _check(_lib.dc_pool_apply_batched(h, _id(tensor, "tensor name"), arr, C.byref(p)))
+        return y
+
+
+class PoolDelta(Delta):
+    """A delta acquired from a Pool: resident and never evicted until released. Works like a Delta
+    (apply, merge, dense, Batch); release() (or leaving its with-block, or collection) drops the
+    reference. Keeps the pool alive."""
+
+    def __init__(self, pool, model_id, handle):
+        self._pool, self.model_id = pool, model_id
+        try:
+            Delta.__init__(self, pool._ctx, handle)
+        except Error:
+            self.release()
+            raise
+        pool._acquired.add(self)
+
+    def release(self):
+        """Drops the reference (any thread). Safe to call twice."""
+        if self._h:
+            h = self._h
+            self._forget()
+            if self._pool._h and self._ctx._h:
+                _check(_lib.dc_pool_release(self._pool._h, h))
+
+    def _forget(self):
+        if self._h:
+            self._h = None
+            self._ctx._live -= 1
+            self._pool._acquired.discard(self)
+
+    close = release
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+    def _handle(self):
+        if not self._h or not self._pool._h or not self._ctx._h:
+            raise Error(ERR_INVALID_ARGUMENT, "the delta was released, or its pool or context is closed")
+        return self._h

@@ -4,12 +4,14 @@
 #   tests/packaging/run.sh <build-dir>
 #
 #  1. cmake --install <build-dir> --prefix <tmp>; checks the files and the SONAME
-#  2. fixtures made with the installed CLI (make-demo + compress + inspect)
+#  2. fixtures made with the installed CLI (make-demo + compress + inspect; the same pair compressed
+#     with --scheme bitdelta too: a second variant of the base, for the pool tests)
 #  3. the C example built against the install with find_package(deltacome) (shared and static
 #     targets) and with pkg-config (shared, and static via --static), then run
-#  4. cargo test --offline (Rust crates; DELTACOME_DIR, then pkg-config for deltacome-sys)
-#  5. go test (cgo + pkg-config)
-#  6. python3 -m unittest (ctypes binding)
+#  4. cargo test --offline (Rust crates, experimental pool module included; DELTACOME_DIR, then
+#     pkg-config for deltacome-sys)
+#  5. go test (cgo + pkg-config; pool tests included)
+#  6. python3 -m unittest (ctypes binding: test_deltacome, test_pool)
 #  7. the code blocks of docs/bindings.md are the tested sources (check_snippets.py)
 # DC_PACKAGING_SKIP="rust go python" skips those parts (for machines without the toolchain).
 set -euo pipefail
@@ -28,7 +30,7 @@ step "install into $prefix"
 cmake --install "$build" --prefix "$prefix" >"$work/install.log" || { cat "$work/install.log"; fail "cmake --install"; }
 libdir=$prefix/lib
 [ -d "$libdir/cmake/deltacome" ] || libdir=$(dirname "$(find "$prefix" -name deltacomeConfig.cmake -path '*cmake/deltacome/*' | head -1)")/../..
-for f in include/deltacome/deltacome.h include/deltacome/dc_errors.h bin/deltacome; do
+for f in include/deltacome/deltacome.h include/deltacome/dc_errors.h include/deltacome/dc_pool.h bin/deltacome; do
   [ -e "$prefix/$f" ] || fail "$f is not installed"
 done
 for f in libdeltacome.so libdeltacome.so.0 libdeltacome.a cmake/deltacome/deltacomeConfig.cmake \
@@ -52,6 +54,8 @@ mkdir -p "$fix"
 "$DELTACOME_CLI" make-demo --out "$fix" --layers 2 --hidden 128 --seed 7 >/dev/null
 "$DELTACOME_CLI" compress --quiet --base "$fix/base.safetensors" --finetuned "$fix/finetuned.safetensors" \
   -o "$fix/model.dcz" >/dev/null
+"$DELTACOME_CLI" compress --quiet --scheme bitdelta --base "$fix/base.safetensors" \
+  --finetuned "$fix/finetuned.safetensors" -o "$fix/bitdelta.dcz" >/dev/null
 "$DELTACOME_CLI" inspect "$fix/model.dcz" | tail -1
 
 step "C example via find_package(deltacome): deltacome::deltacome and deltacome::deltacome_static"
@@ -101,7 +105,7 @@ if [[ $skip != *" python "* ]]; then
     if command -v "$cand" >/dev/null && "$cand" -c 'import numpy' 2>/dev/null; then py=$cand; break; fi
   done
   [ -n "$py" ] || fail "no python3 with numpy (apt-get install python3-numpy, or DC_PACKAGING_SKIP=python)"
-  (cd "$src/bindings/python" && PYTHONDONTWRITEBYTECODE=1 "$py" -m unittest -q test_deltacome)
+  (cd "$src/bindings/python" && PYTHONDONTWRITEBYTECODE=1 "$py" -m unittest -q test_deltacome test_pool)
 fi
 
 step "docs/bindings.md code blocks match the tested sources"

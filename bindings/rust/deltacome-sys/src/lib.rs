@@ -1,4 +1,6 @@
-//! Raw declarations of libdeltacome's C API (include/deltacome/deltacome.h, dc_errors.h).
+//! Raw declarations of libdeltacome's C API (include/deltacome/deltacome.h, dc_errors.h), and of
+//! the experimental delta pool (include/deltacome/dc_pool.h: its functions and structs may still
+//! change between minor versions; they are grouped at the end of this file).
 //!
 //! Written by hand to match the header exactly (no bindgen): every struct is `#[repr(C)]` with the
 //! header's field order and types, and `tests/layout.rs` compiles a C probe against the installed
@@ -89,6 +91,8 @@ macro_rules! opaque {
     )*};
 }
 opaque!(dc_container, dc_context, dc_delta, dc_delta_batch);
+
+opaque!(dc_pool);
 
 // ---- structs (append-only; each starts with struct_size, filled by its dc_*_init) ----------------------
 #[repr(C)]
@@ -221,7 +225,7 @@ macro_rules! zeroed_with_size {
     )*};
 }
 zeroed_with_size!(dc_open_options, dc_container_info, dc_tensor_info, dc_context_options,
-                  dc_load_options, dc_delta_info, dc_apply_params);
+                  dc_load_options, dc_delta_info, dc_apply_params, dc_pool_options, dc_pool_stats);
 
 extern "C" {
     // versions and errors
@@ -286,4 +290,75 @@ extern "C" {
     pub fn dc_delta_batch_free(batch: *mut dc_delta_batch);
     pub fn dc_apply_delta_linear_batched(batch: *const dc_delta_batch, row_slot: *const i32,
                                          p: *const dc_apply_params) -> dc_status;
+}
+
+// ---- experimental: the delta pool (dc_pool.h) ------------------------------------------------------
+// Every pool function may be called from any thread (the pool has a mutex); those the header marks
+// [uses ctx] (destroy, unregister, acquire on a miss, wait, apply_batched) must not overlap the host's
+// own use of the pool's context. dc_pool_destroy must not overlap any other call on the pool.
+
+pub type dc_pool_entry_state = u32;
+pub const DC_POOL_ABSENT: dc_pool_entry_state = 0;
+pub const DC_POOL_DECODING: dc_pool_entry_state = 1;
+pub const DC_POOL_DECODED: dc_pool_entry_state = 2;
+pub const DC_POOL_RESIDENT: dc_pool_entry_state = 3;
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct dc_pool_options {
+    pub struct_size: u32,
+    pub load_flags: u32,
+    pub device_budget_bytes: u64,
+    pub host_threads: i32,
+    pub reserved: u32,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct dc_pool_stats {
+    pub struct_size: u32,
+    pub reserved: u32,
+    pub budget_bytes: u64,
+    pub resident_bytes: u64,
+    pub resident_deltas: u64,
+    pub referenced_deltas: u64,
+    pub hits: u64,
+    pub misses: u64,
+    pub loads: u64,
+    pub evictions: u64,
+    pub prefetch_loaded: u64,
+    pub prefetch_dropped: u64,
+    pub prefetch_pending: u64,
+    pub batch_builds: u64,
+    pub slot_uploads: u64,
+}
+
+extern "C" {
+    pub fn dc_pool_options_init(opts: *mut dc_pool_options);
+    /// `ctx` is borrowed: it must outlive the pool. Does not use ctx.
+    pub fn dc_pool_create(out: *mut *mut dc_pool, ctx: *mut dc_context, opts: *const dc_pool_options) -> dc_status;
+    /// [uses ctx]; must not run concurrently with any other call on the pool. Frees acquired deltas too.
+    pub fn dc_pool_destroy(pool: *mut dc_pool);
+    /// `container` is borrowed until dc_pool_unregister(model_id) or dc_pool_destroy returns.
+    pub fn dc_pool_register(pool: *mut dc_pool, model_id: *const c_char, container: *const dc_container) -> dc_status;
+    /// [uses ctx]. DC_ERR_BUSY while a delta of the model is acquired.
+    pub fn dc_pool_unregister(pool: *mut dc_pool, model_id: *const c_char) -> dc_status;
+    /// [uses ctx] on a miss. `*out` is owned by the pool, valid until the matching dc_pool_release.
+    pub fn dc_pool_acquire(pool: *mut dc_pool, model_id: *const c_char, tensor_name: *const c_char,
+                           stream: *mut c_void, out: *mut *const dc_delta) -> dc_status;
+    /// Thread-safe; does not use ctx.
+    pub fn dc_pool_release(pool: *mut dc_pool, delta: *const dc_delta) -> dc_status;
+    /// `tensor_name` NULL = every tensor of the model. Thread-safe; does not use ctx.
+    pub fn dc_pool_prefetch(pool: *mut dc_pool, model_id: *const c_char, tensor_name: *const c_char,
+                            stream: *mut c_void) -> dc_status;
+    /// [uses ctx]
+    pub fn dc_pool_wait(pool: *mut dc_pool) -> dc_status;
+    /// Either output may be NULL. Thread-safe; does not use ctx.
+    pub fn dc_pool_query(pool: *mut dc_pool, model_id: *const c_char, tensor_name: *const c_char,
+                         state: *mut dc_pool_entry_state, refcount: *mut u32) -> dc_status;
+    /// Thread-safe; does not use ctx.
+    pub fn dc_pool_get_stats(pool: *mut dc_pool, stats: *mut dc_pool_stats) -> dc_status;
+    /// `model_ids` has p.m entries (NULL = no delta for that row). [uses ctx]
+    pub fn dc_pool_apply_batched(pool: *mut dc_pool, tensor_name: *const c_char, model_ids: *const *const c_char,
+                                 p: *const dc_apply_params) -> dc_status;
 }

@@ -1,7 +1,8 @@
-//! Checks that the hand-written declarations match the installed header:
+//! Checks that the hand-written declarations match the installed headers (deltacome.h and the
+//! experimental dc_pool.h):
 //! - a C probe, compiled with the system C compiler against the header, prints sizeof and
 //!   offsetof for every struct and field, and the values of every constant; the Rust side must agree;
-//! - every DC_API function in the header is declared in src/lib.rs and vice versa;
+//! - every DC_API function in the headers is declared in src/lib.rs and vice versa;
 //! - every declared function resolves at link time (addresses taken below).
 use deltacome_sys::*;
 use std::mem::{offset_of, size_of};
@@ -32,6 +33,11 @@ fn expectations() -> Vec<(String, u64)> {
         shard_end, name });
     layout!(dc_apply_params { struct_size, flags, m, x, x_dtype, ldx, y, y_dtype, ldy, base_weight,
         base_dtype, ld_base, scale, stream, workspace, workspace_bytes });
+    // dc_pool.h (experimental)
+    layout!(dc_pool_options { struct_size, load_flags, device_budget_bytes, host_threads, reserved });
+    layout!(dc_pool_stats { struct_size, reserved, budget_bytes, resident_bytes, resident_deltas,
+        referenced_deltas, hits, misses, loads, evictions, prefetch_loaded, prefetch_dropped,
+        prefetch_pending, batch_builds, slot_uploads });
     macro_rules! consts {
         ($($c:ident),*) => { $( v.push((stringify!($c).to_string(), $c as u64)); )* };
     }
@@ -44,9 +50,10 @@ fn expectations() -> Vec<(String, u64)> {
         DC_DTYPE_BF16, DC_KIND_LOWRANK, DC_KIND_BITDELTA, DC_KIND_DENSE, DC_BACKEND_AUTO,
         DC_BACKEND_CPU, DC_BACKEND_CUDA, DC_BACKEND_HIP, DC_SHARD_NONE, DC_SHARD_ROWS,
         DC_SHARD_COLS, DC_OPEN_NO_MMAP, DC_OPEN_TRUSTED, DC_OPEN_BORROW_MEMORY,
-        DC_LOAD_VERIFY_CHECKSUM, DC_LOAD_SKIP_CHECKSUM, DC_APPLY_INCLUDE_BASE, DC_MAX_BANDS);
+        DC_LOAD_VERIFY_CHECKSUM, DC_LOAD_SKIP_CHECKSUM, DC_APPLY_INCLUDE_BASE, DC_MAX_BANDS,
+        DC_POOL_ABSENT, DC_POOL_DECODING, DC_POOL_DECODED, DC_POOL_RESIDENT);
     // enum sizes: the aliases are u32
-    for e in ["dc_status", "dc_dtype", "dc_tensor_kind", "dc_backend", "dc_shard_split"] {
+    for e in ["dc_status", "dc_dtype", "dc_tensor_kind", "dc_backend", "dc_shard_split", "dc_pool_entry_state"] {
         v.push((format!("sizeof({e})"), 4));
     }
     v
@@ -55,7 +62,7 @@ fn expectations() -> Vec<(String, u64)> {
 #[test]
 fn struct_layouts_and_constants_match_the_header() {
     let exp = expectations();
-    let mut src = String::from("#include <stddef.h>\n#include <stdio.h>\n#include <deltacome/deltacome.h>\nint main(void) {\n");
+    let mut src = String::from("#include <stddef.h>\n#include <stdio.h>\n#include <deltacome/deltacome.h>\n#include <deltacome/dc_pool.h>\nint main(void) {\n");
     for (expr, _) in &exp {
         src.push_str(&format!("  printf(\"%llu\\n\", (unsigned long long)({expr}));\n"));
     }
@@ -88,10 +95,13 @@ fn struct_layouts_and_constants_match_the_header() {
     assert!(mismatches.is_empty(), "layout mismatches:\n{}", mismatches.join("\n"));
 }
 
-/// Function names declared with DC_API in the header, and with `pub fn` in src/lib.rs.
+/// Function names declared with DC_API in the headers, and with `pub fn` in src/lib.rs.
 #[test]
 fn every_header_function_is_declared() {
-    let header = std::fs::read_to_string(format!("{HEADER_DIR}/deltacome/deltacome.h")).unwrap();
+    let mut header = String::new();
+    for h in ["deltacome.h", "dc_pool.h"] {
+        header += &std::fs::read_to_string(format!("{HEADER_DIR}/deltacome/{h}")).unwrap();
+    }
     let mut in_header: Vec<String> = Vec::new();
     // Declarations may span lines: take each "DC_API ... name(" up to the parenthesis.
     for chunk in header.split("DC_API ").skip(1) {
@@ -116,18 +126,19 @@ fn every_header_function_is_declared() {
         .filter(|n| n.starts_with("dc_"))
         .map(str::to_string)
         .collect();
-    assert!(in_header.len() >= 30, "parsed only {} functions from the header", in_header.len());
+    assert!(in_header.len() >= 42, "parsed only {} functions from the headers", in_header.len());
+    assert!(in_header.iter().any(|f| f == "dc_pool_apply_batched"), "dc_pool.h was not parsed");
     for f in &in_header {
-        assert!(in_rust.contains(f), "{f} is in deltacome.h but not declared in deltacome-sys");
+        assert!(in_rust.contains(f), "{f} is in the headers but not declared in deltacome-sys");
     }
     for f in &in_rust {
-        assert!(in_header.contains(f), "{f} is declared in deltacome-sys but not in deltacome.h");
+        assert!(in_header.contains(f), "{f} is declared in deltacome-sys but not in the headers");
     }
 }
 
 #[test]
 fn every_function_links_and_version_matches() {
-    let fns: [*const (); 37] = [
+    let fns: [*const (); 49] = [
         dc_version as *const (), dc_version_string as _, dc_status_string as _,
         dc_last_error_message as _, dc_backend_available as _, dc_backend_name as _,
         dc_open_options_init as _, dc_container_open as _, dc_container_open_memory as _,
@@ -142,6 +153,10 @@ fn every_function_links_and_version_matches() {
         dc_apply_delta_linear as _, dc_merge_delta as _, dc_delta_batch_create as _,
         dc_delta_batch_free as _, dc_apply_delta_linear_batched as _, dc_version as _,
         dc_status_string as _,
+        // dc_pool.h
+        dc_pool_options_init as _, dc_pool_create as _, dc_pool_destroy as _, dc_pool_register as _,
+        dc_pool_unregister as _, dc_pool_acquire as _, dc_pool_release as _, dc_pool_prefetch as _,
+        dc_pool_wait as _, dc_pool_query as _, dc_pool_get_stats as _, dc_pool_apply_batched as _,
     ];
     assert!(fns.iter().all(|f| !f.is_null()));
     assert_eq!(unsafe { dc_version() }, DC_VERSION_NUMBER);
@@ -151,4 +166,9 @@ fn every_function_links_and_version_matches() {
     unsafe { dc_apply_params_init(&mut o) };
     assert_eq!(o.struct_size as usize, size_of::<dc_apply_params>());
     assert_eq!(o.scale, 1.0);
+    let mut po = dc_pool_options::zeroed();
+    po.struct_size = 0;
+    unsafe { dc_pool_options_init(&mut po) };
+    assert_eq!(po.struct_size as usize, size_of::<dc_pool_options>());
+    assert_eq!(po.device_budget_bytes, 1 << 30);
 }

@@ -217,8 +217,8 @@ fn span(what: &str, m: usize, width: u64, ld: usize) -> Result<(usize, u64)> {
 }
 
 /// Builds dc_apply_params for host slices, checking every bound the library will read or write.
-fn host_params<X: Element, Y: Element>(ctx: &Context, out_f: u64, in_f: u64, m: usize, x: &[X], y: &mut [Y],
-                                       opts: &ApplyOptions) -> Result<sys::dc_apply_params> {
+pub(crate) fn host_params<X: Element, Y: Element>(ctx: &Context, out_f: u64, in_f: u64, m: usize, x: &[X], y: &mut [Y],
+                                                  opts: &ApplyOptions) -> Result<sys::dc_apply_params> {
     if ctx.backend != Backend::Cpu {
         return Err(Error::new(Status::Unsupported, format!(
             "apply with host slices needs a CPU context (this one is {}); use apply_raw with device pointers",
@@ -268,15 +268,35 @@ pub struct Delta<'a> {
 impl<'a> Delta<'a> {
     fn wrap(ctx: &'a Context, p: *mut sys::dc_delta) -> Result<Delta<'a>> {
         let raw = NonNull::new(p).ok_or_else(|| Error::new(Status::Internal, "load returned DC_OK and NULL"))?;
+        match Self::info_of(raw) {
+            Ok(info) => Ok(Delta { raw, ctx, info }),
+            Err(e) => {
+                // SAFETY: we own it and nobody else has seen it.
+                unsafe { sys::dc_delta_free(raw.as_ptr()) };
+                Err(e)
+            }
+        }
+    }
+
+    /// A delta owned by someone else (a pool): the caller must never let it drop (wrap it in
+    /// `ManuallyDrop`) and must stop using it before its owner frees it.
+    pub(crate) fn borrowed(ctx: &'a Context, raw: NonNull<sys::dc_delta>) -> Result<Delta<'a>> {
+        Ok(Delta { raw, ctx, info: Self::info_of(raw)? })
+    }
+
+    /// Drops a [`Delta::borrowed`] value without freeing the handle (its owner does).
+    pub(crate) fn forget_borrowed(self) {
+        let this = std::mem::ManuallyDrop::new(self);
+        // SAFETY: `this` is never used again and its Drop never runs: the info is read out once
+        // and dropped, the handle and the context reference are plain pointers.
+        drop(unsafe { ptr::read(&this.info) });
+    }
+
+    fn info_of(raw: NonNull<sys::dc_delta>) -> Result<DeltaInfo> {
         let mut i = sys::dc_delta_info::zeroed();
         // SAFETY: live handle.
-        let st = unsafe { sys::dc_delta_get_info(raw.as_ptr(), &mut i) };
-        if let Err(e) = check(st) {
-            // SAFETY: we own it and nobody else has seen it.
-            unsafe { sys::dc_delta_free(raw.as_ptr()) };
-            return Err(e);
-        }
-        let info = DeltaInfo {
+        check(unsafe { sys::dc_delta_get_info(raw.as_ptr(), &mut i) })?;
+        Ok(DeltaInfo {
             name: owned_str(i.name),
             rows: i.rows,
             cols: i.cols,
@@ -285,8 +305,7 @@ impl<'a> Delta<'a> {
             split: i.split,
             shard_begin: i.shard_begin,
             shard_end: i.shard_end,
-        };
-        Ok(Delta { raw, ctx, info })
+        })
     }
 
     pub fn info(&self) -> &DeltaInfo {

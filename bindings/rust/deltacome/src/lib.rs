@@ -22,6 +22,10 @@
 //! Threads: a `Container` is `Send + Sync`; a `Context` is `Send` but not `Sync`; `Delta` and
 //! `Batch` are neither (they are used through their context's thread).
 //!
+//! The delta pool (many variants resident in one context under a budget, batched apply by model
+//! id) is in [`pool`]: an **experimental API that may change**, like the C header it wraps
+//! (`dc_pool.h`).
+//!
 //! ```compile_fail,E0597
 //! // A delta cannot outlive its context.
 //! let container = deltacome::Container::open("m.dcz").unwrap();
@@ -65,6 +69,7 @@
 mod container;
 mod context;
 mod error;
+pub mod pool;
 mod types;
 
 pub use container::{Container, OpenOptions};

@@ -40,6 +40,22 @@ pub fn fixture() -> &'static Fixture {
     })
 }
 
+/// The same pair compressed with `--scheme bitdelta`: a second variant of the same base (for the
+/// pool tests). bitdelta.dcz of the fixture directory, or made here when that directory predates it.
+pub fn bitdelta() -> &'static Path {
+    static B: OnceLock<PathBuf> = OnceLock::new();
+    B.get_or_init(|| {
+        let f = fixture();
+        let p = f.dir.join("bitdelta.dcz");
+        if p.exists() {
+            return p;
+        }
+        let p = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bitdelta.dcz");
+        compress_bitdelta(&f.dir, &p);
+        p
+    })
+}
+
 pub fn cli() -> PathBuf {
     if let Some(c) = std::env::var_os("DELTACOME_CLI") {
         return PathBuf::from(c);
@@ -65,6 +81,14 @@ fn make_fixtures(dir: &Path) {
         .arg("--base").arg(dir.join("base.safetensors"))
         .arg("--finetuned").arg(dir.join("finetuned.safetensors"))
         .arg("-o").arg(dir.join("model.dcz")));
+    compress_bitdelta(dir, &dir.join("bitdelta.dcz"));
+}
+
+fn compress_bitdelta(dir: &Path, out: &Path) {
+    run(Command::new(cli()).args(["compress", "--quiet", "--scheme", "bitdelta"])
+        .arg("--base").arg(dir.join("base.safetensors"))
+        .arg("--finetuned").arg(dir.join("finetuned.safetensors"))
+        .arg("-o").arg(out));
 }
 
 /// A scratch directory for this test binary.

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Kernel iteration on a GPU machine without CMake or FlatBuffers: builds the CUDA backend sources,
+# the GPU correctness test (vs float64) and the apply benchmark with plain nvcc for one
+# architecture, then runs them. Usage: tools/device-quick.sh [test|bench|ncu|sanitize ...]
+# (default: test bench). Outputs go to $OUT (or /tmp/device-quick).
+set -uo pipefail
+OUT=${OUT:-/tmp/device-quick}; mkdir -p "$OUT"
+A=${ARCH:-90}
+B=${BUILD:-build-quick}; mkdir -p "$B"
+F=(-O3 -std=c++17 -arch=sm_$A -Isrc -Iinclude -Icuda -Itests/gpu)
+t0=$(date +%s)
+for f in apply_kernels apply_vec_kernels gemm_kernels backend_ops; do nvcc "${F[@]}" -c cuda/$f.cu -o "$B/$f.o" & done
+wait
+objs=("$B/apply_kernels.o" "$B/apply_vec_kernels.o" "$B/gemm_kernels.o" "$B/backend_ops.o")
+nvcc "${F[@]}" tests/gpu/test_gpu_backend.cu "${objs[@]}" -lcublas -o "$B/test_gpu" &
+nvcc "${F[@]}" bench/bench_gpu_apply.cu "${objs[@]}" -lcublas -o "$B/bench_gpu" &
+wait
+[ -x "$B/test_gpu" ] && [ -x "$B/bench_gpu" ] || { echo "build failed"; exit 1; }
+echo "build: $(( $(date +%s) - t0 )) s"
+steps=("$@"); [ ${#steps[@]} -eq 0 ] && steps=(test bench)
+for s in "${steps[@]}"; do
+  case $s in
+    test) timeout 300 "$B/test_gpu" > "$OUT/test.txt" 2>&1; echo "test: rc $?"; grep -E "FAIL|checks" "$OUT/test.txt" | tail -15 ;;
+    bench) timeout 120 "$B/bench_gpu" ${TORCH_US:+--torch-us $TORCH_US} > "$OUT/bench.txt" 2>&1; echo "bench: rc $?"; tail -22 "$OUT/bench.txt" ;;
+    ncu) timeout 200 ncu -k regex:"${NCU_K:-p1_vec|rows_vec}" -c ${NCU_C:-4} --section SpeedOfLight --section WarpStateStats \
+           --section Occupancy --section LaunchStats --section MemoryWorkloadAnalysis "$B/bench_gpu" > "$OUT/ncu.txt" 2>&1
+         echo "ncu: rc $?"; grep -E "_kernel|Duration|Memory Throughput|DRAM Throughput|Achieved Occupancy|Registers Per|Stall|One or More|Compute \(SM\)|Theoretical Occ" "$OUT/ncu.txt" | head -60 ;;
+    sanitize) timeout 300 compute-sanitizer --tool memcheck --error-exitcode 3 "$B/test_gpu" --quick > "$OUT/memcheck.txt" 2>&1; echo "memcheck: rc $?"; tail -3 "$OUT/memcheck.txt"
+              timeout 300 compute-sanitizer --tool racecheck --error-exitcode 3 "$B/test_gpu" --quick > "$OUT/racecheck.txt" 2>&1; echo "racecheck: rc $?"; tail -3 "$OUT/racecheck.txt" ;;
+  esac
+done
