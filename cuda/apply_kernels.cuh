@@ -28,7 +28,18 @@ struct DeltaSel {
   const int32_t* row_slot;
   uint32_t max_t_stride;  // largest t_stride (band-padded rank) of the deltas
   uint64_t max_v_len;     // largest v_len
+  uint32_t max_p1_blocks; // largest p1_blocks_of (one-token phase-1 grid)
 };
+
+// Columns of t per phase-1 block of the one-token kernels, by band width (apply_vec_kernels.cu),
+// and the blocks one delta's phase 1 takes: Σ over bands of span / rows.
+DC_HOST_DEVICE uint32_t p1_rows_of(uint32_t bits) { return bits <= 4 ? 4u : bits == 8 ? 2u : 1u; }
+DC_HOST_DEVICE uint32_t p1_blocks_of(const DeltaDesc& d) {
+  uint32_t n = 0;
+  for (uint32_t b = 0; b < d.n_bands; ++b)
+    n += ((d.bands[b].r1 - d.bands[b].r0 + 31) & ~31u) / p1_rows_of(d.bands[b].bits);
+  return n;
+}
 
 // Phase 1: t[i][kv] = scale·σ_k·(x_i · V̂_k) for rows i < m (m ≤ kMaxTokens) of the low-rank
 // deltas, over the band-padded columns kv < t_stride (padding columns get 0).

@@ -43,6 +43,13 @@ __device__ __forceinline__ void pdl_wait_prev() {
 #endif
 }
 
+// Requests the 128-byte line at p into L2 (CUDA; a no-op on HIP).
+__device__ __forceinline__ void prefetch_l2(const void* p) {
+#if !defined(DC_USE_HIP)
+  asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
+#endif
+}
+
 constexpr int kRowLanesV = 8;
 constexpr int kRowThreadsV = 128;
 constexpr int kRowsPerBlockV = kRowThreadsV / kRowLanesV;
@@ -199,69 +206,99 @@ __device__ __forceinline__ float block_sum(float v, float* red) {
 }
 
 // ---- phase 1 ----------------------------------------------------------------------------------------
+// A block takes R consecutive columns of t in one band (R divides 32, band spans are multiples of
+// 32): each thread loads the 32 activations of its block of x once and the codes of that block in
+// all R rows, so R code loads are in flight per thread and x is reused from registers R times.
+// R shrinks with the width to bound the raw-code registers.
 template <int BITS>
-__device__ __forceinline__ void p1_body(const VecArgs& a, const DeltaDesc& d, const BandDesc& bd, uint32_t j, int y,
+struct P1Rows {
+  static constexpr int R = BITS <= 4 ? 4 : BITS == 8 ? 2 : 1;
+};
+
+template <int BITS>
+__device__ __forceinline__ void p1_body(const VecArgs& a, const DeltaDesc& d, const BandDesc& bd, uint32_t j0, int y,
                                         float* red) {
-  const uint32_t* row = bd.v_codes + (uint64_t)j * bd.v_row_words;
-  const dc_qparam* qp = BITS == 16 ? nullptr : bd.v_qp + (uint64_t)j * bd.v_row_groups;
+  constexpr int R = P1Rows<BITS>::R;
+  const uint32_t rb = bd.r1 - bd.r0;
+  const uint32_t* rows[R];
+  const dc_qparam* qps[R];
+  float sig[R];
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    const uint32_t j = j0 + r < rb ? j0 + r : 0;
+    rows[r] = bd.v_codes + (uint64_t)j * bd.v_row_words;
+    qps[r] = BITS == 16 ? nullptr : bd.v_qp + (uint64_t)j * bd.v_row_groups;
+    sig[r] = j0 + r < rb ? d.sigma[bd.r0 + j] : 0.f;  // requested now, used at the end
+  }
   const uint32_t gb = BITS == 16 ? 1 : bd.group_size / 32;
   const ColMap map{d.perm, d.v_col_offset, d.cols, d.v_len};
   const bool vec = a.xvec && d.perm == nullptr && d.v_col_offset == 0;
+  const uint64_t lim = d.v_len < d.cols ? d.v_len : d.cols;
   const void* xrow = static_cast<const char*>(a.x) + (uint64_t)y * a.ldx * (a.xdt == DC_DTYPE_F32 ? 4 : 2);
   const uint64_t nblk = (d.v_len + 31) / 32;
-  float acc = 0.f;
+  float acc[R];
+#pragma unroll
+  for (int r = 0; r < R; ++r) acc[r] = 0.f;
 #pragma unroll 1
   for (uint64_t kb = threadIdx.x; kb < nblk; kb += blockDim.x) {
-    uint32_t w[BITS];
-    load_block<BITS>(row + kb * BITS, w);
-    float s = 1.f, z = 0.f;
-    if (qp) {
-      const dc_qparam q = qp[kb / gb];
-      s = qp_scale(q);
-      z = qp_zero(q);
+    uint32_t w[R][BITS];
+    float s[R], z[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      load_block<BITS>(rows[r] + kb * BITS, w[r]);
+      s[r] = 1.f;
+      z[r] = 0.f;
+      if (BITS != 16) {
+        const dc_qparam q = qps[r][kb / gb];
+        s[r] = qp_scale(q);
+        z[r] = qp_zero(q);
+      }
     }
     XBlock xb;
     xblock_load(xb, xrow, a.xdt, kb * 32, map, vec);
     float x[32];
-    xblock_get(xb, a.xdt, !(vec && kb * 32 + 32 <= (d.v_len < d.cols ? d.v_len : d.cols)), x);
-    acc = fmaf(s, block_dot<BITS>(w, z, x), acc);
+    xblock_get(xb, a.xdt, !(vec && kb * 32 + 32 <= lim), x);
+#pragma unroll
+    for (int r = 0; r < R; ++r) acc[r] = fmaf(s[r], block_dot<BITS>(w[r], z[r], x), acc[r]);
   }
-  const float v = block_sum(acc, red);
-  if (threadIdx.x == 0) a.t[(uint64_t)y * a.ldt + blockIdx.x] = v * d.sigma[bd.r0 + j] * a.scale;
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    const float v = block_sum(acc[r], red + r * kMaxWarps);
+    if (threadIdx.x == 0) a.t[(uint64_t)y * a.ldt + bd.t_off + j0 + r] = j0 + r < rb ? v * sig[r] * a.scale : 0.f;
+  }
 }
 
-__global__ void p1_vec_kernel(const DC_GRID_CONST VecArgs a) {
+__global__ void __launch_bounds__(256, 2) p1_vec_kernel(const DC_GRID_CONST VecArgs a) {
   pdl_allow_next();
-  __shared__ float red[kMaxWarps];
+  __shared__ float red[4 * kMaxWarps];
 #if !defined(DC_DESC_IN_PARAMS)
   __shared__ DeltaDesc dcopy;
+  const DeltaDesc* dp = desc_of(a, blockIdx.y, &dcopy);
 #else
-  DeltaDesc* dcopy = nullptr;
-#endif
-  const int y = blockIdx.y;
-#if defined(DC_DESC_IN_PARAMS)
-  const DeltaDesc* dp = desc_of(a, y, dcopy);
-#else
-  const DeltaDesc* dp = desc_of(a, y, &dcopy);
+  const DeltaDesc* dp = desc_of(a, blockIdx.y, nullptr);
 #endif
   if (dp == nullptr || dp->kind != DC_KIND_LOWRANK) return;  // uniform
   const DeltaDesc& d = *dp;
-  const uint32_t kv = blockIdx.x;
-  if (kv >= d.t_stride) return;
-  uint32_t b = 0;
-  while (b + 1 < d.n_bands && kv >= d.bands[b + 1].t_off) ++b;
-  const BandDesc& bd = d.bands[b];
-  const uint32_t j = kv - bd.t_off;
-  if (j >= bd.r1 - bd.r0) {  // padding column of the band: phase 2 multiplies it with codes of 0
-    if (threadIdx.x == 0) a.t[(uint64_t)y * a.ldt + kv] = 0.f;
-    return;
+  // this block's band and first column: bands in order, span / R blocks each
+  uint32_t blk = blockIdx.x, b = 0, j0 = 0;
+  bool found = false;
+  for (; b < d.n_bands; ++b) {
+    const uint32_t span = (d.bands[b].r1 - d.bands[b].r0 + 31) & ~31u, rr = p1_rows_of(d.bands[b].bits);
+    if (blk < span / rr) {
+      j0 = blk * rr;
+      found = true;
+      break;
+    }
+    blk -= span / rr;
   }
+  if (!found) return;  // past this delta's columns (batches size the grid for the largest)
+  const BandDesc& bd = d.bands[b];
   switch (bd.bits) {
-    case 2: p1_body<2>(a, d, bd, j, y, red); break;
-    case 3: p1_body<3>(a, d, bd, j, y, red); break;
-    case 4: p1_body<4>(a, d, bd, j, y, red); break;
-    case 8: p1_body<8>(a, d, bd, j, y, red); break;
-    default: p1_body<16>(a, d, bd, j, y, red); break;
+    case 2: p1_body<2>(a, d, bd, j0, blockIdx.y, red); break;
+    case 3: p1_body<3>(a, d, bd, j0, blockIdx.y, red); break;
+    case 4: p1_body<4>(a, d, bd, j0, blockIdx.y, red); break;
+    case 8: p1_body<8>(a, d, bd, j0, blockIdx.y, red); break;
+    default: p1_body<16>(a, d, bd, j0, blockIdx.y, red); break;
   }
 }
 
@@ -329,6 +366,18 @@ __global__ void __launch_bounds__(kRowThreadsV, 4) rows_vec_kernel(const DC_GRID
   const size_t xes = a.xdt == DC_DTYPE_F32 ? 4 : 2;
   const void* xrow = static_cast<const char*>(a.x) + (uint64_t)y * a.ldx * xes;
   float acc = 0.f, accw = 0.f;
+  if (active && kind == DC_KIND_LOWRANK) {
+    // The bands are applied one after the other below; request every band's codes now, so the
+    // later bands read them from L2 instead of waiting one HBM round trip each (and, with PDL,
+    // while phase 1 and the base GEMV still run).
+    const DeltaDesc& d = *dp;
+    for (uint32_t b = 0; b < d.n_bands; ++b) {
+      const BandDesc& bd = d.bands[b];
+      const uint32_t* row = bd.u_codes + orow * bd.u_row_words;
+      for (uint32_t off = sub * 32u; off < bd.u_row_words; off += kRowLanesV * 32u) prefetch_l2(row + off);
+      if (sub == 0 && bd.bits != 16) prefetch_l2(bd.u_qp + orow * bd.u_row_groups);
+    }
+  }
   if (active && a.W != nullptr) {
     const char* wrow = static_cast<const char*>(a.W) + orow * a.ldw * (a.wdt == DC_DTYPE_F32 ? 4 : 2);
     if (a.wvec && a.xvec) {
@@ -448,10 +497,10 @@ cudaError_t launch_vec(const LaunchCfg& c, const DeltaSel* sel, const RowsArgs& 
   a.accumulate = r.accumulate;
   const unsigned ny = (unsigned)r.m;  // one block row per row of x
   if (sel && sel->max_t_stride > 0) {
-    // threads: one per block of 32 of the V̂ row, rounded to whole 64-wide wavefronts, 64..1024
+    // threads: one per block of 32 of the V̂ row, rounded to whole 64-wide wavefronts, 64..256
     const uint64_t nblk = (sel->max_v_len + 31) / 32;
-    const unsigned threads = (unsigned)std::min<uint64_t>(1024, std::max<uint64_t>(64, (nblk + 63) / 64 * 64));
-    p1_vec_kernel<<<dim3(sel->max_t_stride, ny), threads, 0, c.stream>>>(a);
+    const unsigned threads = (unsigned)std::min<uint64_t>(256, std::max<uint64_t>(64, (nblk + 63) / 64 * 64));
+    p1_vec_kernel<<<dim3(sel->max_p1_blocks, ny), threads, 0, c.stream>>>(a);
     const cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess) return e;
   }

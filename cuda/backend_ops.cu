@@ -7,6 +7,7 @@
 //   m > 64       : with a workspace of dc_apply_workspace_size bytes, Û and V̂ are dequantized into
 //                  it and two GEMMs run (cuBLAS tensor cores, or the portable tiled GEMM on HIP);
 //                  without one, the fused path runs in chunks of 64 rows (correct, slower).
+#include <algorithm>
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
@@ -391,7 +392,7 @@ dc_status apply(void* devp, const void* dp, const dc_apply_params* p) {
     if (d.kind == DC_KIND_LOWRANK && p->m > (uint64_t)kMaxTokens && p->workspace &&
         p->workspace_bytes >= prefill_layout(d, p->m).total)
       return apply_prefill(dev, d, p, s, ldx, ldy, ldb);
-    const DeltaSel sel{d, nullptr, 1, nullptr, d.kind == DC_KIND_LOWRANK ? d.t_stride : 0, d.v_len};
+    const DeltaSel sel{d, nullptr, 1, nullptr, d.kind == DC_KIND_LOWRANK ? d.t_stride : 0, d.v_len, p1_blocks_of(d)};
     for (uint64_t i0 = 0; i0 < p->m; i0 += kMaxTokens) {
       const uint64_t n = p->m - i0 < (uint64_t)kMaxTokens ? p->m - i0 : (uint64_t)kMaxTokens;
       const void* x = static_cast<const char*>(p->x) + i0 * ldx * xes;
@@ -459,6 +460,7 @@ dc_status batch_create(void* devp, const void* const* deltas, uint64_t count, vo
       b->any_lowrank = true;
       if (host[i].v_len > b->max_v_len) b->max_v_len = host[i].v_len;
       if (host[i].t_stride > b->max_rank) b->max_rank = host[i].t_stride;
+      b->max_p1_blocks = std::max(b->max_p1_blocks, p1_blocks_of(host[i]));
     }
   }
   cudaError_t e = cudaMalloc(&b->table, sizeof(DeltaDesc) * (count ? count : 1));
@@ -499,7 +501,8 @@ dc_status apply_batched(void* devp, const void* bp, const int32_t* row_slot, con
     const uint64_t n = p->m - i0 < (uint64_t)kMaxTokens ? p->m - i0 : (uint64_t)kMaxTokens;
     const void* x = static_cast<const char*>(p->x) + i0 * ldx * xes;
     void* y = static_cast<char*>(p->y) + i0 * ldy * yes;
-    const DeltaSel sel{DeltaDesc{}, b->table, b->count, row_slot + i0, b->any_lowrank ? b->max_rank : 0, b->max_v_len};
+    const DeltaSel sel{DeltaDesc{}, b->table, b->count, row_slot + i0, b->any_lowrank ? b->max_rank : 0, b->max_v_len,
+                       b->max_p1_blocks};
     RowsArgs a{};
     a.m = n;
     a.rows = b->rows;

@@ -35,6 +35,7 @@ struct GpuDelta {
 struct GpuBatch {
   DeltaDesc* table = nullptr;  // device array, one descriptor per slot
   uint32_t count = 0, max_rank = 0;  // max_rank: largest t_stride (band-padded rank)
+  uint32_t max_p1_blocks = 0;        // largest p1_blocks_of (one-token phase-1 grid)
   uint64_t rows = 0, cols = 0, max_v_len = 0;
   bool any_lowrank = false;
 };
