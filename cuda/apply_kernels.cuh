@@ -31,9 +31,12 @@ struct DeltaSel {
   uint32_t max_p1_blocks; // largest p1_blocks_of (one-token phase-1 grid)
 };
 
+#ifndef P1_ROWS_NARROW
+#  define P1_ROWS_NARROW 4u  // columns per phase-1 block for widths ≤ 4 (tuning knob, see bench/RESULTS-h100.md)
+#endif
 // Columns of t per phase-1 block of the one-token kernels, by band width (apply_vec_kernels.cu),
 // and the blocks one delta's phase 1 takes: Σ over bands of span / rows.
-DC_HOST_DEVICE uint32_t p1_rows_of(uint32_t bits) { return bits <= 4 ? 4u : bits == 8 ? 2u : 1u; }
+DC_HOST_DEVICE uint32_t p1_rows_of(uint32_t bits) { return bits <= 4 ? P1_ROWS_NARROW : bits == 8 ? 2u : 1u; }
 DC_HOST_DEVICE uint32_t p1_blocks_of(const DeltaDesc& d) {
   uint32_t n = 0;
   for (uint32_t b = 0; b < d.n_bands; ++b)

@@ -50,7 +50,7 @@ __device__ __forceinline__ void prefetch_l2(const void* p) {
 #endif
 }
 
-constexpr int kRowLanesV = 8;
+constexpr int kRowLanesV = 32;  // a warp per output row: many warps in flight, short per-lane work
 constexpr int kRowThreadsV = 128;
 constexpr int kRowsPerBlockV = kRowThreadsV / kRowLanesV;
 constexpr int kMaxWarps = 1024 / 32;
@@ -152,6 +152,7 @@ __device__ __forceinline__ void xblock_get(const XBlock& b, int dt, bool as_f32,
 }
 
 // c − z for one code field (see code_at): the FMA that removes the 2^23 bias also subtracts z.
+// Exact only for integer z (2^23·2^-sh + z must be representable): quantization zero points are.
 __device__ __forceinline__ float code_minus_z(uint32_t h, int sh, int nbits, float z) {
   const float v = __uint_as_float((h & (((1u << nbits) - 1u) << sh)) | 0x4B000000u);
   const float inv = __uint_as_float((uint32_t)(127 - sh) << 23);
@@ -212,7 +213,7 @@ __device__ __forceinline__ float block_sum(float v, float* red) {
 // R shrinks with the width to bound the raw-code registers.
 template <int BITS>
 struct P1Rows {
-  static constexpr int R = BITS <= 4 ? 4 : BITS == 8 ? 2 : 1;
+  static constexpr int R = BITS <= 4 ? P1_ROWS_NARROW : BITS == 8 ? 2 : 1;
 };
 
 template <int BITS>
@@ -386,7 +387,7 @@ __global__ void __launch_bounds__(kRowThreadsV, 4) rows_vec_kernel(const DC_GRID
       const bool wbf = a.wdt == DC_DTYPE_BF16, xbf = a.xdt == DC_DTYPE_BF16, xf32 = a.xdt == DC_DTYPE_F32;
       float s0 = 0.f, s1 = 0.f;
 #pragma unroll 1
-      for (uint64_t e0 = sub; e0 < n8; e0 += 8 * kRowLanesV) {
+      for (uint64_t e0 = sub; e0 < n8; e0 += 8 * kRowLanesV) {  // 8 pieces per lane in flight
         uint4 wq[8], xq[8], xq2[8];
 #pragma unroll
         for (int u = 0; u < 8; ++u) {
@@ -455,7 +456,12 @@ __global__ void __launch_bounds__(kRowThreadsV, 4) rows_vec_kernel(const DC_GRID
       xblock_load(xb, xrow, a.xdt, kb * 32, map, a.xvec);
       float x[32];
       xblock_get(xb, a.xdt, !full, x);
-      acc += block_dot<1>(&w, 0.5f, x);
+      // Σ (bit − ½)·x as Σ bit·x − ½·Σ x: folding ½ into the decode FMA would need 2^23 + ½,
+      // which fp32 cannot hold (the zero points of the other widths are integers, exact there).
+      float sx = 0.f;
+#pragma unroll
+      for (int k = 0; k < 32; ++k) sx += x[k];
+      acc += fmaf(-0.5f, sx, block_dot<1>(&w, 0.f, x));
     }
     acc *= 2.f * d.bitdelta_scale * a.scale;
   }

@@ -7,7 +7,7 @@ set -uo pipefail
 OUT=${OUT:-/tmp/device-quick}; mkdir -p "$OUT"
 A=${ARCH:-90}
 B=${BUILD:-build-quick}; mkdir -p "$B"
-F=(-O3 -std=c++17 -arch=sm_$A -Isrc -Iinclude -Icuda -Itests/gpu)
+F=(-O3 -std=c++17 -arch=sm_$A -Isrc -Iinclude -Icuda -Itests/gpu ${EXTRA:-})
 t0=$(date +%s)
 for f in apply_kernels apply_vec_kernels gemm_kernels backend_ops; do nvcc "${F[@]}" -c cuda/$f.cu -o "$B/$f.o" & done
 wait
