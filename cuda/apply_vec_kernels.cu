@@ -50,7 +50,7 @@ __device__ __forceinline__ void prefetch_l2(const void* p) {
 #endif
 }
 
-constexpr int kRowLanesV = 32;  // a warp per output row: many warps in flight, short per-lane work
+constexpr int kRowLanesV = 8;  // lanes per output row (32 measured slower on the H100: RESULTS-h100.md)
 constexpr int kRowThreadsV = 128;
 constexpr int kRowsPerBlockV = kRowThreadsV / kRowLanesV;
 constexpr int kMaxWarps = 1024 / 32;
