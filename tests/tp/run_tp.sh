@@ -7,7 +7,7 @@
 #
 #   BACKEND=cuda|cpu   (default cuda)     BUILD=build dir (default build-gpu, or build-tp for cpu)
 #   DATA=containers dir (default build-tp/tp-data; made with make_containers.py when missing)
-#   OUT=where the JSON results go (default /tmp/tp-out)
+#   OUT=where the JSON results go (default /tmp/tp-out)   ONLY_MULTI_GPU=1: skip the one-GPU runs
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BACKEND=${BACKEND:-cuda}
@@ -32,11 +32,13 @@ module=$(find "$BUILD" -name 'libdeltacome-cuda.so' | head -1 || true)
 T="$PY $ROOT/tests/tp/tp_delta_test.py --containers $DATA --backend $BACKEND"
 status=0
 run() { echo; echo "### $*"; "$@" || status=1; }
-run $T --world 1 --mode single --json "$OUT/single-w1.json"
-for w in 2 3 4 8; do
-  run $T --world $w --mode single --time-m 1,16,512 --json "$OUT/single-w$w.json"
-done
-run $T --world 2 --mode procs --dist gloo --time-schemes none --json "$OUT/procs-w2-shared.json"
+if [ -z "${ONLY_MULTI_GPU:-}" ]; then  # ONLY_MULTI_GPU=1: just the one-process-per-GPU run
+  run $T --world 1 --mode single --json "$OUT/single-w1.json"
+  for w in 2 3 4 8; do
+    run $T --world $w --mode single --time-m 1,16,512 --json "$OUT/single-w$w.json"
+  done
+  run $T --world 2 --mode procs --dist gloo --time-schemes none --json "$OUT/procs-w2-shared.json"
+fi
 ngpu=0
 [ "$BACKEND" = cuda ] && ngpu=$($PY -c 'import torch; print(torch.cuda.device_count())')
 if [ "$ngpu" -ge 2 ]; then
