@@ -76,6 +76,12 @@ cudaError_t launch_rows(const LaunchCfg& c, const DeltaSel* sel, const RowsArgs&
 // each re-read its codes, so the single path uses this at m = 1 only). sel null: GEMV only.
 cudaError_t launch_vec(const LaunchCfg& c, const DeltaSel* sel, const RowsArgs& a);
 
+// A single low-rank delta at m = 1 in one launch (phase 1, grid barrier, phase 2; CUDA only):
+// cudaErrorNotSupported when the delta or the device does not allow it (the caller then uses
+// launch_vec). `barrier`: the device's zeroed 8-byte barrier state; `sms`: its multiprocessors.
+cudaError_t launch_fused(const LaunchCfg& c, const DeltaDesc& d, const RowsArgs& a, unsigned long long* barrier,
+                         int sms);
+
 // y[i][o] = (accumulate ? y[i][o] : 0) + alpha·x_i·W_o for a dense matrix W [rows × cols].
 cudaError_t launch_gemv(const LaunchCfg& c, const void* W, int wdt, uint64_t ldw, uint64_t rows, uint64_t cols,
                         const void* x, int xdt, uint64_t ldx, uint64_t m, void* y, int ydt, uint64_t ldy,

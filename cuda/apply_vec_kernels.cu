@@ -472,6 +472,246 @@ __global__ void __launch_bounds__(kRowThreadsV, 4) rows_vec_kernel(const DC_GRID
   }
 }
 
+// ---- one launch for a single delta at m = 1 (CUDA) ------------------------------------------------
+// Decode latency is a chain of dependent round trips, and two launches pay it twice plus a launch.
+// This kernel runs phase 1, a grid-wide barrier and phase 2 in one launch:
+//   1. every block requests its Û rows into L1/L2 (prefetch) and stages x (fp32, shared memory);
+//   2. its warps compute columns of t (one V̂ row per warp, lanes over blocks of 32) into global
+//      memory, and stream their base weight rows (DC_APPLY_INCLUDE_BASE) — independent of t;
+//   3. grid barrier (arrival count + generation, see grid_barrier); the grid never exceeds the
+//      blocks that are co-resident (occupancy × SMs), so every block reaches it;
+//   4. every block stages t (L2 reads, bypassing L1) and its warps apply Û to their rows (8 lanes
+//      per row) and write y.
+// Used when the descriptor allows (no permutation, no column offset, shared memory fits);
+// otherwise the two-kernel path runs. Not on HIP (no AMD hardware here to validate the barrier).
+#if !defined(DC_USE_HIP)
+constexpr int kFusedThreads = 256;
+constexpr int kFusedWarps = kFusedThreads / 32;
+constexpr int kFusedRowsPerWarp = 32 / kRowLanesV;  // rows per warp per round
+
+struct FusedArgs {
+  DeltaDesc d;
+  const void* x;
+  int xdt;
+  bool xvec;
+  float* t;
+  unsigned long long* barrier;
+  void* y;
+  int ydt;
+  bool accumulate;
+  const void* W;
+  int wdt;
+  uint64_t ldw;
+  bool wvec;
+  float scale;
+  int nbx;       // staged blocks of x (covers cols and v_len)
+  int nbt;       // staged blocks of t (t_stride / 32)
+  int max_groups;  // row groups per warp at most (base partial sums kept in shared memory)
+};
+
+__device__ __forceinline__ void prefetch_l1(const void* p) { asm volatile("prefetch.global.L1 [%0];" ::"l"(p)); }
+
+// Σ (c − z)·x over one block against a staged block (pitch kPitch) of x or t in shared memory.
+template <int BITS>
+__device__ __forceinline__ float smem_block_dot(const uint32_t* w, float z, const float* xb) {
+  float x[32];
+  const float4* x4 = reinterpret_cast<const float4*>(xb);
+#pragma unroll
+  for (int q = 0; q < 8; ++q) {
+    const float4 v = x4[q];
+    x[4 * q] = v.x; x[4 * q + 1] = v.y; x[4 * q + 2] = v.z; x[4 * q + 3] = v.w;
+  }
+  return block_dot<BITS>(w, z, x);
+}
+
+// Σ over the blocks kb ≡ lane (mod lanes) of one packed row, against staged blocks (first = 0).
+template <int BITS>
+__device__ __forceinline__ float packed_row_smem(const uint32_t* __restrict__ row, const dc_qparam* __restrict__ qp,
+                                                 uint32_t gb, uint32_t nblk, const float* xs, int lane, int lanes) {
+  constexpr int U = BatchOf<BITS>::n;
+  float acc = 0.f;
+#pragma unroll 1
+  for (uint32_t k0 = lane; k0 < nblk; k0 += lanes * U) {
+    uint32_t w[U][BITS];
+    float s[U], z[U];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const uint32_t k = k0 + u * lanes;
+      s[u] = 1.f;
+      z[u] = 0.f;
+      if (k < nblk) {
+        load_block<BITS>(row + (uint64_t)k * BITS, w[u]);
+        if (qp) {
+          const dc_qparam q = qp[k / gb];
+          s[u] = qp_scale(q);
+          z[u] = qp_zero(q);
+        }
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const uint32_t k = k0 + u * lanes;
+      if (k < nblk) acc = fmaf(s[u], smem_block_dot<BITS>(w[u], z[u], xs + k * kPitch), acc);
+    }
+  }
+  return acc;
+}
+
+// Grid-wide barrier over two 32-bit words: [0] arrivals, [1] generation. The last block to arrive
+// resets the count and bumps the generation; the others wait for the generation to change. The
+// count is back to 0 when the kernel ends, so launches of any grid size can follow (stream order).
+__device__ __forceinline__ void grid_barrier(unsigned long long* bar) {
+  unsigned int* count = reinterpret_cast<unsigned int*>(bar);
+  volatile unsigned int* gen = reinterpret_cast<volatile unsigned int*>(bar) + 1;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    const unsigned int g = *gen;  // read before arriving: the last arrival changes it
+    __threadfence();
+    if (atomicAdd(count, 1u) == gridDim.x - 1) {
+      *reinterpret_cast<volatile unsigned int*>(count) = 0u;
+      __threadfence();
+      atomicAdd(const_cast<unsigned int*>(gen), 1u);
+    } else {
+      while (*gen == g) __nanosleep(32);
+    }
+    __threadfence();
+  }
+  __syncthreads();
+}
+
+__global__ void __launch_bounds__(kFusedThreads, 2) fused_vec_kernel(const __grid_constant__ FusedArgs a) {
+  extern __shared__ float4 dyn_smem[];
+  float* xs = reinterpret_cast<float*>(dyn_smem);   // nbx staged blocks of x
+  float* ts = xs + a.nbx * kPitch;                  // nbt staged blocks of t
+  float* wpart = ts + a.nbt * kPitch;               // [warp][group][row] base partial sums
+  const DeltaDesc& d = a.d;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const uint32_t gw = blockIdx.x * kFusedWarps + warp, tw = gridDim.x * kFusedWarps;
+  const int sub = lane % kRowLanesV, rsub = lane / kRowLanesV;
+  const uint64_t groups = (d.rows + kFusedRowsPerWarp - 1) / kFusedRowsPerWarp;
+  // 1. this warp's Û rows into the cache while x is staged and phase 1 runs
+  for (uint64_t g = gw; g < groups; g += tw) {
+    const uint64_t o = g * kFusedRowsPerWarp + rsub;
+    if (o >= d.rows) continue;
+    for (uint32_t b = 0; b < d.n_bands; ++b) {
+      const BandDesc& bd = d.bands[b];
+      const uint32_t* row = bd.u_codes + o * bd.u_row_words;
+      for (uint32_t off = sub * 32u; off < bd.u_row_words; off += kRowLanesV * 32u)
+        a.W ? prefetch_l2(row + off) : prefetch_l1(row + off);
+      if (sub == 0 && bd.bits != 16) a.W ? prefetch_l2(bd.u_qp + o * bd.u_row_groups) : prefetch_l1(bd.u_qp + o * bd.u_row_groups);
+    }
+  }
+  const int rows0[1] = {0};
+  const ColMap xmap{nullptr, 0, d.cols, d.cols};
+  stage_rows(xs, a.nbx, 0, a.x, a.xdt, 0, rows0, 1, xmap, a.xvec);
+  __syncthreads();
+  // 2a. phase 1: column kv of t per warp
+  const uint32_t nblk_v = (uint32_t)((d.v_len + 31) / 32);
+  for (uint32_t kv = gw; kv < d.t_stride; kv += tw) {
+    uint32_t b = 0;
+    while (b + 1 < d.n_bands && kv >= d.bands[b + 1].t_off) ++b;
+    const BandDesc& bd = d.bands[b];
+    const uint32_t j = kv - bd.t_off;
+    float v = 0.f;
+    if (j < bd.r1 - bd.r0) {
+      const uint32_t* row = bd.v_codes + (uint64_t)j * bd.v_row_words;
+      const dc_qparam* qp = bd.bits == 16 ? nullptr : bd.v_qp + (uint64_t)j * bd.v_row_groups;
+      const uint32_t gb = bd.bits == 16 ? 1 : bd.group_size / 32;
+      switch (bd.bits) {
+        case 2: v = packed_row_smem<2>(row, qp, gb, nblk_v, xs, lane, 32); break;
+        case 3: v = packed_row_smem<3>(row, qp, gb, nblk_v, xs, lane, 32); break;
+        case 4: v = packed_row_smem<4>(row, qp, gb, nblk_v, xs, lane, 32); break;
+        case 8: v = packed_row_smem<8>(row, qp, gb, nblk_v, xs, lane, 32); break;
+        default: v = packed_row_smem<16>(row, qp, gb, nblk_v, xs, lane, 32); break;
+      }
+      v = seg_sum<32>(v) * d.sigma[bd.r0 + j] * a.scale;
+    }
+    if (lane == 0) a.t[kv] = v;
+  }
+  // 2b. base rows (independent of t): 8 lanes per row, x from shared memory
+  int gi = 0;
+  for (uint64_t g = gw; a.W != nullptr && g < groups; g += tw, ++gi) {
+    const uint64_t o = g * kFusedRowsPerWarp + rsub;
+    float accw = 0.f;
+    if (a.W != nullptr && o < d.rows) {
+      const char* wrow = static_cast<const char*>(a.W) + o * a.ldw * (a.wdt == DC_DTYPE_F32 ? 4 : 2);
+      if (a.wvec) {
+        const uint64_t n8 = d.cols / 8;
+        const bool wbf = a.wdt == DC_DTYPE_BF16;
+        float s0 = 0.f, s1 = 0.f;
+#pragma unroll 1
+        for (uint64_t e0 = sub; e0 < n8; e0 += 8 * kRowLanesV) {
+          uint4 wq[8];
+#pragma unroll
+          for (int u = 0; u < 8; ++u) {
+            const uint64_t e = e0 + (uint64_t)u * kRowLanesV;
+            wq[u] = e < n8 ? reinterpret_cast<const uint4*>(wrow)[e] : make_uint4(0, 0, 0, 0);
+          }
+#pragma unroll
+          for (int u = 0; u < 8; ++u) {
+            const uint64_t e = e0 + (uint64_t)u * kRowLanesV;
+            if (e >= n8) break;
+            const uint32_t ww[4] = {wq[u].x, wq[u].y, wq[u].z, wq[u].w};
+            const float* xb = xs + (e >> 2) * kPitch + (e & 3) * 8;
+            const float4 p = reinterpret_cast<const float4*>(xb)[0];
+            const float4 q = reinterpret_cast<const float4*>(xb)[1];
+            const float xv[8] = {p.x, p.y, p.z, p.w, q.x, q.y, q.z, q.w};
+#pragma unroll
+            for (int h = 0; h < 8; ++h) {
+              const uint16_t wu = (uint16_t)(ww[h / 2] >> (16 * (h % 2)));
+              const float wv = wbf ? bf16_to_f32(wu) : f16_to_f32(wu);
+              if (h % 2) s1 = fmaf(wv, xv[h], s1); else s0 = fmaf(wv, xv[h], s0);
+            }
+          }
+        }
+        accw = s0 + s1;
+      } else {
+#pragma unroll 1
+        for (uint64_t p = sub; p < d.cols; p += kRowLanesV)
+          accw = fmaf(load_any(wrow, p, a.wdt), xs[(p >> 5) * kPitch + (p & 31)], accw);
+      }
+    }
+    accw = seg_sum<kRowLanesV>(accw);
+    if (sub == 0 && gi < a.max_groups) wpart[(warp * a.max_groups + gi) * kFusedRowsPerWarp + rsub] = accw;
+  }
+  // 3. every column of t is written
+  grid_barrier(a.barrier);
+  // 4. stage t (L2: other SMs wrote it during this launch) and apply Û
+  for (int e = threadIdx.x; e < a.nbt * 32; e += blockDim.x) {
+    const float v = __ldcg(a.t + e);
+    ts[(e >> 5) * kPitch + (e & 31)] = v;
+  }
+  __syncthreads();
+  gi = 0;
+  for (uint64_t g = gw; g < groups; g += tw, ++gi) {
+    const uint64_t o = g * kFusedRowsPerWarp + rsub;
+    float acc = 0.f;
+    if (o < d.rows) {
+      for (uint32_t b = 0; b < d.n_bands; ++b) {
+        const BandDesc& bd = d.bands[b];
+        const uint32_t nbb = (bd.r1 - bd.r0 + 31) / 32;
+        const uint32_t* row = bd.u_codes + o * bd.u_row_words;
+        const dc_qparam* qp = bd.bits == 16 ? nullptr : bd.u_qp + o * bd.u_row_groups;
+        const uint32_t gb = bd.bits == 16 ? 1 : bd.group_size / 32;
+        const float* tb = ts + (bd.t_off / 32) * kPitch;
+        switch (bd.bits) {
+          case 2: acc += packed_row_smem<2>(row, qp, gb, nbb, tb, sub, kRowLanesV); break;
+          case 3: acc += packed_row_smem<3>(row, qp, gb, nbb, tb, sub, kRowLanesV); break;
+          case 4: acc += packed_row_smem<4>(row, qp, gb, nbb, tb, sub, kRowLanesV); break;
+          case 8: acc += packed_row_smem<8>(row, qp, gb, nbb, tb, sub, kRowLanesV); break;
+          default: acc += packed_row_smem<16>(row, qp, gb, nbb, tb, sub, kRowLanesV); break;
+        }
+      }
+    }
+    acc = seg_sum<kRowLanesV>(acc);
+    if (sub == 0 && o < d.rows) {
+      const float base = a.W != nullptr ? wpart[(warp * a.max_groups + gi) * kFusedRowsPerWarp + rsub] : 0.f;
+      store_any(a.y, o, a.ydt, (a.accumulate ? load_any(a.y, o, a.ydt) : 0.f) + base + acc);
+    }
+  }
+}
+#endif  // !DC_USE_HIP
+
 bool aligned16(const void* p, uint64_t ld, size_t es) {
   return (reinterpret_cast<uintptr_t>(p) % 16) == 0 && (ld * es) % 16 == 0;
 }
@@ -527,6 +767,58 @@ cudaError_t launch_vec(const LaunchCfg& c, const DeltaSel* sel, const RowsArgs& 
 #endif
   rows_vec_kernel<<<grid, kRowThreadsV, 0, c.stream>>>(a);
   return cudaGetLastError();
+}
+
+cudaError_t launch_fused(const LaunchCfg& c, const DeltaDesc& d, const RowsArgs& r, unsigned long long* barrier,
+                         int sms) {
+#if defined(DC_USE_HIP)
+  (void)c; (void)d; (void)r; (void)barrier; (void)sms;
+  return cudaErrorNotSupported;
+#else
+  if (d.kind != DC_KIND_LOWRANK || d.perm != nullptr || d.v_col_offset != 0 || d.t_stride == 0 || r.m != 1 ||
+      barrier == nullptr || sms <= 0)
+    return cudaErrorNotSupported;
+  FusedArgs a{};
+  a.d = d;
+  a.x = r.x;
+  a.xdt = r.xdt;
+  a.xvec = (reinterpret_cast<uintptr_t>(r.x) % 16) == 0;
+  a.t = const_cast<float*>(r.t);
+  a.barrier = barrier;
+  a.y = r.y;
+  a.ydt = r.ydt;
+  a.accumulate = r.accumulate;
+  a.W = r.W;
+  a.wdt = r.wdt;
+  a.ldw = r.ldw;
+  a.wvec = r.W != nullptr && r.wdt != DC_DTYPE_F32 && d.cols % 8 == 0 && aligned16(r.W, r.ldw, 2);
+  a.scale = r.scale;
+  const uint64_t npos = std::max<uint64_t>(d.cols, d.v_len);
+  a.nbx = (int)((npos + 31) / 32);
+  a.nbt = (int)(d.t_stride / 32);
+  const uint64_t groups = (d.rows + kFusedRowsPerWarp - 1) / kFusedRowsPerWarp;
+  const uint64_t per_warp_bound = (groups + (uint64_t)sms * kFusedWarps - 1) / ((uint64_t)sms * kFusedWarps);
+  auto smem_for = [&](uint64_t mg) { return ((size_t)(a.nbx + a.nbt) * kPitch + kFusedWarps * mg * kFusedRowsPerWarp) * 4; };
+  const size_t smem_max = smem_for(per_warp_bound);
+  constexpr size_t kSmemLimit = 160 * 1024;
+  if (smem_max > kSmemLimit) return cudaErrorNotSupported;
+  static bool attr_set = false;  // per process; the attribute is per function
+  if (!attr_set) {
+    const cudaError_t e = cudaFuncSetAttribute(fused_vec_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)kSmemLimit);
+    if (e != cudaSuccess) return e;
+    attr_set = true;
+  }
+  int occ = 0;
+  cudaError_t e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, fused_vec_kernel, kFusedThreads, smem_max);
+  if (e != cudaSuccess) return e;
+  if (occ <= 0) return cudaErrorNotSupported;
+  // Every block must be resident at once (grid barrier): at most occupancy × SMs blocks.
+  const uint64_t needed = std::max<uint64_t>((d.t_stride + kFusedWarps - 1) / kFusedWarps, (groups + kFusedWarps - 1) / kFusedWarps);
+  const unsigned blocks = (unsigned)std::max<uint64_t>(1, std::min<uint64_t>((uint64_t)occ * sms, needed));
+  a.max_groups = (int)((groups + (uint64_t)blocks * kFusedWarps - 1) / ((uint64_t)blocks * kFusedWarps));
+  fused_vec_kernel<<<blocks, kFusedThreads, smem_for(a.max_groups), c.stream>>>(a);
+  return cudaGetLastError();
+#endif
 }
 
 }  // namespace dcg

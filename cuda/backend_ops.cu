@@ -83,6 +83,7 @@ void device_close(void* p) {
   cudaFree(dev->blas_workspace);
 #endif
   cudaFree(dev->t_scratch);
+  cudaFree(dev->barrier);
   if (dev->upload_done) cudaEventDestroy(dev->upload_done);
   cudaFreeHost(dev->pinned);
   delete dev;
@@ -133,6 +134,16 @@ dc_status device_open(void** out, int32_t device, int32_t /*num_threads*/) {
   dev->portable_gemm = env_flag("DELTACOME_GPU_PORTABLE_GEMM");
 #if !defined(DC_USE_HIP)
   dev->pdl = prop.major >= 9 && !env_flag("DELTACOME_GPU_NO_PDL");
+  dev->sms = prop.multiProcessorCount;
+  if (!env_flag("DELTACOME_GPU_NO_FUSED")) {
+    e = cudaMalloc(&dev->barrier, sizeof(unsigned long long));
+    if (e == cudaSuccess) e = cudaMemset(dev->barrier, 0, sizeof(unsigned long long));
+    if (e != cudaSuccess) {
+      device_close(dev);
+      return gpu_fail(e, "allocating the grid-barrier counter");
+    }
+    dev->fused = true;
+  }
 #endif
 #if defined(DC_HAVE_BLAS)
   const size_t ws = 32u << 20;
@@ -415,7 +426,12 @@ dc_status apply(void* devp, const void* dp, const dc_apply_params* p) {
       a.alpha_w = 1.f;
       a.scale = p->scale;
       a.accumulate = !with_base;  // with the base, y = x·Wᵀ + delta (y's old value is not read)
-      if (n == 1) {  // decode: the one-token kernels
+      if (n == 1) {  // decode: one launch when the delta allows, else the two one-token kernels
+        if (dev->fused) {
+          const cudaError_t e = launch_fused(c, d, a, dev->barrier, dev->sms);
+          if (e == cudaSuccess) continue;
+          if (e != cudaErrorNotSupported) return gpu_fail(e, "one-launch apply kernel");
+        }
         DC_GPU_TRY(launch_vec(c, &sel, a), "one-token apply kernels");
         continue;
       }

@@ -11,6 +11,9 @@ struct GpuDevice {
   int group = 32;              // logical warp width used by the row kernels (device warp size)
   bool portable_gemm = false;  // CUDA build: use the tiled GEMM instead of cuBLAS (tests)
   bool pdl = false;            // programmatic dependent launch (sm_90+; DELTACOME_GPU_NO_PDL=1 turns it off)
+  bool fused = false;          // one-launch m = 1 kernel (CUDA; DELTACOME_GPU_NO_FUSED=1 turns it off)
+  int sms = 0;                 // multiprocessors (the one-launch kernel's grid bound)
+  unsigned long long* barrier = nullptr;  // its grid-barrier state: arrivals + generation (device memory)
   float* t_scratch = nullptr;  // phase-1 output, kMaxTokens × (largest t_stride loaded) floats
   uint64_t t_capacity = 0;     // in floats
   void* pinned = nullptr;      // upload staging

@@ -56,3 +56,4 @@
 #define cudaEventElapsedTime hipEventElapsedTime
 #define cudaMemGetInfo hipMemGetInfo
 #define cudaFuncSetAttribute hipFuncSetAttribute
+#define cudaErrorNotSupported hipErrorNotSupported
