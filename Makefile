@@ -56,8 +56,9 @@ test-asan:
 test-tsan:
 	@if [ -f tests/stress/CMakeLists.txt ]; then \
 	  $(MAKE) --no-print-directory build BUILD=build-tsan \
-	    CMAKE_FLAGS="-DDC_CUDA=OFF -DDC_HIP=OFF -DDC_BUILD_BENCH=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDC_SANITIZE=thread" BUILD_TARGET="--target dc_stress_concurrency dc_test_pool" && \
-	  cd build-tsan && OPENBLAS_NUM_THREADS=1 TSAN_OPTIONS=halt_on_error=1 ctest --output-on-failure -L stress; \
+	    CMAKE_FLAGS="-DDC_CUDA=OFF -DDC_HIP=OFF -DDC_BUILD_BENCH=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDC_SANITIZE=thread" BUILD_TARGET="--target dc_stress_concurrency dc_test_pool dc_test_backends" && \
+	  cd build-tsan && OPENBLAS_NUM_THREADS=1 TSAN_OPTIONS=halt_on_error=1 ctest --output-on-failure -L stress && \
+	  TSAN_OPTIONS=halt_on_error=1 tests/dc_test_backends --gtest_filter='DeviceArena.*'; \
 	else echo "test-tsan: no stress tests yet"; fi
 
 test-fuzz:

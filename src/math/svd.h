@@ -1,4 +1,5 @@
-// Thin SVD through LAPACK (sgesdd/dgesdd). Row-major in and out.
+// Thin SVD through LAPACK (dgesdd, or the Gram matrix's top eigenpairs when that is safe and
+// cheaper; DELTACOME_SVD_FULL=1 forces dgesdd). Row-major in and out.
 #pragma once
 
 #include <cstdint>
