@@ -17,75 +17,21 @@
 #include "common/half.h"
 #include "common/packed_tensor.h"
 #include "deltacome/deltacome.h"
+#include "fixtures/random_packed.h"
 #include "format/container.h"
 #include "test_util.h"
 
 namespace stress {
 
-struct Band {
-  uint32_t bits, rank, group;
-};
+using Band = dc_fixture::BandSpec;
 
 inline dc::PackedTensor lowrank(const std::string& name, uint64_t rows, uint64_t cols, const std::vector<Band>& bands,
                                 bool perm, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  dc::PackedTensor t;
-  t.name = name;
-  t.rows = rows;
-  t.cols = cols;
-  t.kind = DC_KIND_LOWRANK;
-  t.dtype = DC_DTYPE_F16;
-  uint32_t r0 = 0;
-  for (const Band& s : bands) {
-    dc::PackedBand b;
-    const uint32_t g = s.bits == 16 ? 0 : s.group;
-    b.desc = {s.bits, r0, r0 + s.rank, g};
-    r0 += s.rank;
-    auto words = [&](uint64_t n, uint64_t len) {
-      std::vector<uint32_t> w(n * dc_row_words(len, s.bits));
-      for (auto& x : w) x = (uint32_t)rng();
-      if (s.bits == 16)
-        for (auto& x : w) x &= 0x3bff3bffu;  // finite halves
-      return w;
-    };
-    auto qparams = [&](uint64_t n, uint64_t len) {
-      std::vector<dc_qparam> q;
-      if (s.bits == 16) return q;
-      q.resize(n * dc_row_groups(len, g));
-      for (auto& p : q) {
-        p.scale = dc::float_to_half(std::ldexp((float)(rng() % 1000 + 1), -16));
-        p.zero = dc::float_to_half((float)(rng() % (1u << s.bits)));
-      }
-      return q;
-    };
-    b.v_codes = words(s.rank, cols);
-    b.v_qparams = qparams(s.rank, cols);
-    b.u_codes = words(rows, s.rank);
-    b.u_qparams = qparams(rows, s.rank);
-    t.bands.push_back(std::move(b));
-  }
-  t.rank = r0;
-  for (uint32_t i = 0; i < r0; ++i) t.sigma.push_back(4.f / (float)(i + 1));
-  if (perm) {
-    t.in_perm.resize(cols);
-    for (uint64_t i = 0; i < cols; ++i) t.in_perm[i] = (uint32_t)i;
-    std::shuffle(t.in_perm.begin(), t.in_perm.end(), rng);
-  }
-  return t;
+  return dc_fixture::random_lowrank(name, rows, cols, bands, perm, seed, {DC_DTYPE_F16, -16, 4.f, true});
 }
 
 inline dc::PackedTensor bitdelta(const std::string& name, uint64_t rows, uint64_t cols, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  dc::PackedTensor t;
-  t.name = name;
-  t.rows = rows;
-  t.cols = cols;
-  t.kind = DC_KIND_BITDELTA;
-  t.dtype = DC_DTYPE_F16;
-  t.bitdelta_scale = 0.0123f;
-  t.signs.resize(rows * dc_row_words(cols, 1));
-  for (auto& w : t.signs) w = (uint32_t)rng();
-  return t;
+  return dc_fixture::random_bitdelta(name, rows, cols, seed);
 }
 
 inline dc::PackedTensor dense(const std::string& name, uint64_t rows, uint64_t cols, uint64_t seed) {
