@@ -253,7 +253,21 @@ class TensorInfo:
         return "TensorInfo(%r, %dx%d, kind=%d, rank=%d)" % (self.name, self.rows, self.cols, self.kind, self.rank)
 
 
-class Container:
+class _Closeable:
+    """Owns a C handle released by close(): usable in a `with` block, closed by the collector as a
+    backstop."""
+
+    def __del__(self):
+        self.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class Container(_Closeable):
     """An opened .dcz container. Immutable and thread-safe."""
 
     def __init__(self, handle):
@@ -286,15 +300,6 @@ class Container:
         if self._h:
             _lib.dc_container_close(self._h)
             self._h = None
-
-    def __del__(self):
-        self.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     def _handle(self):
         if not self._h:
@@ -346,7 +351,7 @@ class Container:
         _check(_lib.dc_container_check_base_tensor(self._handle(), name.encode(), buf, len(buf)))
 
 
-class Context:
+class Context(_Closeable):
     """One backend on one device; used by one thread at a time."""
 
     def __init__(self, backend=BACKEND_AUTO, device=0, num_threads=0):
@@ -369,15 +374,6 @@ class Context:
                 pool.close()
             _lib.dc_context_destroy(self._h)
             self._h = None
-
-    def __del__(self):
-        self.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     def _handle(self):
         if not self._h:
@@ -541,7 +537,7 @@ def _id(model_id, what="model id"):
     return model_id.encode()
 
 
-class Pool:
+class Pool(_Closeable):
     """Keeps the deltas of many fine-tuned variants of one base model resident in one Context under a
     memory budget (least recently used evicted first) and applies batches whose rows belong to
     different variants. EXPERIMENTAL API, may change.
@@ -579,15 +575,6 @@ class Pool:
                 c._pools -= 1
             self._models = {}
             self._ctx._pools.discard(self)
-
-    def __del__(self):
-        self.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     def _handle(self):
         if not self._h or not self._ctx._h:
