@@ -1,4 +1,5 @@
-// The decode-size (m ≤ 64) apply kernels.
+// The tiled apply kernels: one delta, 1 < m ≤ 64 rows in tiles of kTile (m = 1 and batches run the
+// one-token kernels of apply_vec_kernels.cu), and the GEMV of dense deltas and base weights.
 //
 // Phase 1 (t = x·V̂ ⊙ σ): one logical warp per singular vector; lanes take the row's blocks of 32
 // codes round-robin, four loads in flight each. A block of kP1Threads covers columns of t inside
@@ -10,8 +11,9 @@
 // its packed Û row (whole 32-byte sectors) while the rows of a warp share each staged t block
 // (shared-memory broadcast). The base weight's first loads are issued before x is staged.
 //
-// Instantiations: phase1_kernel<G> (G = 32, 64) × 5 widths, rows_kernel × 6 widths: seconds of
-// ptxas per architecture.
+// Instantiations: phase1_kernel<G> (G = 32, 64) × 5 widths, rows_kernel × 6 widths: about 25 s of
+// ptxas for sm_90. Their unrolled kTile-token bodies are large enough to stall on instruction
+// fetch (bench/RESULTS-h100.md); the one-token kernels avoid that.
 #include <algorithm>
 
 #include "apply_kernels.cuh"

@@ -1,10 +1,10 @@
-// Host-side launchers of the decode-size apply kernels (apply_kernels.cu). All enqueue on `stream`,
-// allocate nothing and never synchronise, so they can be captured in a CUDA graph.
+// Host-side launchers of the apply kernels: the tiled ones (apply_kernels.cu: one delta, 1 < m ≤ 64,
+// and GEMVs) and the one-token ones (apply_vec_kernels.cu: m = 1 and multi-tenant batches). All
+// enqueue on `stream`, allocate nothing and never synchronise, so they can be captured in a graph.
 //
-// Rows of x are processed in tiles of up to kTile rows that share one delta: for a single delta,
-// consecutive rows; for a batch (row_slot != null), rows grouped by slot on the device (a block
-// of tile index j leads the tile that starts at row j, if row j starts one), so each delta's codes
-// are decoded once per tile of its rows, never once per row.
+// The tiled kernels process rows of x in tiles of up to kTile rows that share one delta, so its
+// codes are decoded once per tile. They also accept a batch (row_slot != null: rows grouped by slot
+// on the device), but the backend no longer sends them one: batches run launch_vec.
 #pragma once
 
 #include "common.cuh"
