@@ -350,10 +350,6 @@ __global__ void bias_kernel(const void* dense, int ddt, uint64_t rows, uint64_t 
 }
 
 // ---- host side ---------------------------------------------------------------------------------------
-bool aligned16(const void* p, uint64_t ld, size_t es) {
-  return (reinterpret_cast<uintptr_t>(p) % 16) == 0 && (ld * es) % 16 == 0;
-}
-size_t dtype_size(int dt) { return dt == DC_DTYPE_F32 ? 4 : 2; }
 int tile_rows(uint64_t m) { return (int)std::min<uint64_t>(kTile, m); }
 // Blocks of 32 positions staged per chunk: as many as the shared-memory budget holds for `tt`
 // rows, at most `nblk`.

@@ -11,6 +11,13 @@
 
 namespace dcg {
 
+// Bytes per element of an activation/weight dtype (fp32, or fp16/bf16).
+inline size_t dtype_size(int dt) { return dt == DC_DTYPE_F32 ? 4 : 2; }
+// Rows of `es`-byte elements at p with leading dimension ld can be read with 16-byte loads.
+inline bool aligned16(const void* p, uint64_t ld, size_t es) {
+  return (reinterpret_cast<uintptr_t>(p) % 16) == 0 && (ld * es) % 16 == 0;
+}
+
 struct LaunchCfg {
   int group;             // logical warp width: 32 or 64
   cudaStream_t stream;

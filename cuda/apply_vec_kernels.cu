@@ -712,10 +712,6 @@ __global__ void __launch_bounds__(kFusedThreads, 2) fused_vec_kernel(const __gri
 }
 #endif  // !DC_USE_HIP
 
-bool aligned16(const void* p, uint64_t ld, size_t es) {
-  return (reinterpret_cast<uintptr_t>(p) % 16) == 0 && (ld * es) % 16 == 0;
-}
-size_t dtype_size(int dt) { return dt == DC_DTYPE_F32 ? 4 : 2; }
 
 }  // namespace
 

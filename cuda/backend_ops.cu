@@ -46,7 +46,6 @@ dc_status gpu_fail(cudaError_t e, const char* what) {
 
 constexpr uint64_t kAlign = 256;
 uint64_t align_up(uint64_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
-size_t dtype_size(int dt) { return dt == DC_DTYPE_F32 ? 4 : 2; }
 bool env_flag(const char* name) {
   const char* v = getenv(name);
   return v && *v && strcmp(v, "0") != 0;
