@@ -21,7 +21,8 @@ inline bool aligned16(const void* p, uint64_t ld, size_t es) {
 struct LaunchCfg {
   int group;             // logical warp width: 32 or 64
   cudaStream_t stream;
-  bool pdl = false;      // programmatic dependent launch between the one-token kernels (sm_90+)
+  bool pdl = false;      // programmatic dependent launch (sm_90+): one-token kernels, persistent kernel
+  bool coop = true;      // launch the persistent kernel cooperatively (guaranteed co-residency)
 };
 
 // Which delta(s) a launch applies. Single delta (row_slot null, count 1): `one`, passed by value
@@ -83,11 +84,16 @@ cudaError_t launch_rows(const LaunchCfg& c, const DeltaSel* sel, const RowsArgs&
 // each re-read its codes, so the single path uses this at m = 1 only). sel null: GEMV only.
 cudaError_t launch_vec(const LaunchCfg& c, const DeltaSel* sel, const RowsArgs& a);
 
-// A single low-rank delta at m = 1 in one launch (phase 1, grid barrier, phase 2; CUDA only):
-// cudaErrorNotSupported when the delta or the device does not allow it (the caller then uses
-// launch_vec). `barrier`: the device's zeroed 8-byte barrier state; `sms`: its multiprocessors.
-cudaError_t launch_fused(const LaunchCfg& c, const DeltaDesc& d, const RowsArgs& a, unsigned long long* barrier,
-                         int sms);
+// The persistent kernel (apply_persist_kernel.cu; CUDA): the same result as launch_vec for
+// m ≤ kMaxTokens rows in ONE launch (phase 1, grid barrier, phase 2), for a single low-rank delta
+// without act-order permutation or column offset (`sel.row_slot` null; every row uses `sel.one`)
+// or for a batch whose deltas are all such (`sel.table`, the caller checks). The base (a.W) only
+// for m = 1. persist_supported says whether launch_persist would run; otherwise it returns
+// cudaErrorNotSupported having launched nothing. `barrier`: the device's zeroed 8-byte barrier
+// state (one per context: a context's launches are ordered by its stream); `sms`: multiprocessors.
+bool persist_supported(const DeltaSel& sel, const RowsArgs& a);
+cudaError_t launch_persist(const LaunchCfg& c, const DeltaSel& sel, const RowsArgs& a, unsigned long long* barrier,
+                           int sms);
 
 // y[i][o] = (accumulate ? y[i][o] : 0) + alpha·x_i·W_o for a dense matrix W [rows × cols].
 cudaError_t launch_gemv(const LaunchCfg& c, const void* W, int wdt, uint64_t ldw, uint64_t rows, uint64_t cols,

@@ -134,6 +134,8 @@ dc_status device_open(void** out, int32_t device, int32_t /*num_threads*/) {
 #if !defined(DC_USE_HIP)
   dev->pdl = prop.major >= 9 && !env_flag("DELTACOME_GPU_NO_PDL");
   dev->sms = prop.multiProcessorCount;
+  dev->coop = !env_flag("DELTACOME_GPU_NO_COOP");
+  dev->persist_multi = !env_flag("DELTACOME_GPU_TILED");
   if (!env_flag("DELTACOME_GPU_NO_FUSED")) {
     e = cudaMalloc(&dev->barrier, sizeof(unsigned long long));
     if (e == cudaSuccess) e = cudaMemset(dev->barrier, 0, sizeof(unsigned long long));
@@ -375,7 +377,7 @@ dc_status apply_prefill(GpuDevice* dev, const DeltaDesc& d, const dc_apply_param
     beta = 1.f;
     accumulate = false;
   } else if (with_base) {  // base in another dtype than x: our GEMV writes y = x·Wᵀ first
-    const LaunchCfg c{dev->group, s, dev->pdl};
+    const LaunchCfg c{dev->group, s, dev->pdl, dev->coop};
     DC_GPU_TRY(launch_gemv(c, p->base_weight, p->base_dtype, ldb, d.rows, d.cols, p->x, xdt, ldx, p->m, p->y,
                            p->y_dtype, ldy, 1.f, false),
                "base GEMV");
@@ -387,6 +389,13 @@ dc_status apply_prefill(GpuDevice* dev, const DeltaDesc& d, const dc_apply_param
   return DC_OK;
 }
 
+// The same call with the base layer already in y (y += delta).
+RowsArgs without_base(RowsArgs a) {
+  a.W = nullptr;
+  a.accumulate = true;
+  return a;
+}
+
 dc_status apply(void* devp, const void* dp, const dc_apply_params* p) {
   auto* dev = static_cast<GpuDevice*>(devp);
   const auto* gd = static_cast<const GpuDelta*>(dp);
@@ -394,7 +403,7 @@ dc_status apply(void* devp, const void* dp, const dc_apply_params* p) {
   if (p->m == 0) return DC_OK;
   DC_GPU_TRY(select_device(dev->ordinal), "selecting the device");
   const auto s = static_cast<cudaStream_t>(p->stream);
-  const LaunchCfg c{dev->group, s, dev->pdl};
+  const LaunchCfg c{dev->group, s, dev->pdl, dev->coop};
   const uint64_t ldx = p->ldx ? p->ldx : d.cols, ldy = p->ldy ? p->ldy : d.rows, ldb = p->ld_base ? p->ld_base : d.cols;
   const bool with_base = (p->flags & DC_APPLY_INCLUDE_BASE) != 0;
   const size_t xes = dtype_size(p->x_dtype), yes = dtype_size(p->y_dtype);
@@ -425,12 +434,19 @@ dc_status apply(void* devp, const void* dp, const dc_apply_params* p) {
       a.alpha_w = 1.f;
       a.scale = p->scale;
       a.accumulate = !with_base;  // with the base, y = x·Wᵀ + delta (y's old value is not read)
-      if (n == 1) {  // decode: one launch when the delta allows, else the two one-token kernels
-        if (dev->fused) {
-          const cudaError_t e = launch_fused(c, d, a, dev->barrier, dev->sms);
-          if (e == cudaSuccess) continue;
-          if (e != cudaErrorNotSupported) return gpu_fail(e, "one-launch apply kernel");
+      if (dev->fused && (n == 1 || dev->persist_multi) && persist_supported(sel, a.W && n > 1 ? without_base(a) : a)) {
+        // one launch (apply_persist_kernel.cu); with several rows the base is one GEMV first
+        if (a.W && n > 1) {
+          DC_GPU_TRY(launch_gemv(c, a.W, a.wdt, a.ldw, d.rows, d.cols, x, p->x_dtype, ldx, n, y, p->y_dtype, ldy, 1.f,
+                                 false),
+                     "base GEMV");
+          a = without_base(a);
         }
+        const cudaError_t e = launch_persist(c, sel, a, dev->barrier, dev->sms);
+        if (e == cudaSuccess) continue;
+        if (e != cudaErrorNotSupported) return gpu_fail(e, "persistent apply kernel");
+      }
+      if (n == 1) {  // decode without the persistent kernel: the two one-token kernels
         DC_GPU_TRY(launch_vec(c, &sel, a), "one-token apply kernels");
         continue;
       }
@@ -467,6 +483,7 @@ dc_status batch_create(void* devp, const void* const* deltas, uint64_t count, vo
     return fail(DC_ERR_OUT_OF_MEMORY, "%s: out of host memory", DC_GPU_BACKEND_NAME);
   }
   b->count = (uint32_t)count;
+  b->persist_ok = count > 0;
   for (uint64_t i = 0; i < count; ++i) {
     host[i] = static_cast<const GpuDelta*>(deltas[i])->desc;
     b->rows = host[i].rows;
@@ -477,6 +494,7 @@ dc_status batch_create(void* devp, const void* const* deltas, uint64_t count, vo
       if (host[i].t_stride > b->max_rank) b->max_rank = host[i].t_stride;
       b->max_p1_blocks = std::max(b->max_p1_blocks, p1_blocks_of(host[i]));
     }
+    if (host[i].kind != DC_KIND_LOWRANK || host[i].perm != nullptr || host[i].v_col_offset != 0) b->persist_ok = false;
   }
   cudaError_t e = cudaMalloc(&b->table, sizeof(DeltaDesc) * (count ? count : 1));
   if (e == cudaSuccess) e = cudaMemcpy(b->table, host, sizeof(DeltaDesc) * count, cudaMemcpyHostToDevice);
@@ -504,7 +522,7 @@ dc_status apply_batched(void* devp, const void* bp, const int32_t* row_slot, con
   if (p->m == 0) return DC_OK;
   DC_GPU_TRY(select_device(dev->ordinal), "selecting the device");
   const auto s = static_cast<cudaStream_t>(p->stream);
-  const LaunchCfg c{dev->group, s, dev->pdl};
+  const LaunchCfg c{dev->group, s, dev->pdl, dev->coop};
   const uint64_t ldx = p->ldx ? p->ldx : b->cols, ldy = p->ldy ? p->ldy : b->rows, ldb = p->ld_base ? p->ld_base : b->cols;
   if (p->flags & DC_APPLY_INCLUDE_BASE)
     DC_GPU_TRY(launch_gemv(c, p->base_weight, p->base_dtype, ldb, b->rows, b->cols, p->x, p->x_dtype, ldx, p->m, p->y,
@@ -533,8 +551,13 @@ dc_status apply_batched(void* devp, const void* bp, const int32_t* row_slot, con
     a.alpha_w = 1.f;
     a.scale = p->scale;
     a.accumulate = true;
-    // One block row per row of x: each row's delta is read once per row. Decode batches have one
-    // token per tenant, where this is exact; a tenant with several rows re-reads its codes (L2).
+    // Each row's delta is read once per row. Decode batches have one token per tenant, where this
+    // is exact; a tenant with several rows re-reads its codes (from L2).
+    if (dev->fused && b->persist_ok) {
+      const cudaError_t e = launch_persist(c, sel, a, dev->barrier, dev->sms);
+      if (e == cudaSuccess) continue;
+      if (e != cudaErrorNotSupported) return gpu_fail(e, "persistent batched apply kernel");
+    }
     DC_GPU_TRY(launch_vec(c, &sel, a), "batched apply kernels");
   }
   return DC_OK;

@@ -11,8 +11,10 @@ struct GpuDevice {
   int group = 32;              // logical warp width used by the row kernels (device warp size)
   bool portable_gemm = false;  // CUDA build: use the tiled GEMM instead of cuBLAS (tests)
   bool pdl = false;            // programmatic dependent launch (sm_90+; DELTACOME_GPU_NO_PDL=1 turns it off)
-  bool fused = false;          // one-launch m = 1 kernel (CUDA; DELTACOME_GPU_NO_FUSED=1 turns it off)
-  int sms = 0;                 // multiprocessors (the one-launch kernel's grid bound)
+  bool fused = false;          // persistent one-launch kernel (CUDA; DELTACOME_GPU_NO_FUSED=1 turns it off)
+  bool persist_multi = true;   // ... also for one delta at 1 < m ≤ 64 (DELTACOME_GPU_TILED=1: tiled kernels)
+  bool coop = true;            // ... launched cooperatively (DELTACOME_GPU_NO_COOP=1: plain launch)
+  int sms = 0;                 // multiprocessors (the persistent kernel's grid bound)
   unsigned long long* barrier = nullptr;  // its grid-barrier state: arrivals + generation (device memory)
   float* t_scratch = nullptr;  // phase-1 output, kMaxTokens × (largest t_stride loaded) floats
   uint64_t t_capacity = 0;     // in floats
@@ -41,6 +43,7 @@ struct GpuBatch {
   uint32_t max_p1_blocks = 0;        // largest p1_blocks_of (one-token phase-1 grid)
   uint64_t rows = 0, cols = 0, max_v_len = 0;
   bool any_lowrank = false;
+  bool persist_ok = false;  // every delta low-rank without permutation or column offset
 };
 
 }  // namespace dcg

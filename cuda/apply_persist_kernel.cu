@@ -1,0 +1,422 @@
+// The persistent one-launch apply kernel (CUDA): m ≤ kMaxTokens rows of x, each with the same
+// low-rank delta (dc_apply_delta_linear) or with its own (multi-tenant batch), in ONE launch.
+//
+//   prologue  every warp requests the codes of its first work items into L1 (V̂ rows for phase 1,
+//             Û rows for phase 2) — before waiting on the previous kernel when launched with
+//             programmatic dependent launch: a loaded delta is immutable, so its codes may be read
+//             while the kernel that writes x still runs;
+//   phase 1   t[r][kv] = scale·σ_kv·(x_r·V̂_kv) for the items (row r, column kv of t). x_r is
+//             staged in shared memory once per block and row. With the base layer (m = 1), the
+//             block's output rows of x·Wᵀ stream meanwhile (W loads bypass L1, which holds Û);
+//   barrier   grid-wide (arrival count + generation). The launch is cooperative, so the driver
+//             guarantees that every block is resident, even next to other streams' kernels;
+//   phase 2   y[r][o] (+)= base + Σ_k t[r][k]·Û[o][k] for the items (row r, group of 4 outputs),
+//             t_r staged from L2 once per block and row.
+//
+// Why this shape (bench/RESULTS-h100.md): at decode sizes the apply is a chain of dependent round
+// trips, not a bandwidth problem, and two launches pay the chain twice. The work is cut into equal
+// contiguous ranges of items, one per block, so every SM has work whatever m is (the earlier
+// one-launch kernel gave item i to warp i and left half the GPU idle), and inside a block phase-1
+// items go to warps 0, 1, … and phase-2 items to warps 7, 6, …, so with few items per block
+// (decode) the two kinds run on different warps. For multi-tenant batches the same split makes one
+// launch stream every tenant's codes with all SMs busy; the two one-token kernels it replaces gave
+// each block one 1 KB row and waited on it (268 GB/s for 32 tenants).
+//
+// Not on HIP: the grid barrier has not been validated on AMD hardware (none here); HIP keeps the
+// two one-token kernels (launch_persist returns cudaErrorNotSupported).
+#include <algorithm>
+#include <mutex>
+
+#include "apply_kernels.cuh"
+#include "vec_dot.cuh"
+
+namespace dcg {
+
+#if !defined(DC_USE_HIP)
+namespace {
+
+constexpr int kPThreads = 256;
+constexpr int kPWarps = kPThreads / 32;
+constexpr int kGroupRows = 32 / kRowLanesV;  // output rows of one phase-2 item (one warp)
+constexpr size_t kPSmemLimit = 100 * 1024;   // two blocks per SM fit next to L1
+
+struct PersistArgs {
+  DeltaDesc one;             // single apply: the delta of every row
+  const DeltaDesc* table;    // batch: row r's delta is table[row_slot[r]]; other slots: no delta
+  const int32_t* row_slot;
+  uint32_t count;
+  uint32_t m;                // rows of x (≤ kMaxTokens)
+  uint64_t rows, cols;
+  const void* x;
+  int xdt;
+  bool xvec;                 // x rows 16-byte aligned
+  uint64_t ldx;
+  float* t;
+  uint64_t ldt;
+  unsigned long long* barrier;
+  void* y;
+  int ydt;
+  uint64_t ldy;
+  bool accumulate;
+  const void* W;             // base layer (m = 1 only), or null
+  int wdt;
+  uint64_t ldw;
+  bool wvec;                 // W 16-bit, rows 16-byte aligned, cols % 8 == 0
+  float scale;
+  uint32_t T;                // phase-1 items per row: the largest t_stride
+  uint32_t G;                // phase-2 items per row: groups of kGroupRows outputs
+  uint32_t nbx, nbt;         // staged blocks of 32 of x (max(cols, v_len)) and of t (T)
+};
+
+__device__ __forceinline__ uint64_t umin64(uint64_t a, uint64_t b) { return a < b ? a : b; }
+__device__ __forceinline__ uint64_t umax64(uint64_t a, uint64_t b) { return a > b ? a : b; }
+
+__device__ __forceinline__ const DeltaDesc* row_desc(const PersistArgs& a, uint32_t r) {
+  if (a.table == nullptr) return &a.one;  // parameter space, read in place (__grid_constant__)
+  const int32_t s = a.row_slot[r];
+  return (s >= 0 && (uint32_t)s < a.count) ? a.table + s : nullptr;
+}
+
+__device__ __forceinline__ uint32_t band_of(const DeltaDesc& d, uint32_t kv) {
+  uint32_t b = 0;
+  while (b + 1 < d.n_bands && kv >= d.bands[b + 1].t_off) ++b;
+  return b;
+}
+
+// The first item ≥ lo of the arithmetic sequence i0, i0 + step, …
+__device__ __forceinline__ uint64_t first_at_or_after(uint64_t i0, uint64_t lo, uint64_t step) {
+  return lo <= i0 ? i0 : i0 + (lo - i0 + step - 1) / step * step;
+}
+
+// Requests V̂ row kv's codes, quantization parameters and σ into L1 (32 bytes per lane).
+__device__ __forceinline__ void prefetch_v_row(const DeltaDesc& d, uint32_t kv, int lane) {
+  if (kv >= d.t_stride) return;
+  const BandDesc& bd = d.bands[band_of(d, kv)];
+  const uint32_t j = kv - bd.t_off;
+  if (j >= bd.r1 - bd.r0) return;
+  const char* row = reinterpret_cast<const char*>(bd.v_codes + (uint64_t)j * bd.v_row_words);
+  for (uint64_t off = (uint64_t)lane * 32; off < (uint64_t)bd.v_row_words * 4; off += 32 * 32) prefetch_l1(row + off);
+  if (bd.bits != 16) {
+    const char* q = reinterpret_cast<const char*>(bd.v_qp + (uint64_t)j * bd.v_row_groups);
+    for (uint64_t off = (uint64_t)lane * 32; off < (uint64_t)bd.v_row_groups * 4; off += 32 * 32) prefetch_l1(q + off);
+  }
+  if (lane == 0) prefetch_l1(d.sigma + bd.r0 + j);
+}
+
+// Requests this lane's share (kRowLanesV lanes per row) of Û row o into L1.
+__device__ __forceinline__ void prefetch_u_row(const DeltaDesc& d, uint64_t o, int sub) {
+  if (o >= d.rows) return;
+  for (uint32_t b = 0; b < d.n_bands; ++b) {
+    const BandDesc& bd = d.bands[b];
+    const char* row = reinterpret_cast<const char*>(bd.u_codes + o * bd.u_row_words);
+    for (uint64_t off = (uint64_t)sub * 32; off < (uint64_t)bd.u_row_words * 4; off += kRowLanesV * 32) prefetch_l1(row + off);
+    if (bd.bits != 16 && sub == 0) prefetch_l1(bd.u_qp + o * bd.u_row_groups);
+  }
+}
+
+// 16 bytes of a streamed-once array (the base weights): read-only path, not kept in L1.
+__device__ __forceinline__ uint4 ld_stream16(const void* p) {
+  uint4 v;
+  asm("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+      : "l"(p));
+  return v;
+}
+
+// Σ over columns [c0, c1) of base row `wrow` times the staged x (kRowLanesV lanes per row).
+// Vector path: c0, c1 multiples of 8, eight 16-byte loads per lane in flight.
+__device__ __forceinline__ float base_row_part(const PersistArgs& a, const char* wrow, const float* xs, uint64_t c0,
+                                               uint64_t c1, int sub) {
+  if (a.wvec) {
+    const bool wbf = a.wdt == DC_DTYPE_BF16;
+    const uint64_t e_end = c1 / 8;
+    float s0 = 0.f, s1 = 0.f;
+#pragma unroll 1
+    for (uint64_t e0 = c0 / 8 + sub; e0 < e_end; e0 += 8 * kRowLanesV) {
+      uint4 wq[8];
+#pragma unroll
+      for (int u = 0; u < 8; ++u) {
+        const uint64_t e = e0 + (uint64_t)u * kRowLanesV;
+        wq[u] = e < e_end ? ld_stream16(wrow + e * 16) : make_uint4(0, 0, 0, 0);
+      }
+#pragma unroll
+      for (int u = 0; u < 8; ++u) {
+        const uint64_t e = e0 + (uint64_t)u * kRowLanesV;
+        if (e >= e_end) break;
+        const uint32_t ww[4] = {wq[u].x, wq[u].y, wq[u].z, wq[u].w};
+        const float* xb = xs + (e >> 2) * kPitch + (e & 3) * 8;
+        const float4 p = reinterpret_cast<const float4*>(xb)[0];
+        const float4 q = reinterpret_cast<const float4*>(xb)[1];
+        const float xv[8] = {p.x, p.y, p.z, p.w, q.x, q.y, q.z, q.w};
+#pragma unroll
+        for (int h = 0; h < 8; ++h) {
+          const uint16_t wu = (uint16_t)(ww[h / 2] >> (16 * (h % 2)));
+          const float wv = wbf ? bf16_to_f32(wu) : f16_to_f32(wu);
+          if (h % 2) s1 = fmaf(wv, xv[h], s1); else s0 = fmaf(wv, xv[h], s0);
+        }
+      }
+    }
+    return s0 + s1;
+  }
+  float acc = 0.f;
+#pragma unroll 1
+  for (uint64_t p = c0 + sub; p < c1; p += kRowLanesV)
+    acc = fmaf(load_any(wrow, p, a.wdt), xs[(p >> 5) * kPitch + (p & 31)], acc);
+  return acc;
+}
+
+// Grid-wide barrier over two 32-bit words: [0] arrivals, [1] generation. The last block to arrive
+// resets the count and bumps the generation; the others wait for the generation to change. The
+// count is back to 0 when the kernel ends, so launches of any grid size can follow (stream order).
+__device__ __forceinline__ void grid_barrier(unsigned long long* bar) {
+  unsigned int* count = reinterpret_cast<unsigned int*>(bar);
+  volatile unsigned int* gen = reinterpret_cast<volatile unsigned int*>(bar) + 1;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    const unsigned int g = *gen;  // read before arriving: the last arrival changes it
+    __threadfence();
+    if (atomicAdd(count, 1u) == gridDim.x - 1) {
+      *reinterpret_cast<volatile unsigned int*>(count) = 0u;
+      __threadfence();
+      atomicAdd(const_cast<unsigned int*>(gen), 1u);
+    } else {
+      while (*gen == g) __nanosleep(20);
+    }
+    __threadfence();
+  }
+  __syncthreads();
+}
+
+__global__ void __launch_bounds__(kPThreads, 2) persist_kernel(const __grid_constant__ PersistArgs a) {
+  extern __shared__ float4 dyn_smem[];
+  float* stage = reinterpret_cast<float*>(dyn_smem);           // x_r before the barrier, t_r after
+  float* wpart = stage + (a.nbx > a.nbt ? a.nbx : a.nbt) * kPitch;  // [item][row] base sums (m = 1)
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int sub = lane % kRowLanesV, rsub = lane / kRowLanesV;
+  const uint64_t nb = gridDim.x, b = blockIdx.x;
+  const uint64_t n1 = (uint64_t)a.m * a.T, n2 = (uint64_t)a.m * a.G;
+  const uint64_t lo1 = b * n1 / nb, hi1 = (b + 1) * n1 / nb;  // this block's phase-1 items
+  const uint64_t lo2 = b * n2 / nb, hi2 = (b + 1) * n2 / nb;  // and phase-2 items
+  const uint64_t w1 = lo1 + warp, w2 = lo2 + (kPWarps - 1 - warp);  // this warp's first items
+
+  // prologue: the first two items of each phase into L1 (immutable delta data only)
+  for (uint64_t i = w1; i < hi1 && i < w1 + 2 * kPWarps; i += kPWarps) {
+    const DeltaDesc* dp = row_desc(a, (uint32_t)(i / a.T));
+    if (dp) prefetch_v_row(*dp, (uint32_t)(i % a.T), lane);
+  }
+  for (uint64_t i = w2; i < hi2 && i < w2 + 2 * kPWarps; i += kPWarps) {
+    const DeltaDesc* dp = row_desc(a, (uint32_t)(i / a.G));
+    if (dp) prefetch_u_row(*dp, (i % a.G) * kGroupRows + rsub, sub);
+  }
+  if (a.W != nullptr)
+    for (uint64_t e = threadIdx.x; e < (hi2 - lo2) * kGroupRows; e += blockDim.x) wpart[e] = 0.f;
+  pdl_allow_next();
+  pdl_wait_prev();  // x, y and the scratch are the previous kernels' from here on
+
+  // ---- phase 1 (+ base rows) ----
+  const ColMap xmap{nullptr, 0, a.cols, a.cols};
+  const uint64_t r1_first = lo1 / a.T, r1_end = hi1 == lo1 ? r1_first : (hi1 - 1) / a.T + 1;
+  // the base (m = 1) needs x_0 staged even in a block without phase-1 items
+  const uint64_t r_first = a.W ? 0 : r1_first, r_end = a.W ? 1 : r1_end;
+  for (uint64_t r = r_first; r < r_end; ++r) {
+    const DeltaDesc* dp = row_desc(a, (uint32_t)r);
+    const bool base_here = a.W != nullptr && r == 0;
+    if (dp == nullptr && !base_here) continue;  // uniform: no delta on this row
+    const int rr[1] = {(int)r};
+    __syncthreads();  // the previous row's readers are done with the stage
+    stage_rows(stage, (int)a.nbx, 0, a.x, a.xdt, a.ldx, rr, 1, xmap, a.xvec);
+    __syncthreads();
+    if (dp != nullptr) {
+      const DeltaDesc& d = *dp;
+      const uint32_t nblk_v = (uint32_t)((d.v_len + 31) / 32);
+      const uint64_t ilo = umax64(lo1, r * a.T), ihi = umin64(hi1, (r + 1) * a.T);
+      for (uint64_t i = first_at_or_after(w1, ilo, kPWarps); i < ihi; i += kPWarps) {
+        if (i + 2 * kPWarps < ihi) prefetch_v_row(d, (uint32_t)(i + 2 * kPWarps - r * a.T), lane);
+        const uint32_t kv = (uint32_t)(i - r * a.T);
+        if (kv >= d.t_stride) continue;
+        const BandDesc& bd = d.bands[band_of(d, kv)];
+        const uint32_t j = kv - bd.t_off;
+        float v = 0.f;
+        if (j < bd.r1 - bd.r0) {
+          const float sg = d.sigma[bd.r0 + j];
+          const uint32_t* row = bd.v_codes + (uint64_t)j * bd.v_row_words;
+          const dc_qparam* qp = bd.bits == 16 ? nullptr : bd.v_qp + (uint64_t)j * bd.v_row_groups;
+          const uint32_t gb = bd.bits == 16 ? 1 : bd.group_size / 32;
+          switch (bd.bits) {
+            case 2: v = packed_row_smem<2>(row, qp, gb, nblk_v, stage, lane, 32); break;
+            case 3: v = packed_row_smem<3>(row, qp, gb, nblk_v, stage, lane, 32); break;
+            case 4: v = packed_row_smem<4>(row, qp, gb, nblk_v, stage, lane, 32); break;
+            case 8: v = packed_row_smem<8>(row, qp, gb, nblk_v, stage, lane, 32); break;
+            default: v = packed_row_smem<16>(row, qp, gb, nblk_v, stage, lane, 32); break;
+          }
+          v = seg_sum<32>(v) * sg * a.scale;
+        }
+        if (lane == 0) __stcg(a.t + r * a.ldt + kv, v);
+      }
+    }
+    if (base_here) {
+      // the block's phase-2 output rows of x·Wᵀ, each item's columns in two halves so that every
+      // warp streams (pieces q = warp, warp + 8, …; the halves meet in shared memory)
+      const size_t wes = a.wdt == DC_DTYPE_F32 ? 4 : 2;
+      const uint64_t half = a.wvec ? (a.cols / 16) * 8 : a.cols / 2;
+      for (uint64_t q = warp; q < 2 * (hi2 - lo2); q += kPWarps) {
+        const uint64_t li = q / 2, o = (lo2 + li) * kGroupRows + rsub;  // m = 1: item = group
+        float s = 0.f;
+        if (o < a.rows) {
+          const char* wrow = static_cast<const char*>(a.W) + o * a.ldw * wes;
+          s = base_row_part(a, wrow, stage, q % 2 ? half : 0, q % 2 ? a.cols : half, sub);
+        }
+        s = seg_sum<kRowLanesV>(s);
+        if (sub == 0) atomicAdd(&wpart[li * kGroupRows + rsub], s);
+      }
+    }
+  }
+
+  grid_barrier(a.barrier);  // every column of t is written
+
+  // ---- phase 2 ----
+  const uint64_t r2_first = lo2 / a.G, r2_end = hi2 == lo2 ? r2_first : (hi2 - 1) / a.G + 1;
+  for (uint64_t r = r2_first; r < r2_end; ++r) {
+    const DeltaDesc* dp = row_desc(a, (uint32_t)r);
+    if (dp == nullptr && a.accumulate && a.W == nullptr) continue;  // uniform: nothing to add
+    if (dp != nullptr) {
+      __syncthreads();  // the previous row's readers are done with the stage
+      const float* trow = a.t + r * a.ldt;
+      for (uint32_t e = threadIdx.x; e < a.nbt * 32; e += blockDim.x) stage[(e >> 5) * kPitch + (e & 31)] = __ldcg(trow + e);
+      __syncthreads();
+    }
+    const uint64_t ilo = umax64(lo2, r * a.G), ihi = umin64(hi2, (r + 1) * a.G);
+    for (uint64_t i = first_at_or_after(w2, ilo, kPWarps); i < ihi; i += kPWarps) {
+      const uint64_t o = (i - r * a.G) * kGroupRows + rsub;
+      float acc = 0.f;
+      if (dp != nullptr) {
+        const DeltaDesc& d = *dp;
+        if (i + 2 * kPWarps < ihi) prefetch_u_row(d, (i + 2 * kPWarps - r * a.G) * kGroupRows + rsub, sub);
+        if (o < a.rows) {
+          for (uint32_t bb = 0; bb < d.n_bands; ++bb) {
+            const BandDesc& bd = d.bands[bb];
+            const uint32_t nbb = (bd.r1 - bd.r0 + 31) / 32;
+            const uint32_t* row = bd.u_codes + o * bd.u_row_words;
+            const dc_qparam* qp = bd.bits == 16 ? nullptr : bd.u_qp + o * bd.u_row_groups;
+            const uint32_t gb = bd.bits == 16 ? 1 : bd.group_size / 32;
+            const float* tb = stage + (bd.t_off / 32) * kPitch;
+            switch (bd.bits) {
+              case 2: acc += packed_row_smem<2>(row, qp, gb, nbb, tb, sub, kRowLanesV); break;
+              case 3: acc += packed_row_smem<3>(row, qp, gb, nbb, tb, sub, kRowLanesV); break;
+              case 4: acc += packed_row_smem<4>(row, qp, gb, nbb, tb, sub, kRowLanesV); break;
+              case 8: acc += packed_row_smem<8>(row, qp, gb, nbb, tb, sub, kRowLanesV); break;
+              default: acc += packed_row_smem<16>(row, qp, gb, nbb, tb, sub, kRowLanesV); break;
+            }
+          }
+        }
+      }
+      acc = seg_sum<kRowLanesV>(acc);
+      if (sub == 0 && o < a.rows) {
+        const uint64_t at = r * a.ldy + o;
+        const float base = a.W != nullptr ? wpart[(i - lo2) * kGroupRows + rsub] : 0.f;
+        store_any(a.y, at, a.ydt, (a.accumulate ? load_any(a.y, at, a.ydt) : 0.f) + base + acc);
+      }
+    }
+  }
+}
+
+}  // namespace
+#endif  // !DC_USE_HIP
+
+bool persist_supported(const DeltaSel& s, const RowsArgs& r) {
+#if defined(DC_USE_HIP)
+  (void)s; (void)r;
+  return false;
+#else
+  if (r.m == 0 || r.m > (uint64_t)kMaxTokens || s.max_t_stride == 0 || (r.W != nullptr && r.m != 1)) return false;
+  if (s.row_slot == nullptr) {
+    const DeltaDesc& d = s.one;
+    if (d.kind != DC_KIND_LOWRANK || d.perm != nullptr || d.v_col_offset != 0 || d.t_stride == 0) return false;
+  }
+  const uint64_t nbx = (std::max<uint64_t>(r.cols, s.max_v_len) + 31) / 32, nbt = s.max_t_stride / 32;
+  return std::max(nbx, nbt) * kPitch * 4 <= kPSmemLimit;  // launch_persist adds the base sums
+#endif
+}
+
+cudaError_t launch_persist(const LaunchCfg& c, const DeltaSel& s, const RowsArgs& r, unsigned long long* barrier,
+                           int sms) {
+#if defined(DC_USE_HIP)
+  (void)c; (void)s; (void)r; (void)barrier; (void)sms;
+  return cudaErrorNotSupported;
+#else
+  if (!persist_supported(s, r) || barrier == nullptr || sms <= 0) return cudaErrorNotSupported;
+  PersistArgs a{};
+  if (s.row_slot == nullptr) {
+    a.one = s.one;
+  } else {
+    a.table = s.table;
+    a.row_slot = s.row_slot;
+    a.count = s.count;
+  }
+  a.m = (uint32_t)r.m;
+  a.rows = r.rows;
+  a.cols = r.cols;
+  a.x = r.x;
+  a.xdt = r.xdt;
+  a.xvec = aligned16(r.x, r.ldx, dtype_size(r.xdt));
+  a.ldx = r.ldx;
+  a.t = const_cast<float*>(r.t);
+  a.ldt = r.ldt;
+  a.barrier = barrier;
+  a.y = r.y;
+  a.ydt = r.ydt;
+  a.ldy = r.ldy;
+  a.accumulate = r.accumulate;
+  a.W = r.W;
+  a.wdt = r.wdt;
+  a.ldw = r.ldw;
+  a.wvec = r.W != nullptr && r.wdt != DC_DTYPE_F32 && r.cols % 16 == 0 && aligned16(r.W, r.ldw, 2);
+  a.scale = r.scale;
+  a.T = s.max_t_stride;
+  a.G = (uint32_t)((r.rows + kGroupRows - 1) / kGroupRows);
+  a.nbx = (uint32_t)((std::max<uint64_t>(r.cols, s.max_v_len) + 31) / 32);
+  a.nbt = a.T / 32;
+  const uint64_t n1 = (uint64_t)a.m * a.T, n2 = (uint64_t)a.m * a.G;
+  const uint64_t items = std::max(n1, n2);
+  const size_t stage_bytes = (size_t)std::max(a.nbx, a.nbt) * kPitch * 4;
+  // base partial sums: at most ⌈n2 / blocks⌉ items per block, blocks ≥ min(items, sms)
+  const uint64_t min_blocks = std::max<uint64_t>(1, std::min<uint64_t>(items, (uint64_t)sms));
+  const size_t wpart_bytes = r.W ? (size_t)((n2 + min_blocks - 1) / min_blocks) * kGroupRows * 4 : 0;
+  const size_t smem = stage_bytes + wpart_bytes;
+  if (smem > kPSmemLimit) return cudaErrorNotSupported;
+  static std::once_flag attr_once;
+  static cudaError_t attr_err = cudaSuccess;
+  std::call_once(attr_once, [] {
+    attr_err = cudaFuncSetAttribute(persist_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)kPSmemLimit);
+  });
+  if (attr_err != cudaSuccess) return attr_err;
+  int occ = 0;
+  cudaError_t e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, persist_kernel, kPThreads, smem);
+  if (e != cudaSuccess) return e;
+  if (occ <= 0) return cudaErrorNotSupported;
+  // Every block must be resident at once (grid barrier): at most occupancy × SMs blocks.
+  const unsigned blocks = (unsigned)std::max<uint64_t>(min_blocks, std::min<uint64_t>((uint64_t)occ * sms, items));
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = dim3(blocks);
+  cfg.blockDim = dim3(kPThreads);
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = c.stream;
+  cudaLaunchAttribute attr[2];
+  unsigned n = 0;
+  if (c.coop) {
+    attr[n].id = cudaLaunchAttributeCooperative;
+    attr[n].val.cooperative = 1;
+    ++n;
+  }
+  if (c.pdl) {
+    attr[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[n].val.programmaticStreamSerializationAllowed = 1;
+    ++n;
+  }
+  cfg.attrs = attr;
+  cfg.numAttrs = n;
+  return cudaLaunchKernelEx(&cfg, persist_kernel, a);
+#endif
+}
+
+}  // namespace dcg

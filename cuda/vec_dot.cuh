@@ -1,0 +1,128 @@
+// Device helpers shared by the one-token kernels (apply_vec_kernels.cu) and the persistent
+// one-launch kernel (apply_persist_kernel.cu): programmatic-dependent-launch hooks, cache
+// prefetches, and the dot product of one block of 32 packed codes (zero point folded into the
+// decode) against registers or against a block staged in shared memory.
+#pragma once
+
+#include "row_dot.cuh"
+
+namespace dcg {
+
+// Programmatic dependent launch (Hopper): the rows kernel is launched while phase 1 still runs; it
+// streams its base weight rows first and waits for phase 1's t only before the Û part, so phase 1
+// hides behind the base GEMV. Elsewhere both calls compile to nothing and the launches are ordered.
+__device__ __forceinline__ void pdl_allow_next() {
+#if !defined(DC_USE_HIP) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  cudaTriggerProgrammaticLaunchCompletion();
+#endif
+}
+__device__ __forceinline__ void pdl_wait_prev() {
+#if !defined(DC_USE_HIP) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  cudaGridDependencySynchronize();
+#endif
+}
+
+// Requests the 128-byte line at p into L2 (CUDA; a no-op on HIP).
+__device__ __forceinline__ void prefetch_l2(const void* p) {
+#if !defined(DC_USE_HIP)
+  asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
+#endif
+}
+
+// Requests the line at p into L1 (CUDA; a no-op on HIP).
+__device__ __forceinline__ void prefetch_l1(const void* p) {
+#if !defined(DC_USE_HIP)
+  asm volatile("prefetch.global.L1 [%0];" ::"l"(p));
+#endif
+}
+
+constexpr int kRowLanesV = 8;  // lanes per output row (32 measured slower on the H100: RESULTS-h100.md)
+
+// c − z for one code field (see code_at): the FMA that removes the 2^23 bias also subtracts z.
+// Exact only for integer z (2^23·2^-sh + z must be representable): quantization zero points are.
+__device__ __forceinline__ float code_minus_z(uint32_t h, int sh, int nbits, float z) {
+  const float v = __uint_as_float((h & (((1u << nbits) - 1u) << sh)) | 0x4B000000u);
+  const float inv = __uint_as_float((uint32_t)(127 - sh) << 23);
+  return fmaf(v, inv, fmaf(-8388608.f, inv, -z));
+}
+
+// Σ_i (c_i − z)·x_i over one block of 32 codes.
+template <int BITS>
+__device__ __forceinline__ float block_dot(const uint32_t* w, float z, const float x[32]) {
+  float s0 = 0.f, s1 = 0.f;  // two chains: half the dependent-FMA latency
+  if constexpr (BITS == 16) {
+#pragma unroll
+    for (int i = 0; i < 32; ++i) {
+      const float c = f16_to_f32((uint16_t)(w[i / 2] >> (16 * (i % 2))));
+      if (i % 2) s1 = fmaf(c, x[i], s1); else s0 = fmaf(c, x[i], s0);
+    }
+  } else if constexpr (BITS == 3) {
+#pragma unroll
+    for (int i = 0; i < 32; ++i) {
+      const uint32_t lw = i < 16 ? w[0] : w[1];
+      const int j = i % 16;
+      const float lo = code_minus_z(j < 8 ? lw : lw >> 16, 2 * (j % 8), 2, z);
+      const float hi = code_at(i < 16 ? w[2] : w[2] >> 16, i % 16, 1);
+      const float c = fmaf(4.f, hi, lo);
+      if (i % 2) s1 = fmaf(c, x[i], s1); else s0 = fmaf(c, x[i], s0);
+    }
+  } else {
+    constexpr int per = 32 / BITS, half = per / 2;
+#pragma unroll
+    for (int i = 0; i < 32; ++i) {
+      const uint32_t wd = w[i / per];
+      const int j = i % per;
+      const float c = code_minus_z(j < half ? wd : wd >> 16, BITS * (j % half), BITS, z);
+      if (i % 2) s1 = fmaf(c, x[i], s1); else s0 = fmaf(c, x[i], s0);
+    }
+  }
+  return s0 + s1;
+}
+
+// Σ (c − z)·x over one block against a staged block (pitch kPitch) of x or t in shared memory.
+template <int BITS>
+__device__ __forceinline__ float smem_block_dot(const uint32_t* w, float z, const float* xb) {
+  float x[32];
+  const float4* x4 = reinterpret_cast<const float4*>(xb);
+#pragma unroll
+  for (int q = 0; q < 8; ++q) {
+    const float4 v = x4[q];
+    x[4 * q] = v.x; x[4 * q + 1] = v.y; x[4 * q + 2] = v.z; x[4 * q + 3] = v.w;
+  }
+  return block_dot<BITS>(w, z, x);
+}
+
+// Σ over the blocks kb ≡ lane (mod lanes) of one packed row, against staged blocks (first = 0).
+template <int BITS>
+__device__ __forceinline__ float packed_row_smem(const uint32_t* __restrict__ row, const dc_qparam* __restrict__ qp,
+                                                 uint32_t gb, uint32_t nblk, const float* xs, int lane, int lanes) {
+  constexpr int U = BatchOf<BITS>::n;
+  float acc = 0.f;
+#pragma unroll 1
+  for (uint32_t k0 = lane; k0 < nblk; k0 += lanes * U) {
+    uint32_t w[U][BITS];
+    float s[U], z[U];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const uint32_t k = k0 + u * lanes;
+      s[u] = 1.f;
+      z[u] = 0.f;
+      if (k < nblk) {
+        load_block<BITS>(row + (uint64_t)k * BITS, w[u]);
+        if (qp) {
+          const dc_qparam q = qp[k / gb];
+          s[u] = qp_scale(q);
+          z[u] = qp_zero(q);
+        }
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const uint32_t k = k0 + u * lanes;
+      if (k < nblk) acc = fmaf(s[u], smem_block_dot<BITS>(w[u], z[u], xs + k * kPitch), acc);
+    }
+  }
+  return acc;
+}
+
+}  // namespace dcg
