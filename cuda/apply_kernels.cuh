@@ -23,7 +23,12 @@ struct LaunchCfg {
   cudaStream_t stream;
   bool pdl = false;      // programmatic dependent launch (sm_90+): one-token kernels, persistent kernel
   bool coop = true;      // launch the persistent kernel cooperatively (guaranteed co-residency)
+  unsigned persist_blocks = 0;  // persistent kernel grid cap (0: occupancy × SMs; tuning knob)
 };
+
+// Device memory of the persistent kernel's grid barrier: kBarrierLines 128-byte lines, zeroed once.
+constexpr int kBarrierLines = 18;
+constexpr size_t kBarrierBytes = kBarrierLines * 128;
 
 // Which delta(s) a launch applies. Single delta (row_slot null, count 1): `one`, passed by value
 // as a kernel parameter so no block waits on a descriptor fetch before its first code load.
@@ -89,10 +94,10 @@ cudaError_t launch_vec(const LaunchCfg& c, const DeltaSel* sel, const RowsArgs& 
 // without act-order permutation or column offset (`sel.row_slot` null; every row uses `sel.one`)
 // or for a batch whose deltas are all such (`sel.table`, the caller checks). The base (a.W) only
 // for m = 1. persist_supported says whether launch_persist would run; otherwise it returns
-// cudaErrorNotSupported having launched nothing. `barrier`: the device's zeroed 8-byte barrier
-// state (one per context: a context's launches are ordered by its stream); `sms`: multiprocessors.
+// cudaErrorNotSupported having launched nothing. `barrier`: the device's zeroed kBarrierBytes of
+// barrier state (one per context: a context's launches are ordered by its stream); `sms`: multiprocessors.
 bool persist_supported(const DeltaSel& sel, const RowsArgs& a);
-cudaError_t launch_persist(const LaunchCfg& c, const DeltaSel& sel, const RowsArgs& a, unsigned long long* barrier,
+cudaError_t launch_persist(const LaunchCfg& c, const DeltaSel& sel, const RowsArgs& a, unsigned int* barrier,
                            int sms);
 
 // y[i][o] = (accumulate ? y[i][o] : 0) + alpha·x_i·W_o for a dense matrix W [rows × cols].

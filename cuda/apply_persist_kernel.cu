@@ -53,7 +53,7 @@ struct PersistArgs {
   uint64_t ldx;
   float* t;
   uint64_t ldt;
-  unsigned long long* barrier;
+  unsigned int* barrier;
   void* y;
   int ydt;
   uint64_t ldy;
@@ -165,23 +165,39 @@ __device__ __forceinline__ float base_row_part(const PersistArgs& a, const char*
   return acc;
 }
 
-// Grid-wide barrier over two 32-bit words: [0] arrivals, [1] generation. The last block to arrive
-// resets the count and bumps the generation; the others wait for the generation to change. The
-// count is back to 0 when the kernel ends, so launches of any grid size can follow (stream order).
-__device__ __forceinline__ void grid_barrier(unsigned long long* bar) {
-  unsigned int* count = reinterpret_cast<unsigned int*>(bar);
-  volatile unsigned int* gen = reinterpret_cast<volatile unsigned int*>(bar) + 1;
+// Grid-wide barrier, two levels, every counter on its own 128-byte line (32 words apart): block b
+// arrives at sub-counter b mod 16, the last arrival of each sub-counter at the top counter, and the
+// last arrival there bumps the generation that the other blocks poll. Same-address atomics
+// serialise in one L2 slice, so 264 arrivals at one counter (with 263 blocks polling the same
+// line) cost microseconds; spread over 16 lines they overlap. Each counter is reset by its last
+// arrival, so the state is zero again when the kernel ends (one barrier per launch; launches are
+// ordered by the stream, with PDL after cudaGridDependencySynchronize).
+constexpr unsigned kBarrierSubs = 16;  // sub-counters: lines 0..15; top: line 16; generation: line 17
+static_assert(kBarrierLines >= (int)kBarrierSubs + 2, "barrier state too small");
+
+__device__ __forceinline__ void grid_barrier(unsigned int* bar) {
   __syncthreads();
   if (threadIdx.x == 0) {
+    volatile unsigned int* gen = bar + 32 * (kBarrierSubs + 1);
+    unsigned int* top = bar + 32 * kBarrierSubs;
     const unsigned int g = *gen;  // read before arriving: the last arrival changes it
-    __threadfence();
-    if (atomicAdd(count, 1u) == gridDim.x - 1) {
-      *reinterpret_cast<volatile unsigned int*>(count) = 0u;
-      __threadfence();
-      atomicAdd(const_cast<unsigned int*>(gen), 1u);
-    } else {
-      while (*gen == g) __nanosleep(20);
+    __threadfence();              // this block's writes (t) before its arrival
+    const unsigned subs = gridDim.x < kBarrierSubs ? gridDim.x : kBarrierSubs, s = blockIdx.x % subs;
+    const unsigned members = gridDim.x / subs + (s < gridDim.x % subs ? 1u : 0u);
+    unsigned int* sub = bar + 32 * s;
+    bool released = false;
+    if (atomicAdd(sub, 1u) == members - 1) {
+      *reinterpret_cast<volatile unsigned int*>(sub) = 0u;
+      __threadfence();  // every member's writes (ordered before their arrivals) before ours at the top
+      if (atomicAdd(top, 1u) == subs - 1) {
+        *reinterpret_cast<volatile unsigned int*>(top) = 0u;
+        __threadfence();
+        atomicAdd(const_cast<unsigned int*>(gen), 1u);
+        released = true;
+      }
     }
+    if (!released)
+      while (*gen == g) __nanosleep(20);
     __threadfence();
   }
   __syncthreads();
@@ -338,7 +354,7 @@ bool persist_supported(const DeltaSel& s, const RowsArgs& r) {
 #endif
 }
 
-cudaError_t launch_persist(const LaunchCfg& c, const DeltaSel& s, const RowsArgs& r, unsigned long long* barrier,
+cudaError_t launch_persist(const LaunchCfg& c, const DeltaSel& s, const RowsArgs& r, unsigned int* barrier,
                            int sms) {
 #if defined(DC_USE_HIP)
   (void)c; (void)s; (void)r; (void)barrier; (void)sms;
@@ -380,7 +396,8 @@ cudaError_t launch_persist(const LaunchCfg& c, const DeltaSel& s, const RowsArgs
   const uint64_t items = std::max(n1, n2);
   const size_t stage_bytes = (size_t)std::max(a.nbx, a.nbt) * kPitch * 4;
   // base partial sums: at most ⌈n2 / blocks⌉ items per block, blocks ≥ min(items, sms)
-  const uint64_t min_blocks = std::max<uint64_t>(1, std::min<uint64_t>(items, (uint64_t)sms));
+  const uint64_t knob = c.persist_blocks > 0 ? c.persist_blocks : UINT64_MAX;
+  const uint64_t min_blocks = std::max<uint64_t>(1, std::min<uint64_t>(std::min<uint64_t>(items, knob), (uint64_t)sms));
   const size_t wpart_bytes = r.W ? (size_t)((n2 + min_blocks - 1) / min_blocks) * kGroupRows * 4 : 0;
   const size_t smem = stage_bytes + wpart_bytes;
   if (smem > kPSmemLimit) return cudaErrorNotSupported;
@@ -395,7 +412,8 @@ cudaError_t launch_persist(const LaunchCfg& c, const DeltaSel& s, const RowsArgs
   if (e != cudaSuccess) return e;
   if (occ <= 0) return cudaErrorNotSupported;
   // Every block must be resident at once (grid barrier): at most occupancy × SMs blocks.
-  const unsigned blocks = (unsigned)std::max<uint64_t>(min_blocks, std::min<uint64_t>((uint64_t)occ * sms, items));
+  const uint64_t cap = std::min<uint64_t>((uint64_t)occ * sms, knob);
+  const unsigned blocks = (unsigned)std::max<uint64_t>(min_blocks, std::min<uint64_t>(cap, items));
   cudaLaunchConfig_t cfg{};
   cfg.gridDim = dim3(blocks);
   cfg.blockDim = dim3(kPThreads);

@@ -136,9 +136,10 @@ dc_status device_open(void** out, int32_t device, int32_t /*num_threads*/) {
   dev->sms = prop.multiProcessorCount;
   dev->coop = !env_flag("DELTACOME_GPU_NO_COOP");
   dev->persist_multi = !env_flag("DELTACOME_GPU_TILED");
+  if (const char* pb = getenv("DELTACOME_GPU_PERSIST_BLOCKS")) dev->persist_blocks = (unsigned)atoi(pb);
   if (!env_flag("DELTACOME_GPU_NO_FUSED")) {
-    e = cudaMalloc(&dev->barrier, sizeof(unsigned long long));
-    if (e == cudaSuccess) e = cudaMemset(dev->barrier, 0, sizeof(unsigned long long));
+    e = cudaMalloc(&dev->barrier, kBarrierBytes);
+    if (e == cudaSuccess) e = cudaMemset(dev->barrier, 0, kBarrierBytes);
     if (e != cudaSuccess) {
       device_close(dev);
       return gpu_fail(e, "allocating the grid-barrier counter");
@@ -377,7 +378,7 @@ dc_status apply_prefill(GpuDevice* dev, const DeltaDesc& d, const dc_apply_param
     beta = 1.f;
     accumulate = false;
   } else if (with_base) {  // base in another dtype than x: our GEMV writes y = x·Wᵀ first
-    const LaunchCfg c{dev->group, s, dev->pdl, dev->coop};
+    const LaunchCfg c{dev->group, s, dev->pdl, dev->coop, dev->persist_blocks};
     DC_GPU_TRY(launch_gemv(c, p->base_weight, p->base_dtype, ldb, d.rows, d.cols, p->x, xdt, ldx, p->m, p->y,
                            p->y_dtype, ldy, 1.f, false),
                "base GEMV");
@@ -386,6 +387,14 @@ dc_status apply_prefill(GpuDevice* dev, const DeltaDesc& d, const dc_apply_param
                beta);
   if (st != DC_OK) return st;
   DC_GPU_TRY(launch_store_f32(s, y32, d.rows, p->y, p->y_dtype, ldy, p->m, d.rows, accumulate), "writing y");
+  return DC_OK;
+}
+
+// y = x·Wᵀ for the rows of `a`: cuBLAS (tensor cores) when x and W share a dtype, else the GEMV.
+dc_status base_layer(GpuDevice* dev, const LaunchCfg& c, const RowsArgs& a) {
+  if (a.xdt == a.wdt) return gemm_nt(dev, c.stream, a.m, a.rows, a.cols, a.x, a.ldx, a.W, a.ldw, a.xdt, a.y, a.ydt, a.ldy, 1.f, 0.f);
+  DC_GPU_TRY(launch_gemv(c, a.W, a.wdt, a.ldw, a.rows, a.cols, a.x, a.xdt, a.ldx, a.m, a.y, a.ydt, a.ldy, 1.f, false),
+             "base GEMV");
   return DC_OK;
 }
 
@@ -403,7 +412,7 @@ dc_status apply(void* devp, const void* dp, const dc_apply_params* p) {
   if (p->m == 0) return DC_OK;
   DC_GPU_TRY(select_device(dev->ordinal), "selecting the device");
   const auto s = static_cast<cudaStream_t>(p->stream);
-  const LaunchCfg c{dev->group, s, dev->pdl, dev->coop};
+  const LaunchCfg c{dev->group, s, dev->pdl, dev->coop, dev->persist_blocks};
   const uint64_t ldx = p->ldx ? p->ldx : d.cols, ldy = p->ldy ? p->ldy : d.rows, ldb = p->ld_base ? p->ld_base : d.cols;
   const bool with_base = (p->flags & DC_APPLY_INCLUDE_BASE) != 0;
   const size_t xes = dtype_size(p->x_dtype), yes = dtype_size(p->y_dtype);
@@ -437,9 +446,8 @@ dc_status apply(void* devp, const void* dp, const dc_apply_params* p) {
       if (dev->fused && (n == 1 || dev->persist_multi) && persist_supported(sel, a.W && n > 1 ? without_base(a) : a)) {
         // one launch (apply_persist_kernel.cu); with several rows the base is one GEMV first
         if (a.W && n > 1) {
-          DC_GPU_TRY(launch_gemv(c, a.W, a.wdt, a.ldw, d.rows, d.cols, x, p->x_dtype, ldx, n, y, p->y_dtype, ldy, 1.f,
-                                 false),
-                     "base GEMV");
+          const dc_status st = base_layer(dev, c, a);
+          if (st != DC_OK) return st;
           a = without_base(a);
         }
         const cudaError_t e = launch_persist(c, sel, a, dev->barrier, dev->sms);
@@ -522,12 +530,25 @@ dc_status apply_batched(void* devp, const void* bp, const int32_t* row_slot, con
   if (p->m == 0) return DC_OK;
   DC_GPU_TRY(select_device(dev->ordinal), "selecting the device");
   const auto s = static_cast<cudaStream_t>(p->stream);
-  const LaunchCfg c{dev->group, s, dev->pdl, dev->coop};
+  const LaunchCfg c{dev->group, s, dev->pdl, dev->coop, dev->persist_blocks};
   const uint64_t ldx = p->ldx ? p->ldx : b->cols, ldy = p->ldy ? p->ldy : b->rows, ldb = p->ld_base ? p->ld_base : b->cols;
-  if (p->flags & DC_APPLY_INCLUDE_BASE)
-    DC_GPU_TRY(launch_gemv(c, p->base_weight, p->base_dtype, ldb, b->rows, b->cols, p->x, p->x_dtype, ldx, p->m, p->y,
-                           p->y_dtype, ldy, 1.f, false),
-               "base GEMV");
+  if (p->flags & DC_APPLY_INCLUDE_BASE) {  // the base once for all rows, then y += each row's delta
+    RowsArgs base{};
+    base.m = p->m;
+    base.rows = b->rows;
+    base.cols = b->cols;
+    base.x = p->x;
+    base.xdt = p->x_dtype;
+    base.ldx = ldx;
+    base.y = p->y;
+    base.ydt = p->y_dtype;
+    base.ldy = ldy;
+    base.W = p->base_weight;
+    base.wdt = p->base_dtype;
+    base.ldw = ldb;
+    const dc_status st = base_layer(dev, c, base);
+    if (st != DC_OK) return st;
+  }
   const uint64_t ldt = b->max_rank ? b->max_rank : 1;
   const size_t xes = dtype_size(p->x_dtype), yes = dtype_size(p->y_dtype);
   for (uint64_t i0 = 0; i0 < p->m; i0 += kMaxTokens) {

@@ -15,7 +15,8 @@ struct GpuDevice {
   bool persist_multi = true;   // ... also for one delta at 1 < m ≤ 64 (DELTACOME_GPU_TILED=1: tiled kernels)
   bool coop = true;            // ... launched cooperatively (DELTACOME_GPU_NO_COOP=1: plain launch)
   int sms = 0;                 // multiprocessors (the persistent kernel's grid bound)
-  unsigned long long* barrier = nullptr;  // its grid-barrier state: arrivals + generation (device memory)
+  unsigned int* barrier = nullptr;  // its grid-barrier state (kBarrierBytes of device memory)
+  unsigned persist_blocks = 0;      // its grid cap (DELTACOME_GPU_PERSIST_BLOCKS; 0: occupancy × SMs)
   float* t_scratch = nullptr;  // phase-1 output, kMaxTokens × (largest t_stride loaded) floats
   uint64_t t_capacity = 0;     // in floats
   void* pinned = nullptr;      // upload staging
