@@ -24,6 +24,7 @@ struct LaunchCfg {
   bool pdl = false;      // programmatic dependent launch (sm_90+): one-token kernels, persistent kernel
   bool coop = true;      // launch the persistent kernel cooperatively (guaranteed co-residency)
   unsigned persist_blocks = 0;  // persistent kernel grid cap (0: occupancy × SMs; tuning knob)
+  int persist_compact = -1;     // its compact code: 1 always, 0 never, -1 for a single delta at m = 1
 };
 
 // Device memory of the persistent kernel's grid barrier: kBarrierLines 128-byte lines, zeroed once.

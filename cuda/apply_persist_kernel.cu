@@ -165,6 +165,118 @@ __device__ __forceinline__ float base_row_part(const PersistArgs& a, const char*
   return acc;
 }
 
+// One packed row against staged blocks, one block per iteration (no batch of loads in flight): a
+// small loop, shared by both phases (not inlined). For the single-delta decode launch, where each
+// warp runs each path once: the unrolled batches of packed_row_smem are ~6 KB of code per width,
+// and a warp's first pass through code it has not run stalls on instruction fetch (ncu of this
+// kernel at m = 1: 31 % of the cycles). The codes are already in L1 (the prologue requested them).
+template <int BITS>
+__device__ __noinline__ float packed_row_loop(const uint32_t* __restrict__ row, const dc_qparam* __restrict__ qp,
+                                              uint32_t gb, uint32_t nblk, const float* xs, int lane, int lanes) {
+  float acc = 0.f;
+#pragma unroll 1
+  for (uint32_t k = lane; k < nblk; k += lanes) {
+    uint32_t w[BITS];
+    load_block<BITS>(row + (uint64_t)k * BITS, w);
+    float s = 1.f, z = 0.f;
+    if (qp) {
+      const dc_qparam q = qp[k / gb];
+      s = qp_scale(q);
+      z = qp_zero(q);
+    }
+    acc = fmaf(s, smem_block_dot<BITS>(w, z, xs + k * kPitch), acc);
+  }
+  return acc;
+}
+
+// Lanes split every block's 32 codes: lane `sub` of kRowLanesV = 8 takes codes 4·sub … 4·sub + 3 of
+// each block. For bands of one or two blocks per row (the 8- and 3-bit bands of the default
+// allocation), where one lane per block leaves the row's other 7 lanes idle for the whole band.
+template <int BITS>
+__device__ __forceinline__ float packed_row_split(const uint32_t* __restrict__ row, const dc_qparam* __restrict__ qp,
+                                                  uint32_t gb, uint32_t nblk, const float* xs, int sub) {
+  static_assert(kRowLanesV == 8, "four codes per lane");
+  const int i0 = 4 * sub;
+  float acc = 0.f;
+#pragma unroll 1
+  for (uint32_t k = 0; k < nblk; ++k) {
+    const uint32_t* w = row + (uint64_t)k * BITS;
+    float s = 1.f, z = 0.f;
+    if (qp) {
+      const dc_qparam q = qp[k / gb];
+      s = qp_scale(q);
+      z = qp_zero(q);
+    }
+    const float4 xv = *reinterpret_cast<const float4*>(xs + k * kPitch + i0);
+    const float x[4] = {xv.x, xv.y, xv.z, xv.w};
+    float c[4];
+    if constexpr (BITS == 16) {
+      const uint2 h = *reinterpret_cast<const uint2*>(w + i0 / 2);  // 8-byte aligned: i0 / 2 is even
+      c[0] = f16_to_f32((uint16_t)h.x);
+      c[1] = f16_to_f32((uint16_t)(h.x >> 16));
+      c[2] = f16_to_f32((uint16_t)h.y);
+      c[3] = f16_to_f32((uint16_t)(h.y >> 16));
+    } else {
+      // c − z exactly: the code masked into the mantissa of 2^23, minus (2^23 + z) (z is an integer)
+      const float bias = 8388608.f + z;
+      if constexpr (BITS == 3) {  // low 2 bits in words 0..1 (2-bit layout), high bit i in word 2
+        const uint32_t lw = w[i0 / 16], hw = w[2];
+#pragma unroll
+        for (int u = 0; u < 4; ++u) {
+          const int i = i0 + u, j = i % 16, sh = j < 8 ? 2 * j : 16 + 2 * (j - 8);
+          const uint32_t code = ((lw >> sh) & 3u) | (((hw >> i) & 1u) << 2);
+          c[u] = __uint_as_float(code | 0x4B000000u) - bias;
+        }
+      } else {
+        constexpr int per = 32 / BITS, half = per / 2;
+        const uint32_t wd = w[i0 / per];  // four consecutive codes share a word (per ≥ 4)
+#pragma unroll
+        for (int u = 0; u < 4; ++u) {
+          const int j = (i0 + u) % per, sh = j < half ? BITS * j : 16 + BITS * (j - half);
+          c[u] = __uint_as_float(((wd >> sh) & ((1u << BITS) - 1u)) | 0x4B000000u) - bias;
+        }
+      }
+    }
+    acc = fmaf(s, fmaf(c[3], x[3], fmaf(c[2], x[2], fmaf(c[1], x[1], c[0] * x[0]))), acc);
+  }
+  return acc;
+}
+
+// Σ over one packed row of a band of width `bits` (runtime) against staged blocks: lanes `lane` of
+// `lanes` take blocks lane, lane + lanes, …; kCompact: the small loop (see packed_row_loop).
+template <bool kCompact>
+__device__ __forceinline__ float band_row_dot(uint32_t bits, const uint32_t* row, const dc_qparam* qp, uint32_t gb,
+                                              uint32_t nblk, const float* xs, int lane, int lanes) {
+  if constexpr (kCompact) {
+    switch (bits) {
+      case 2: return packed_row_loop<2>(row, qp, gb, nblk, xs, lane, lanes);
+      case 3: return packed_row_loop<3>(row, qp, gb, nblk, xs, lane, lanes);
+      case 4: return packed_row_loop<4>(row, qp, gb, nblk, xs, lane, lanes);
+      case 8: return packed_row_loop<8>(row, qp, gb, nblk, xs, lane, lanes);
+      default: return packed_row_loop<16>(row, qp, gb, nblk, xs, lane, lanes);
+    }
+  } else {
+    switch (bits) {
+      case 2: return packed_row_smem<2>(row, qp, gb, nblk, xs, lane, lanes);
+      case 3: return packed_row_smem<3>(row, qp, gb, nblk, xs, lane, lanes);
+      case 4: return packed_row_smem<4>(row, qp, gb, nblk, xs, lane, lanes);
+      case 8: return packed_row_smem<8>(row, qp, gb, nblk, xs, lane, lanes);
+      default: return packed_row_smem<16>(row, qp, gb, nblk, xs, lane, lanes);
+    }
+  }
+}
+
+__device__ __forceinline__ float band_row_split(uint32_t bits, const uint32_t* row, const dc_qparam* qp, uint32_t gb,
+                                                uint32_t nblk, const float* xs, int sub) {
+  switch (bits) {
+    case 2: return packed_row_split<2>(row, qp, gb, nblk, xs, sub);
+    case 3: return packed_row_split<3>(row, qp, gb, nblk, xs, sub);
+    case 4: return packed_row_split<4>(row, qp, gb, nblk, xs, sub);
+    case 8: return packed_row_split<8>(row, qp, gb, nblk, xs, sub);
+    default: return packed_row_split<16>(row, qp, gb, nblk, xs, sub);
+  }
+}
+
 // Grid-wide barrier, two levels, every counter on its own 128-byte line (32 words apart): block b
 // arrives at sub-counter b mod 16, the last arrival of each sub-counter at the top counter, and the
 // last arrival there bumps the generation that the other blocks poll. Same-address atomics
@@ -203,6 +315,7 @@ __device__ __forceinline__ void grid_barrier(unsigned int* bar) {
   __syncthreads();
 }
 
+template <bool kCompact>
 __global__ void __launch_bounds__(kPThreads, 2) persist_kernel(const __grid_constant__ PersistArgs a) {
   extern __shared__ float4 dyn_smem[];
   float* stage = reinterpret_cast<float*>(dyn_smem);           // x_r before the barrier, t_r after
@@ -258,13 +371,7 @@ __global__ void __launch_bounds__(kPThreads, 2) persist_kernel(const __grid_cons
           const uint32_t* row = bd.v_codes + (uint64_t)j * bd.v_row_words;
           const dc_qparam* qp = bd.bits == 16 ? nullptr : bd.v_qp + (uint64_t)j * bd.v_row_groups;
           const uint32_t gb = bd.bits == 16 ? 1 : bd.group_size / 32;
-          switch (bd.bits) {
-            case 2: v = packed_row_smem<2>(row, qp, gb, nblk_v, stage, lane, 32); break;
-            case 3: v = packed_row_smem<3>(row, qp, gb, nblk_v, stage, lane, 32); break;
-            case 4: v = packed_row_smem<4>(row, qp, gb, nblk_v, stage, lane, 32); break;
-            case 8: v = packed_row_smem<8>(row, qp, gb, nblk_v, stage, lane, 32); break;
-            default: v = packed_row_smem<16>(row, qp, gb, nblk_v, stage, lane, 32); break;
-          }
+          v = band_row_dot<kCompact>(bd.bits, row, qp, gb, nblk_v, stage, lane, 32);
           v = seg_sum<32>(v) * sg * a.scale;
         }
         if (lane == 0) __stcg(a.t + r * a.ldt + kv, v);
@@ -316,13 +423,8 @@ __global__ void __launch_bounds__(kPThreads, 2) persist_kernel(const __grid_cons
             const dc_qparam* qp = bd.bits == 16 ? nullptr : bd.u_qp + o * bd.u_row_groups;
             const uint32_t gb = bd.bits == 16 ? 1 : bd.group_size / 32;
             const float* tb = stage + (bd.t_off / 32) * kPitch;
-            switch (bd.bits) {
-              case 2: acc += packed_row_smem<2>(row, qp, gb, nbb, tb, sub, kRowLanesV); break;
-              case 3: acc += packed_row_smem<3>(row, qp, gb, nbb, tb, sub, kRowLanesV); break;
-              case 4: acc += packed_row_smem<4>(row, qp, gb, nbb, tb, sub, kRowLanesV); break;
-              case 8: acc += packed_row_smem<8>(row, qp, gb, nbb, tb, sub, kRowLanesV); break;
-              default: acc += packed_row_smem<16>(row, qp, gb, nbb, tb, sub, kRowLanesV); break;
-            }
+            acc += nbb <= 2 ? band_row_split(bd.bits, row, qp, gb, nbb, tb, sub)
+                            : band_row_dot<kCompact>(bd.bits, row, qp, gb, nbb, tb, sub, kRowLanesV);
           }
         }
       }
@@ -401,14 +503,20 @@ cudaError_t launch_persist(const LaunchCfg& c, const DeltaSel& s, const RowsArgs
   const size_t wpart_bytes = r.W ? (size_t)((n2 + min_blocks - 1) / min_blocks) * kGroupRows * 4 : 0;
   const size_t smem = stage_bytes + wpart_bytes;
   if (smem > kPSmemLimit) return cudaErrorNotSupported;
+  // The compact code for a single delta's decode (each warp runs each path about once), the
+  // unrolled code when warps loop over many items (batches, several rows).
+  const bool compact = c.persist_compact >= 0 ? c.persist_compact != 0 : (s.row_slot == nullptr && r.m == 1);
+  void (*kernel)(PersistArgs) = compact ? persist_kernel<true> : persist_kernel<false>;
   static std::once_flag attr_once;
   static cudaError_t attr_err = cudaSuccess;
   std::call_once(attr_once, [] {
-    attr_err = cudaFuncSetAttribute(persist_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)kPSmemLimit);
+    attr_err = cudaFuncSetAttribute(persist_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)kPSmemLimit);
+    if (attr_err == cudaSuccess)
+      attr_err = cudaFuncSetAttribute(persist_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)kPSmemLimit);
   });
   if (attr_err != cudaSuccess) return attr_err;
   int occ = 0;
-  cudaError_t e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, persist_kernel, kPThreads, smem);
+  cudaError_t e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, kernel, kPThreads, smem);
   if (e != cudaSuccess) return e;
   if (occ <= 0) return cudaErrorNotSupported;
   // Every block must be resident at once (grid barrier): at most occupancy × SMs blocks.
@@ -433,7 +541,7 @@ cudaError_t launch_persist(const LaunchCfg& c, const DeltaSel& s, const RowsArgs
   }
   cfg.attrs = attr;
   cfg.numAttrs = n;
-  return cudaLaunchKernelEx(&cfg, persist_kernel, a);
+  return cudaLaunchKernelEx(&cfg, kernel, a);
 #endif
 }
 

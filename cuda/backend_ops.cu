@@ -137,6 +137,7 @@ dc_status device_open(void** out, int32_t device, int32_t /*num_threads*/) {
   dev->coop = !env_flag("DELTACOME_GPU_NO_COOP");
   dev->persist_multi = !env_flag("DELTACOME_GPU_TILED");
   if (const char* pb = getenv("DELTACOME_GPU_PERSIST_BLOCKS")) dev->persist_blocks = (unsigned)atoi(pb);
+  if (const char* pc = getenv("DELTACOME_GPU_PERSIST_COMPACT")) dev->persist_compact = atoi(pc) != 0;
   if (!env_flag("DELTACOME_GPU_NO_FUSED")) {
     e = cudaMalloc(&dev->barrier, kBarrierBytes);
     if (e == cudaSuccess) e = cudaMemset(dev->barrier, 0, kBarrierBytes);
@@ -378,7 +379,7 @@ dc_status apply_prefill(GpuDevice* dev, const DeltaDesc& d, const dc_apply_param
     beta = 1.f;
     accumulate = false;
   } else if (with_base) {  // base in another dtype than x: our GEMV writes y = x·Wᵀ first
-    const LaunchCfg c{dev->group, s, dev->pdl, dev->coop, dev->persist_blocks};
+    const LaunchCfg c{dev->group, s, dev->pdl, dev->coop, dev->persist_blocks, dev->persist_compact};
     DC_GPU_TRY(launch_gemv(c, p->base_weight, p->base_dtype, ldb, d.rows, d.cols, p->x, xdt, ldx, p->m, p->y,
                            p->y_dtype, ldy, 1.f, false),
                "base GEMV");
@@ -412,7 +413,7 @@ dc_status apply(void* devp, const void* dp, const dc_apply_params* p) {
   if (p->m == 0) return DC_OK;
   DC_GPU_TRY(select_device(dev->ordinal), "selecting the device");
   const auto s = static_cast<cudaStream_t>(p->stream);
-  const LaunchCfg c{dev->group, s, dev->pdl, dev->coop, dev->persist_blocks};
+  const LaunchCfg c{dev->group, s, dev->pdl, dev->coop, dev->persist_blocks, dev->persist_compact};
   const uint64_t ldx = p->ldx ? p->ldx : d.cols, ldy = p->ldy ? p->ldy : d.rows, ldb = p->ld_base ? p->ld_base : d.cols;
   const bool with_base = (p->flags & DC_APPLY_INCLUDE_BASE) != 0;
   const size_t xes = dtype_size(p->x_dtype), yes = dtype_size(p->y_dtype);
@@ -530,7 +531,7 @@ dc_status apply_batched(void* devp, const void* bp, const int32_t* row_slot, con
   if (p->m == 0) return DC_OK;
   DC_GPU_TRY(select_device(dev->ordinal), "selecting the device");
   const auto s = static_cast<cudaStream_t>(p->stream);
-  const LaunchCfg c{dev->group, s, dev->pdl, dev->coop, dev->persist_blocks};
+  const LaunchCfg c{dev->group, s, dev->pdl, dev->coop, dev->persist_blocks, dev->persist_compact};
   const uint64_t ldx = p->ldx ? p->ldx : b->cols, ldy = p->ldy ? p->ldy : b->rows, ldb = p->ld_base ? p->ld_base : b->cols;
   if (p->flags & DC_APPLY_INCLUDE_BASE) {  // the base once for all rows, then y += each row's delta
     RowsArgs base{};

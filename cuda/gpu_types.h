@@ -16,6 +16,7 @@ struct GpuDevice {
   bool coop = true;            // ... launched cooperatively (DELTACOME_GPU_NO_COOP=1: plain launch)
   int sms = 0;                 // multiprocessors (the persistent kernel's grid bound)
   unsigned int* barrier = nullptr;  // its grid-barrier state (kBarrierBytes of device memory)
+  int persist_compact = -1;         // its code variant (DELTACOME_GPU_PERSIST_COMPACT=0/1; -1: by shape)
   unsigned persist_blocks = 0;      // its grid cap (DELTACOME_GPU_PERSIST_BLOCKS; 0: occupancy × SMs)
   float* t_scratch = nullptr;  // phase-1 output, kMaxTokens × (largest t_stride loaded) floats
   uint64_t t_capacity = 0;     // in floats
