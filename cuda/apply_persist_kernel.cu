@@ -173,18 +173,16 @@ __device__ __forceinline__ float base_row_part(const PersistArgs& a, const char*
 template <int BITS>
 __device__ __noinline__ float packed_row_loop(const uint32_t* __restrict__ row, const dc_qparam* __restrict__ qp,
                                               uint32_t gb, uint32_t nblk, const float* xs, int lane, int lanes) {
+  const int gsh = group_shift(gb);
   float acc = 0.f;
 #pragma unroll 1
   for (uint32_t k = lane; k < nblk; k += lanes) {
     uint32_t w[BITS];
     load_block<BITS>(row + (uint64_t)k * BITS, w);
     float s = 1.f, z = 0.f;
-    if (qp) {
-      const dc_qparam q = qp[k / gb];
-      s = qp_scale(q);
-      z = qp_zero(q);
-    }
-    acc = fmaf(s, smem_block_dot<BITS>(w, z, xs + k * kPitch), acc);
+    if (qp) load_qp(qp + group_of(k, gb, gsh), s, z);
+    const float* xb = xs + k * kPitch;
+    acc = fmaf(s, fmaf(-z, xb[32], smem_block_dot<BITS>(w, 0.f, xb)), acc);
   }
   return acc;
 }
@@ -196,17 +194,13 @@ template <int BITS>
 __device__ __forceinline__ float packed_row_split(const uint32_t* __restrict__ row, const dc_qparam* __restrict__ qp,
                                                   uint32_t gb, uint32_t nblk, const float* xs, int sub) {
   static_assert(kRowLanesV == 8, "four codes per lane");
-  const int i0 = 4 * sub;
+  const int i0 = 4 * sub, gsh = group_shift(gb);
   float acc = 0.f;
 #pragma unroll 1
   for (uint32_t k = 0; k < nblk; ++k) {
     const uint32_t* w = row + (uint64_t)k * BITS;
     float s = 1.f, z = 0.f;
-    if (qp) {
-      const dc_qparam q = qp[k / gb];
-      s = qp_scale(q);
-      z = qp_zero(q);
-    }
+    if (qp) load_qp(qp + group_of(k, gb, gsh), s, z);
     const float4 xv = *reinterpret_cast<const float4*>(xs + k * kPitch + i0);
     const float x[4] = {xv.x, xv.y, xv.z, xv.w};
     float c[4];
@@ -225,7 +219,7 @@ __device__ __forceinline__ float packed_row_split(const uint32_t* __restrict__ r
         for (int u = 0; u < 4; ++u) {
           const int i = i0 + u, j = i % 16, sh = j < 8 ? 2 * j : 16 + 2 * (j - 8);
           const uint32_t code = ((lw >> sh) & 3u) | (((hw >> i) & 1u) << 2);
-          c[u] = __uint_as_float(code | 0x4B000000u) - bias;
+          c[u] = __uint_as_float(code | magic_2p23()) - bias;
         }
       } else {
         constexpr int per = 32 / BITS, half = per / 2;
@@ -233,7 +227,7 @@ __device__ __forceinline__ float packed_row_split(const uint32_t* __restrict__ r
 #pragma unroll
         for (int u = 0; u < 4; ++u) {
           const int j = (i0 + u) % per, sh = j < half ? BITS * j : 16 + BITS * (j - half);
-          c[u] = __uint_as_float(((wd >> sh) & ((1u << BITS) - 1u)) | 0x4B000000u) - bias;
+          c[u] = __uint_as_float(((wd >> sh) & ((1u << BITS) - 1u)) | magic_2p23()) - bias;
         }
       }
     }
@@ -274,6 +268,29 @@ __device__ __forceinline__ float band_row_split(uint32_t bits, const uint32_t* r
     case 4: return packed_row_split<4>(row, qp, gb, nblk, xs, sub);
     case 8: return packed_row_split<8>(row, qp, gb, nblk, xs, sub);
     default: return packed_row_split<16>(row, qp, gb, nblk, xs, sub);
+  }
+}
+
+// t_r (nbt blocks of 32, 16-byte aligned) into the stage with every block's sum at [32], as
+// stage_rows stages x: eight values per thread, four threads per block. __ldcg: t was written by
+// other SMs during this launch, through L2; this SM's L1 must not answer.
+__device__ __forceinline__ void stage_t(float* ts, const float* trow, uint32_t nbt) {
+  const uint32_t total = nbt * 4;
+  for (uint32_t e0 = 0; e0 < total; e0 += blockDim.x) {  // same trip count in every thread (shuffles)
+    const uint32_t e = e0 + threadIdx.x;
+    float4 p = make_float4(0.f, 0.f, 0.f, 0.f), q = p;
+    if (e < total) {
+      p = __ldcg(reinterpret_cast<const float4*>(trow) + 2 * e);
+      q = __ldcg(reinterpret_cast<const float4*>(trow) + 2 * e + 1);
+    }
+    const float sum = seg_sum<4>(((p.x + p.y) + (p.z + p.w)) + ((q.x + q.y) + (q.z + q.w)));
+    if (e < total) {
+      float* dst = ts + (e >> 2) * kPitch;
+      float4* d4 = reinterpret_cast<float4*>(dst + (e & 3) * 8);
+      d4[0] = p;
+      d4[1] = q;
+      if ((e & 3) == 0) dst[32] = sum;
+    }
   }
 }
 
@@ -404,8 +421,7 @@ __global__ void __launch_bounds__(kPThreads, 2) persist_kernel(const __grid_cons
     if (dp == nullptr && a.accumulate && a.W == nullptr) continue;  // uniform: nothing to add
     if (dp != nullptr) {
       __syncthreads();  // the previous row's readers are done with the stage
-      const float* trow = a.t + r * a.ldt;
-      for (uint32_t e = threadIdx.x; e < a.nbt * 32; e += blockDim.x) stage[(e >> 5) * kPitch + (e & 31)] = __ldcg(trow + e);
+      stage_t(stage, a.t + r * a.ldt, a.nbt);
       __syncthreads();
     }
     const uint64_t ilo = umax64(lo2, r * a.G), ihi = umin64(hi2, (r + 1) * a.G);
