@@ -165,7 +165,7 @@ int main(int argc, char** argv) {
   if (profile) {  // before any timing, so that the first persistent launches are these two
     p.m = 1;
     p.flags = 0;
-    ops->apply(dev, deltas[0], &p);
+    for (int i = 0; i < 3; ++i) ops->apply(dev, deltas[i], &p);  // cold deltas (uploaded first)
     void* pb = nullptr;
     ops->batch_create(dev, deltas.data(), 32, &pb);
     std::vector<int32_t> ps(32);
@@ -176,6 +176,7 @@ int main(int argc, char** argv) {
     ops->apply_batched(dev, pb, dps, &p);
     CU(cudaStreamSynchronize(g_stream));
     printf("profile run done\n");
+    ops->device_close(dev);
     return 0;
   }
   double base_us1 = 0, apply_us1 = 0, fused_us1 = 0;

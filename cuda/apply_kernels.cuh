@@ -25,11 +25,14 @@ struct LaunchCfg {
   bool coop = true;      // launch the persistent kernel cooperatively (guaranteed co-residency)
   unsigned persist_blocks = 0;  // persistent kernel grid cap (0: occupancy × SMs; tuning knob)
   int persist_compact = -1;     // its compact code: 1 always, 0 never, -1 for a single delta at m = 1
+  unsigned long long* trace = nullptr;  // diagnostics: per-block phase clocks of single m = 1 launches
+  bool prefetch_l1 = false;     // persistent kernel's prologue requests into L1 (default L2)
 };
 
 // Device memory of the persistent kernel's grid barrier: kBarrierLines 128-byte lines, zeroed once.
 constexpr int kBarrierLines = 18;
 constexpr size_t kBarrierBytes = kBarrierLines * 128;
+constexpr int kTraceBlocks = 4096;  // diagnostics buffer: blocks traced (8 clocks each)
 
 // Which delta(s) a launch applies. Single delta (row_slot null, count 1): `one`, passed by value
 // as a kernel parameter so no block waits on a descriptor fetch before its first code load.

@@ -66,7 +66,24 @@ struct PersistArgs {
   uint32_t T;                // phase-1 items per row: the largest t_stride
   uint32_t G;                // phase-2 items per row: groups of kGroupRows outputs
   uint32_t nbx, nbt;         // staged blocks of 32 of x (max(cols, v_len)) and of t (T)
+  unsigned long long* trace; // diagnostics (see trace_at), or null
+  bool prefetch_l1;          // prologue requests into L1 (else L2)
 };
+
+// Diagnostics (DELTACOME_GPU_PERSIST_TRACE=1): thread 0 of each block records its start time
+// (globaltimer, [0]) and the SM clock at its start ([6]) and after each phase ([1..5]).
+__device__ __forceinline__ void trace_at(const PersistArgs& a, int k) {
+  if (a.trace == nullptr || threadIdx.x != 0 || blockIdx.x >= (unsigned)kTraceBlocks) return;
+  unsigned long long* t = a.trace + blockIdx.x * 8;
+  if (k == 0) {
+    unsigned long long g;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(g));
+    t[0] = g;
+    t[6] = clock64();
+  } else {
+    t[k] = clock64();
+  }
+}
 
 __device__ __forceinline__ uint64_t umin64(uint64_t a, uint64_t b) { return a < b ? a : b; }
 __device__ __forceinline__ uint64_t umax64(uint64_t a, uint64_t b) { return a > b ? a : b; }
@@ -88,29 +105,31 @@ __device__ __forceinline__ uint64_t first_at_or_after(uint64_t i0, uint64_t lo, 
   return lo <= i0 ? i0 : i0 + (lo - i0 + step - 1) / step * step;
 }
 
-// Requests V̂ row kv's codes, quantization parameters and σ into L1 (32 bytes per lane).
-__device__ __forceinline__ void prefetch_v_row(const DeltaDesc& d, uint32_t kv, int lane) {
+__device__ __forceinline__ void prefetch_line(const void* p, bool l1) { l1 ? prefetch_l1(p) : prefetch_l2(p); }
+
+// Requests V̂ row kv's codes, quantization parameters and σ into L1 or L2 (32 bytes per lane).
+__device__ __forceinline__ void prefetch_v_row(const DeltaDesc& d, uint32_t kv, int lane, bool l1) {
   if (kv >= d.t_stride) return;
   const BandDesc& bd = d.bands[band_of(d, kv)];
   const uint32_t j = kv - bd.t_off;
   if (j >= bd.r1 - bd.r0) return;
   const char* row = reinterpret_cast<const char*>(bd.v_codes + (uint64_t)j * bd.v_row_words);
-  for (uint64_t off = (uint64_t)lane * 32; off < (uint64_t)bd.v_row_words * 4; off += 32 * 32) prefetch_l1(row + off);
+  for (uint64_t off = (uint64_t)lane * 32; off < (uint64_t)bd.v_row_words * 4; off += 32 * 32) prefetch_line(row + off, l1);
   if (bd.bits != 16) {
     const char* q = reinterpret_cast<const char*>(bd.v_qp + (uint64_t)j * bd.v_row_groups);
-    for (uint64_t off = (uint64_t)lane * 32; off < (uint64_t)bd.v_row_groups * 4; off += 32 * 32) prefetch_l1(q + off);
+    for (uint64_t off = (uint64_t)lane * 32; off < (uint64_t)bd.v_row_groups * 4; off += 32 * 32) prefetch_line(q + off, l1);
   }
-  if (lane == 0) prefetch_l1(d.sigma + bd.r0 + j);
+  if (lane == 0) prefetch_line(d.sigma + bd.r0 + j, l1);
 }
 
-// Requests this lane's share (kRowLanesV lanes per row) of Û row o into L1.
-__device__ __forceinline__ void prefetch_u_row(const DeltaDesc& d, uint64_t o, int sub) {
+// Requests this lane's share (kRowLanesV lanes per row) of Û row o into L1 or L2.
+__device__ __forceinline__ void prefetch_u_row(const DeltaDesc& d, uint64_t o, int sub, bool l1) {
   if (o >= d.rows) return;
   for (uint32_t b = 0; b < d.n_bands; ++b) {
     const BandDesc& bd = d.bands[b];
     const char* row = reinterpret_cast<const char*>(bd.u_codes + o * bd.u_row_words);
-    for (uint64_t off = (uint64_t)sub * 32; off < (uint64_t)bd.u_row_words * 4; off += kRowLanesV * 32) prefetch_l1(row + off);
-    if (bd.bits != 16 && sub == 0) prefetch_l1(bd.u_qp + o * bd.u_row_groups);
+    for (uint64_t off = (uint64_t)sub * 32; off < (uint64_t)bd.u_row_words * 4; off += kRowLanesV * 32) prefetch_line(row + off, l1);
+    if (bd.bits != 16 && sub == 0) prefetch_line(bd.u_qp + o * bd.u_row_groups, l1);
   }
 }
 
@@ -345,19 +364,21 @@ __global__ void __launch_bounds__(kPThreads, 2) persist_kernel(const __grid_cons
   const uint64_t lo2 = b * n2 / nb, hi2 = (b + 1) * n2 / nb;  // and phase-2 items
   const uint64_t w1 = lo1 + warp, w2 = lo2 + (kPWarps - 1 - warp);  // this warp's first items
 
+  trace_at(a, 0);
   // prologue: the first two items of each phase into L1 (immutable delta data only)
   for (uint64_t i = w1; i < hi1 && i < w1 + 2 * kPWarps; i += kPWarps) {
     const DeltaDesc* dp = row_desc(a, (uint32_t)(i / a.T));
-    if (dp) prefetch_v_row(*dp, (uint32_t)(i % a.T), lane);
+    if (dp) prefetch_v_row(*dp, (uint32_t)(i % a.T), lane, a.prefetch_l1);
   }
   for (uint64_t i = w2; i < hi2 && i < w2 + 2 * kPWarps; i += kPWarps) {
     const DeltaDesc* dp = row_desc(a, (uint32_t)(i / a.G));
-    if (dp) prefetch_u_row(*dp, (i % a.G) * kGroupRows + rsub, sub);
+    if (dp) prefetch_u_row(*dp, (i % a.G) * kGroupRows + rsub, sub, a.prefetch_l1);
   }
   if (a.W != nullptr)
     for (uint64_t e = threadIdx.x; e < (hi2 - lo2) * kGroupRows; e += blockDim.x) wpart[e] = 0.f;
   pdl_allow_next();
   pdl_wait_prev();  // x, y and the scratch are the previous kernels' from here on
+  trace_at(a, 1);
 
   // ---- phase 1 (+ base rows) ----
   const ColMap xmap{nullptr, 0, a.cols, a.cols};
@@ -377,7 +398,7 @@ __global__ void __launch_bounds__(kPThreads, 2) persist_kernel(const __grid_cons
       const uint32_t nblk_v = (uint32_t)((d.v_len + 31) / 32);
       const uint64_t ilo = umax64(lo1, r * a.T), ihi = umin64(hi1, (r + 1) * a.T);
       for (uint64_t i = first_at_or_after(w1, ilo, kPWarps); i < ihi; i += kPWarps) {
-        if (i + 2 * kPWarps < ihi) prefetch_v_row(d, (uint32_t)(i + 2 * kPWarps - r * a.T), lane);
+        if (i + 2 * kPWarps < ihi) prefetch_v_row(d, (uint32_t)(i + 2 * kPWarps - r * a.T), lane, a.prefetch_l1);
         const uint32_t kv = (uint32_t)(i - r * a.T);
         if (kv >= d.t_stride) continue;
         const BandDesc& bd = d.bands[band_of(d, kv)];
@@ -412,7 +433,10 @@ __global__ void __launch_bounds__(kPThreads, 2) persist_kernel(const __grid_cons
     }
   }
 
+  __syncthreads();
+  trace_at(a, 2);
   grid_barrier(a.barrier);  // every column of t is written
+  trace_at(a, 3);
 
   // ---- phase 2 ----
   const uint64_t r2_first = lo2 / a.G, r2_end = hi2 == lo2 ? r2_first : (hi2 - 1) / a.G + 1;
@@ -423,6 +447,7 @@ __global__ void __launch_bounds__(kPThreads, 2) persist_kernel(const __grid_cons
       __syncthreads();  // the previous row's readers are done with the stage
       stage_t(stage, a.t + r * a.ldt, a.nbt);
       __syncthreads();
+      trace_at(a, 4);
     }
     const uint64_t ilo = umax64(lo2, r * a.G), ihi = umin64(hi2, (r + 1) * a.G);
     for (uint64_t i = first_at_or_after(w2, ilo, kPWarps); i < ihi; i += kPWarps) {
@@ -430,7 +455,7 @@ __global__ void __launch_bounds__(kPThreads, 2) persist_kernel(const __grid_cons
       float acc = 0.f;
       if (dp != nullptr) {
         const DeltaDesc& d = *dp;
-        if (i + 2 * kPWarps < ihi) prefetch_u_row(d, (i + 2 * kPWarps - r * a.G) * kGroupRows + rsub, sub);
+        if (i + 2 * kPWarps < ihi) prefetch_u_row(d, (i + 2 * kPWarps - r * a.G) * kGroupRows + rsub, sub, a.prefetch_l1);
         if (o < a.rows) {
           for (uint32_t bb = 0; bb < d.n_bands; ++bb) {
             const BandDesc& bd = d.bands[bb];
@@ -452,6 +477,8 @@ __global__ void __launch_bounds__(kPThreads, 2) persist_kernel(const __grid_cons
       }
     }
   }
+  __syncthreads();
+  trace_at(a, 5);
 }
 
 }  // namespace
@@ -506,6 +533,8 @@ cudaError_t launch_persist(const LaunchCfg& c, const DeltaSel& s, const RowsArgs
   a.ldw = r.ldw;
   a.wvec = r.W != nullptr && r.wdt != DC_DTYPE_F32 && r.cols % 16 == 0 && aligned16(r.W, r.ldw, 2);
   a.scale = r.scale;
+  a.prefetch_l1 = c.prefetch_l1;
+  a.trace = (c.trace && s.row_slot == nullptr && r.m == 1) ? c.trace : nullptr;
   a.T = s.max_t_stride;
   a.G = (uint32_t)((r.rows + kGroupRows - 1) / kGroupRows);
   a.nbx = (uint32_t)((std::max<uint64_t>(r.cols, s.max_v_len) + 31) / 32);

@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <vector>
 
 #include "apply_kernels.cuh"
 #include "gemm_kernels.cuh"
@@ -75,6 +76,25 @@ void device_close(void* p) {
   if (!dev) return;
   select_device(dev->ordinal);
   cudaDeviceSynchronize();
+  if (dev->trace) {  // diagnostics (DELTACOME_GPU_PERSIST_TRACE=1): the last single m = 1 launch
+    std::vector<unsigned long long> h(kTraceBlocks * 8);
+    cudaMemcpy(h.data(), dev->trace, h.size() * 8, cudaMemcpyDeviceToHost);
+    unsigned long long g0 = ~0ull, g1 = 0;
+    int n = 0;
+    for (int b = 0; b < kTraceBlocks; ++b)
+      if (h[b * 8]) { g0 = std::min(g0, h[b * 8]); g1 = std::max(g1, h[b * 8]); ++n; }
+    fprintf(stderr, "persist trace: %d blocks, start skew %.2f us (globaltimer)\n", n, (g1 - g0) / 1e3);
+    const char* names[] = {"", "prologue+pdl", "phase 1 (x staged, t written)", "grid barrier", "t staged", "phase 2 end"};
+    for (int k = 1; k <= 5; ++k) {
+      std::vector<double> v;
+      for (int b = 0; b < kTraceBlocks; ++b)
+        if (h[b * 8]) v.push_back((double)(h[b * 8 + k] - h[b * 8 + k - 1 + (k == 1 ? 6 : 0)]));
+      std::sort(v.begin(), v.end());
+      if (!v.empty())
+        fprintf(stderr, "  %-32s cycles min %.0f median %.0f max %.0f\n", names[k], v.front(), v[v.size() / 2], v.back());
+    }
+    cudaFree(dev->trace);
+  }
   delete dev->arena;  // gives its chunks back, deltas the host did not free included
   dev->arena = nullptr;
 #if defined(DC_HAVE_BLAS)
@@ -138,6 +158,9 @@ dc_status device_open(void** out, int32_t device, int32_t /*num_threads*/) {
   dev->persist_multi = !env_flag("DELTACOME_GPU_TILED");
   if (const char* pb = getenv("DELTACOME_GPU_PERSIST_BLOCKS")) dev->persist_blocks = (unsigned)atoi(pb);
   if (const char* pc = getenv("DELTACOME_GPU_PERSIST_COMPACT")) dev->persist_compact = atoi(pc) != 0;
+  dev->prefetch_l1 = env_flag("DELTACOME_GPU_PERSIST_PREFETCH_L1");
+  if (env_flag("DELTACOME_GPU_PERSIST_TRACE") && cudaMalloc(&dev->trace, kTraceBlocks * 8 * 8) == cudaSuccess)
+    cudaMemset(dev->trace, 0, kTraceBlocks * 8 * 8);
   if (!env_flag("DELTACOME_GPU_NO_FUSED")) {
     e = cudaMalloc(&dev->barrier, kBarrierBytes);
     if (e == cudaSuccess) e = cudaMemset(dev->barrier, 0, kBarrierBytes);
@@ -379,7 +402,7 @@ dc_status apply_prefill(GpuDevice* dev, const DeltaDesc& d, const dc_apply_param
     beta = 1.f;
     accumulate = false;
   } else if (with_base) {  // base in another dtype than x: our GEMV writes y = x·Wᵀ first
-    const LaunchCfg c{dev->group, s, dev->pdl, dev->coop, dev->persist_blocks, dev->persist_compact};
+    const LaunchCfg c{dev->group, s, dev->pdl, dev->coop, dev->persist_blocks, dev->persist_compact, dev->trace, dev->prefetch_l1};
     DC_GPU_TRY(launch_gemv(c, p->base_weight, p->base_dtype, ldb, d.rows, d.cols, p->x, xdt, ldx, p->m, p->y,
                            p->y_dtype, ldy, 1.f, false),
                "base GEMV");
@@ -413,7 +436,7 @@ dc_status apply(void* devp, const void* dp, const dc_apply_params* p) {
   if (p->m == 0) return DC_OK;
   DC_GPU_TRY(select_device(dev->ordinal), "selecting the device");
   const auto s = static_cast<cudaStream_t>(p->stream);
-  const LaunchCfg c{dev->group, s, dev->pdl, dev->coop, dev->persist_blocks, dev->persist_compact};
+  const LaunchCfg c{dev->group, s, dev->pdl, dev->coop, dev->persist_blocks, dev->persist_compact, dev->trace, dev->prefetch_l1};
   const uint64_t ldx = p->ldx ? p->ldx : d.cols, ldy = p->ldy ? p->ldy : d.rows, ldb = p->ld_base ? p->ld_base : d.cols;
   const bool with_base = (p->flags & DC_APPLY_INCLUDE_BASE) != 0;
   const size_t xes = dtype_size(p->x_dtype), yes = dtype_size(p->y_dtype);
@@ -531,7 +554,7 @@ dc_status apply_batched(void* devp, const void* bp, const int32_t* row_slot, con
   if (p->m == 0) return DC_OK;
   DC_GPU_TRY(select_device(dev->ordinal), "selecting the device");
   const auto s = static_cast<cudaStream_t>(p->stream);
-  const LaunchCfg c{dev->group, s, dev->pdl, dev->coop, dev->persist_blocks, dev->persist_compact};
+  const LaunchCfg c{dev->group, s, dev->pdl, dev->coop, dev->persist_blocks, dev->persist_compact, dev->trace, dev->prefetch_l1};
   const uint64_t ldx = p->ldx ? p->ldx : b->cols, ldy = p->ldy ? p->ldy : b->rows, ldb = p->ld_base ? p->ld_base : b->cols;
   if (p->flags & DC_APPLY_INCLUDE_BASE) {  // the base once for all rows, then y += each row's delta
     RowsArgs base{};

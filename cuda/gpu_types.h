@@ -17,6 +17,8 @@ struct GpuDevice {
   int sms = 0;                 // multiprocessors (the persistent kernel's grid bound)
   unsigned int* barrier = nullptr;  // its grid-barrier state (kBarrierBytes of device memory)
   int persist_compact = -1;         // its code variant (DELTACOME_GPU_PERSIST_COMPACT=0/1; -1: by shape)
+  unsigned long long* trace = nullptr;  // DELTACOME_GPU_PERSIST_TRACE=1: phase clocks, printed at close
+  bool prefetch_l1 = false;         // its prologue requests into L1 (DELTACOME_GPU_PERSIST_PREFETCH_L1=1)
   unsigned persist_blocks = 0;      // its grid cap (DELTACOME_GPU_PERSIST_BLOCKS; 0: occupancy × SMs)
   float* t_scratch = nullptr;  // phase-1 output, kMaxTokens × (largest t_stride loaded) floats
   uint64_t t_capacity = 0;     // in floats
