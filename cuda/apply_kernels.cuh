@@ -1,6 +1,8 @@
-// Host-side launchers of the apply kernels: the tiled ones (apply_kernels.cu: one delta, 1 < m ≤ 64,
-// and GEMVs) and the one-token ones (apply_vec_kernels.cu: m = 1 and multi-tenant batches). All
-// enqueue on `stream`, allocate nothing and never synchronise, so they can be captured in a graph.
+// Host-side launchers of the apply kernels: the persistent one-launch kernel (apply_persist_kernel.cu:
+// low-rank deltas without act-order or shard offset, one delta at m ≤ 64 or a multi-tenant batch;
+// CUDA), the one-token ones (apply_vec_kernels.cu: the other deltas at m = 1 and batches, and HIP)
+// and the tiled ones (apply_kernels.cu: the other deltas at 1 < m ≤ 64, and GEMVs). All enqueue on
+// `stream`, allocate nothing and never synchronise, so they can be captured in a graph.
 //
 // The tiled kernels process rows of x in tiles of up to kTile rows that share one delta, so its
 // codes are decoded once per tile. They also accept a batch (row_slot != null: rows grouped by slot

@@ -1,5 +1,6 @@
 // The one-token apply kernels: a single delta at m = 1 (decode) and multi-tenant batches, where
-// every row of x has its own delta (or none). These are the latency-critical paths, so they differ
+// every row of x has its own delta (or none), whenever the persistent kernel does not serve the call
+// (act-order or shard offset, BitDelta in a batch, HIP). Latency-critical paths, so they differ
 // from the tiled kernels (apply_kernels.cu) in three ways, each from the H100 profile of the tiled
 // kernels on this case (bench/RESULTS-h100.md: 20 cycles per instruction, mostly instruction
 // fetch, 12% occupancy):

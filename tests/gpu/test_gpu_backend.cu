@@ -294,84 +294,84 @@ void test_batched(Gpu& g, std::mt19937_64& rng, bool quick, bool graph) {
   // act-order (the persistent one-launch kernel serves it; CUDA), with different bands and groups.
   const std::vector<std::vector<int>> comps = {{0, 1, 2, 3, 4}, {0, 1, 3}};
   for (const auto& comp : comps) {
-  const int n = (int)comp.size();
-  std::vector<void*> sel;
-  for (int i : comp) sel.push_back(ds[i]);
-  void* batch = nullptr;
-  GT_CHECK(g.ops->batch_create(g.dev, sel.data(), n, &batch) == DC_OK, "batch_create");
-  std::vector<uint64_t> ms = quick ? std::vector<uint64_t>{7} : std::vector<uint64_t>{1, 7, 32, 70};
-  for (uint64_t m : ms) {
-    for (int base = 0; base < 2; ++base) {
-      std::vector<int32_t> slots(m);
-      for (uint64_t i = 0; i < m; ++i) slots[i] = (int32_t)(rng() % (n + 2)) - 1;  // -1..n (n: out of range)
-      if (m == 1) slots[0] = 0;
-      HostArray x = random_array(rng, DC_DTYPE_F16, m * cols, 1.f);
-      HostArray y0 = random_array(rng, DC_DTYPE_F32, m * rows, 0.1f);
-      HostArray w = random_array(rng, DC_DTYPE_F16, rows * cols, 0.02f);
-      void* dx = dmalloc_copy(x.data(), x.bytes.size());
-      void* dy = dmalloc_copy(y0.data(), y0.bytes.size());
-      void* dw = dmalloc_copy(w.data(), w.bytes.size());
-      int32_t* dslot = dmalloc_copy<int32_t>(slots.data(), m * 4);
-      dc_apply_params p{};
-      p.struct_size = sizeof p;
-      p.flags = base ? DC_APPLY_INCLUDE_BASE : 0;
-      p.m = m;
-      p.x = dx;
-      p.x_dtype = DC_DTYPE_F16;
-      p.y = dy;
-      p.y_dtype = DC_DTYPE_F32;
-      p.base_weight = dw;
-      p.base_dtype = DC_DTYPE_F16;
-      p.scale = 0.9f;
-      cudaStream_t s;
-      CU(cudaStreamCreate(&s));
-      p.stream = s;
-      if (graph) {
-        cudaGraph_t gr;
-        cudaGraphExec_t ge;
-        CU(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
-        GT_CHECK(g.ops->apply_batched(g.dev, batch, dslot, &p) == DC_OK, "apply_batched (capture)");
-        CU(cudaStreamEndCapture(s, &gr));
-        CU(cudaGraphInstantiate(&ge, gr, 0));
-        CU(cudaGraphLaunch(ge, s));
-        CU(cudaStreamSynchronize(s));
-        cudaGraphExecDestroy(ge);
-        cudaGraphDestroy(gr);
-      } else {
-        GT_CHECK(g.ops->apply_batched(g.dev, batch, dslot, &p) == DC_OK, "apply_batched");
-      }
-      CU(cudaStreamSynchronize(s));
-      CU(cudaStreamDestroy(s));
-      HostArray y(DC_DTYPE_F32, m * rows);
-      CU(cudaMemcpy(y.data(), dy, y.bytes.size(), cudaMemcpyDeviceToHost));
-      std::vector<double> full(m * rows);
-      std::vector<float> got(m * rows);
-      for (uint64_t i = 0; i < m; ++i) {
-        std::vector<float> xf(cols);
-        for (uint64_t c = 0; c < cols; ++c) xf[c] = x.get(i * cols + c);
-        std::vector<double> ref(rows, 0.0);
-        const int s2 = slots[i];
-        if (s2 >= 0 && s2 < n) ref_delta_apply(hs[comp[s2]].view, &fs[comp[s2]], xf, 1, ref);
-        for (uint64_t r = 0; r < rows; ++r) {
-          double b = 0;
-          if (base) for (uint64_t c = 0; c < cols; ++c) b += (double)w.get(r * cols + c) * xf[c];
-          else b = y0.get(i * rows + r);
-          full[i * rows + r] = b + 0.9 * ref[r];
-          got[i * rows + r] = y.get(i * rows + r);
+    const int n = (int)comp.size();
+    std::vector<void*> sel;
+    for (int i : comp) sel.push_back(ds[i]);
+    void* batch = nullptr;
+    GT_CHECK(g.ops->batch_create(g.dev, sel.data(), n, &batch) == DC_OK, "batch_create");
+    std::vector<uint64_t> ms = quick ? std::vector<uint64_t>{7} : std::vector<uint64_t>{1, 7, 32, 70};
+    for (uint64_t m : ms) {
+      for (int base = 0; base < 2; ++base) {
+        std::vector<int32_t> slots(m);
+        for (uint64_t i = 0; i < m; ++i) slots[i] = (int32_t)(rng() % (n + 2)) - 1;  // -1..n (n: out of range)
+        if (m == 1) slots[0] = 0;
+        HostArray x = random_array(rng, DC_DTYPE_F16, m * cols, 1.f);
+        HostArray y0 = random_array(rng, DC_DTYPE_F32, m * rows, 0.1f);
+        HostArray w = random_array(rng, DC_DTYPE_F16, rows * cols, 0.02f);
+        void* dx = dmalloc_copy(x.data(), x.bytes.size());
+        void* dy = dmalloc_copy(y0.data(), y0.bytes.size());
+        void* dw = dmalloc_copy(w.data(), w.bytes.size());
+        int32_t* dslot = dmalloc_copy<int32_t>(slots.data(), m * 4);
+        dc_apply_params p{};
+        p.struct_size = sizeof p;
+        p.flags = base ? DC_APPLY_INCLUDE_BASE : 0;
+        p.m = m;
+        p.x = dx;
+        p.x_dtype = DC_DTYPE_F16;
+        p.y = dy;
+        p.y_dtype = DC_DTYPE_F32;
+        p.base_weight = dw;
+        p.base_dtype = DC_DTYPE_F16;
+        p.scale = 0.9f;
+        cudaStream_t s;
+        CU(cudaStreamCreate(&s));
+        p.stream = s;
+        if (graph) {
+          cudaGraph_t gr;
+          cudaGraphExec_t ge;
+          CU(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+          GT_CHECK(g.ops->apply_batched(g.dev, batch, dslot, &p) == DC_OK, "apply_batched (capture)");
+          CU(cudaStreamEndCapture(s, &gr));
+          CU(cudaGraphInstantiate(&ge, gr, 0));
+          CU(cudaGraphLaunch(ge, s));
+          CU(cudaStreamSynchronize(s));
+          cudaGraphExecDestroy(ge);
+          cudaGraphDestroy(gr);
+        } else {
+          GT_CHECK(g.ops->apply_batched(g.dev, batch, dslot, &p) == DC_OK, "apply_batched");
         }
+        CU(cudaStreamSynchronize(s));
+        CU(cudaStreamDestroy(s));
+        HostArray y(DC_DTYPE_F32, m * rows);
+        CU(cudaMemcpy(y.data(), dy, y.bytes.size(), cudaMemcpyDeviceToHost));
+        std::vector<double> full(m * rows);
+        std::vector<float> got(m * rows);
+        for (uint64_t i = 0; i < m; ++i) {
+          std::vector<float> xf(cols);
+          for (uint64_t c = 0; c < cols; ++c) xf[c] = x.get(i * cols + c);
+          std::vector<double> ref(rows, 0.0);
+          const int s2 = slots[i];
+          if (s2 >= 0 && s2 < n) ref_delta_apply(hs[comp[s2]].view, &fs[comp[s2]], xf, 1, ref);
+          for (uint64_t r = 0; r < rows; ++r) {
+            double b = 0;
+            if (base) for (uint64_t c = 0; c < cols; ++c) b += (double)w.get(r * cols + c) * xf[c];
+            else b = y0.get(i * rows + r);
+            full[i * rows + r] = b + 0.9 * ref[r];
+            got[i * rows + r] = y.get(i * rows + r);
+          }
+        }
+        const double err = rel_err(got, full);
+        GT_CHECK(err < 1e-4, "batched %d slots m=%llu base=%d rel err %.3g", n, (unsigned long long)m, base, err);
+        printf("  batched %d slots (%s) m=%-3llu base=%d err %.2e\n", n,
+               n == 5 ? "lowrank x4 incl. act-order, bitdelta" : "lowrank x3, 2/3/4/8/16-bit", (unsigned long long)m, base,
+               err);
+        cudaFree(dx);
+        cudaFree(dy);
+        cudaFree(dw);
+        cudaFree(dslot);
       }
-      const double err = rel_err(got, full);
-      GT_CHECK(err < 1e-4, "batched %d slots m=%llu base=%d rel err %.3g", n, (unsigned long long)m, base, err);
-      printf("  batched %d slots (%s) m=%-3llu base=%d err %.2e\n", n,
-             n == 5 ? "lowrank x4 incl. act-order, bitdelta" : "lowrank x3, 2/3/4/8/16-bit", (unsigned long long)m, base,
-             err);
-      cudaFree(dx);
-      cudaFree(dy);
-      cudaFree(dw);
-      cudaFree(dslot);
     }
-  }
-  g.ops->batch_free(g.dev, batch);
+    g.ops->batch_free(g.dev, batch);
   }
   for (void* d : ds) g.ops->delta_free(g.dev, d);
 }
