@@ -42,6 +42,21 @@ fn big() -> PoolOptions {
     PoolOptions { device_budget_bytes: 64 << 20, ..Default::default() }
 }
 
+/// The two variants' containers ("a": Delta-CoMe low-rank, "b": BitDelta) and a CPU context, for a
+/// pool to borrow (declared before it, so they outlive it).
+fn variants_and_ctx() -> (Container<'static>, Container<'static>, Context) {
+    let f = fixture();
+    (Container::open(&f.dcz).unwrap(), Container::open(bitdelta()).unwrap(), Context::cpu().unwrap())
+}
+
+/// A pool over `ctx` with `a` and `b` registered under their names.
+fn pool_of<'a>(ctx: &'a Context, a: &'a Container<'static>, b: &'a Container<'static>, opts: &PoolOptions) -> Pool<'a> {
+    let pool = Pool::new(ctx, opts).unwrap();
+    pool.register("a", a).unwrap();
+    pool.register("b", b).unwrap();
+    pool
+}
+
 /// Row i of y against row i of want, relative error.
 fn row_err(y: &[f32], want: &[f32]) -> f64 {
     rel_err(&to_f64(y), &to_f64(want))
@@ -59,12 +74,8 @@ fn snippet_serves_both_variants() {
 
 #[test]
 fn acquire_release_and_stats() {
-    let f = fixture();
-    let (a, b) = (Container::open(&f.dcz).unwrap(), Container::open(bitdelta()).unwrap());
-    let ctx = Context::cpu().unwrap();
-    let pool = Pool::new(&ctx, &big()).unwrap();
-    pool.register("a", &a).unwrap();
-    pool.register("b", &b).unwrap();
+    let (a, b, ctx) = variants_and_ctx();
+    let pool = pool_of(&ctx, &a, &b, &big());
     let s0 = pool.stats().unwrap();
     assert_eq!(s0, PoolStats { budget_bytes: 64 << 20, ..Default::default() });
     assert_eq!(pool.query("a", Q0).unwrap(), (EntryState::Absent, 0));
@@ -116,22 +127,16 @@ fn acquire_release_and_stats() {
 
 #[test]
 fn budget_evicts_least_recently_used_and_refuses_when_referenced() {
-    let f = fixture();
-    let (a, b) = (Container::open(&f.dcz).unwrap(), Container::open(bitdelta()).unwrap());
-    let ctx = Context::cpu().unwrap();
+    let (a, b, ctx) = variants_and_ctx();
     // Sizes from a roomy pool first.
     let (size_a, size_b) = {
-        let pool = Pool::new(&ctx, &big()).unwrap();
-        pool.register("a", &a).unwrap();
-        pool.register("b", &b).unwrap();
+        let pool = pool_of(&ctx, &a, &b, &big());
         let (da, db) = (pool.acquire("a", Q0).unwrap(), pool.acquire("b", Q0).unwrap());
         (da.info().device_bytes, db.info().device_bytes)
     };
     // Room for either, not both.
     let budget = size_a.max(size_b) + size_a.min(size_b) / 2;
-    let pool = Pool::new(&ctx, &PoolOptions { device_budget_bytes: budget, ..Default::default() }).unwrap();
-    pool.register("a", &a).unwrap();
-    pool.register("b", &b).unwrap();
+    let pool = pool_of(&ctx, &a, &b, &PoolOptions { device_budget_bytes: budget, ..Default::default() });
     drop(pool.acquire("a", Q0).unwrap());
     let db = pool.acquire("b", Q0).unwrap(); // evicts a (unreferenced)
     let s = pool.stats().unwrap();
@@ -153,12 +158,8 @@ fn budget_evicts_least_recently_used_and_refuses_when_referenced() {
 
 #[test]
 fn apply_batched_matches_per_delta_apply() {
-    let f = fixture();
-    let (a, b) = (Container::open(&f.dcz).unwrap(), Container::open(bitdelta()).unwrap());
-    let ctx = Context::cpu().unwrap();
-    let pool = Pool::new(&ctx, &big()).unwrap();
-    pool.register("a", &a).unwrap();
-    pool.register("b", &b).unwrap();
+    let (a, b, ctx) = variants_and_ctx();
+    let pool = pool_of(&ctx, &a, &b, &big());
     // The stable API's deltas, loaded independently.
     let (da, db) = (ctx.load(&a, DOWN1).unwrap(), ctx.load(&b, DOWN1).unwrap());
     let (rows, cols) = (da.info().rows as usize, da.info().cols as usize);
@@ -209,10 +210,8 @@ fn apply_batched_matches_per_delta_apply() {
 
 #[test]
 fn errors_carry_status_and_library_message() {
-    let f = fixture();
-    let (a, b) = (Container::open(&f.dcz).unwrap(), Container::open(bitdelta()).unwrap());
-    let ctx = Context::cpu().unwrap();
-    let pool = Pool::new(&ctx, &big()).unwrap();
+    let (a, b, ctx) = variants_and_ctx();
+    let pool = Pool::new(&ctx, &big()).unwrap(); // "b" is registered below, after the error cases
     pool.register("a", &a).unwrap();
 
     let e = pool.acquire("nope", Q0).unwrap_err();
@@ -254,12 +253,8 @@ fn errors_carry_status_and_library_message() {
 
 #[test]
 fn prefetch_places_on_wait_and_runs_from_other_threads() {
-    let f = fixture();
-    let (a, b) = (Container::open(&f.dcz).unwrap(), Container::open(bitdelta()).unwrap());
-    let ctx = Context::cpu().unwrap();
-    let pool = Pool::new(&ctx, &big()).unwrap();
-    pool.register("a", &a).unwrap();
-    pool.register("b", &b).unwrap();
+    let (a, b, ctx) = variants_and_ctx();
+    let pool = pool_of(&ctx, &a, &b, &big());
 
     pool.prefetch("a", None).unwrap(); // every tensor of a
     pool.wait().unwrap();
