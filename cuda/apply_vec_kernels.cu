@@ -55,8 +55,9 @@ struct VecArgs {
   bool accumulate;
 };
 
-// The descriptor of row y's delta, or null. Uniform per block.
-__device__ __forceinline__ const DeltaDesc* desc_of(const VecArgs& a, int y, DeltaDesc* smem_copy) {
+// The descriptor of row y's delta, or null. Uniform per block. CUDA reads it in place (kernel
+// parameter or device table); HIP copies it into the calling kernel's shared memory first.
+__device__ __forceinline__ const DeltaDesc* desc_of(const VecArgs& a, int y) {
   const DeltaSel& s = a.sel;
   const DeltaDesc* src = nullptr;
   if (s.row_slot == nullptr) {
@@ -74,11 +75,14 @@ __device__ __forceinline__ const DeltaDesc* desc_of(const VecArgs& a, int y, Del
     return src;
 #endif
   }
+#if !defined(DC_DESC_IN_PARAMS)
+  __shared__ DeltaDesc smem_copy;
   const uint32_t* from = reinterpret_cast<const uint32_t*>(src);
-  uint32_t* to = reinterpret_cast<uint32_t*>(smem_copy);
+  uint32_t* to = reinterpret_cast<uint32_t*>(&smem_copy);
   for (int w = threadIdx.x; w < (int)(sizeof(DeltaDesc) / 4); w += blockDim.x) to[w] = from[w];
   __syncthreads();
-  return smem_copy;
+  return &smem_copy;
+#endif
 }
 
 // 32 activations of one block, raw (converted at use, so the loads stay in flight meanwhile).
@@ -171,6 +175,7 @@ __device__ __forceinline__ void p1_body(const VecArgs& a, const DeltaDesc& d, co
     sig[r] = j0 + r < rb ? d.sigma[bd.r0 + j] : 0.f;  // requested now, used at the end
   }
   const uint32_t gb = BITS == 16 ? 1 : bd.group_size / 32;
+  const int gsh = group_shift(gb);
   const ColMap map{d.perm, d.v_col_offset, d.cols, d.v_len};
   const bool vec = a.xvec && d.perm == nullptr && d.v_col_offset == 0;
   const uint64_t lim = d.v_len < d.cols ? d.v_len : d.cols;
@@ -188,11 +193,7 @@ __device__ __forceinline__ void p1_body(const VecArgs& a, const DeltaDesc& d, co
       load_block<BITS>(rows[r] + kb * BITS, w[r]);
       s[r] = 1.f;
       z[r] = 0.f;
-      if (BITS != 16) {
-        const dc_qparam q = qps[r][kb / gb];
-        s[r] = qp_scale(q);
-        z[r] = qp_zero(q);
-      }
+      if (BITS != 16) load_qp(qps[r] + group_of((uint32_t)kb, gb, gsh), s[r], z[r]);
     }
     XBlock xb;
     xblock_load(xb, xrow, a.xdt, kb * 32, map, vec);
@@ -211,12 +212,7 @@ __device__ __forceinline__ void p1_body(const VecArgs& a, const DeltaDesc& d, co
 __global__ void __launch_bounds__(256, 2) p1_vec_kernel(const DC_GRID_CONST VecArgs a) {
   pdl_allow_next();
   __shared__ float red[4 * kMaxWarps];
-#if !defined(DC_DESC_IN_PARAMS)
-  __shared__ DeltaDesc dcopy;
-  const DeltaDesc* dp = desc_of(a, blockIdx.y, &dcopy);
-#else
-  const DeltaDesc* dp = desc_of(a, blockIdx.y, nullptr);
-#endif
+  const DeltaDesc* dp = desc_of(a, blockIdx.y);
   if (dp == nullptr || dp->kind != DC_KIND_LOWRANK) return;  // uniform
   const DeltaDesc& d = *dp;
   // this block's band and first column: bands in order, span / R blocks each
@@ -248,35 +244,19 @@ __global__ void __launch_bounds__(256, 2) p1_vec_kernel(const DC_GRID_CONST VecA
 // requested before any math.
 template <int BITS>
 __device__ __forceinline__ float u_row(const BandDesc& bd, uint64_t o, const float* trow, int sub) {
-  const uint32_t nbb = ((bd.r1 - bd.r0) + 31) / 32;
-  const uint32_t* row = bd.u_codes + o * bd.u_row_words;
-  const dc_qparam* qp = BITS == 16 ? nullptr : bd.u_qp + o * bd.u_row_groups;
-  const uint32_t gb = BITS == 16 ? 1 : bd.group_size / 32;
+  const PackedRow r{bd.u_codes + o * bd.u_row_words, BITS == 16 ? nullptr : bd.u_qp + o * bd.u_row_groups,
+                    BITS == 16 ? 1u : bd.group_size / 32, 1.f, 0.f, 0, (int)((bd.r1 - bd.r0 + 31) / 32)};
   const float* tb = trow + bd.t_off;
   constexpr int U = BatchOf<BITS>::n;
   float acc = 0.f;
 #pragma unroll 1
-  for (uint32_t k0 = sub; k0 < nbb; k0 += kRowLanesV * U) {
-    uint32_t w[U][BITS];
-    float s[U], z[U];
+  for (int k0 = sub; k0 < r.count; k0 += kRowLanesV * U) {
+    RowBatch<BITS> b;
+    fetch_batch<BITS>(r, k0, kRowLanesV, b);
 #pragma unroll
     for (int u = 0; u < U; ++u) {
-      const uint32_t k = k0 + u * kRowLanesV;
-      s[u] = 1.f;
-      z[u] = 0.f;
-      if (k < nbb) {
-        load_block<BITS>(row + (uint64_t)k * BITS, w[u]);
-        if (qp) {
-          const dc_qparam q = qp[k / gb];
-          s[u] = qp_scale(q);
-          z[u] = qp_zero(q);
-        }
-      }
-    }
-#pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const uint32_t k = k0 + u * kRowLanesV;
-      if (k < nbb) {
+      const int k = k0 + u * kRowLanesV;
+      if (k < r.count) {
         float x[32];
         const float4* t4 = reinterpret_cast<const float4*>(tb + k * 32);
 #pragma unroll
@@ -284,7 +264,7 @@ __device__ __forceinline__ float u_row(const BandDesc& bd, uint64_t o, const flo
           const float4 v = t4[q];
           x[4 * q] = v.x; x[4 * q + 1] = v.y; x[4 * q + 2] = v.z; x[4 * q + 3] = v.w;
         }
-        acc = fmaf(s[u], block_dot<BITS>(w[u], z[u], x), acc);
+        acc = fmaf(b.s[u], block_dot<BITS>(b.w[u], b.z[u], x), acc);
       }
     }
   }
@@ -292,12 +272,7 @@ __device__ __forceinline__ float u_row(const BandDesc& bd, uint64_t o, const flo
 }
 
 __global__ void __launch_bounds__(kRowThreadsV, 4) rows_vec_kernel(const DC_GRID_CONST VecArgs a) {
-#if !defined(DC_DESC_IN_PARAMS)
-  __shared__ DeltaDesc dcopy;
-  const DeltaDesc* dp = desc_of(a, blockIdx.y, &dcopy);
-#else
-  const DeltaDesc* dp = desc_of(a, blockIdx.y, nullptr);
-#endif
+  const DeltaDesc* dp = desc_of(a, blockIdx.y);
   const int y = blockIdx.y, sub = threadIdx.x % kRowLanesV;
   const uint64_t o = (uint64_t)blockIdx.x * kRowsPerBlockV + threadIdx.x / kRowLanesV;
   const bool active = o < a.rows;

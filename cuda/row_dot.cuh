@@ -227,8 +227,19 @@ __device__ __forceinline__ void dot_block(const float c[32], float s, float z, c
   }
 }
 
-__device__ __forceinline__ float qp_scale(const dc_qparam& q) { return f16_to_f32(q.scale); }
-__device__ __forceinline__ float qp_zero(const dc_qparam& q) { return f16_to_f32(q.zero); }
+// Scale and zero point of one quantization group with one 32-bit load (dc_qparam: fp16 scale in
+// the low half, fp16 zero in the high half; the arrays are 4-byte aligned).
+__device__ __forceinline__ void load_qp(const dc_qparam* q, float& s, float& z) {
+  const uint32_t v = *reinterpret_cast<const uint32_t*>(q);
+  s = f16_to_f32((uint16_t)v);
+  z = f16_to_f32((uint16_t)(v >> 16));
+}
+
+// Block k's quantization group, gb blocks per group: a shift when gb is a power of two (every
+// group size the compressor writes), else a division (an integer division is ~20 instructions).
+__device__ __forceinline__ int group_shift(uint32_t gb) { return (gb & (gb - 1)) == 0 ? __ffs(gb) - 1 : -1; }
+__device__ __forceinline__ uint32_t group_of(uint32_t k, uint32_t gb, int gsh) { return gsh >= 0 ? k >> gsh : k / gb; }
+
 
 // One packed row of one width, seen from a staged chunk: blocks [first, first + count) of the row
 // against staged blocks xb[k·kPitch] (k = 0..count-1). Lanes `sub` of `lanes` take blocks
@@ -261,6 +272,7 @@ struct PackedRow {
 template <int BITS>
 __device__ __forceinline__ void fetch_batch(const PackedRow& r, int k0, int lanes, RowBatch<BITS>& b) {
   constexpr int kBatch = BatchOf<BITS>::n;
+  const int gsh = group_shift(r.gb);
 #pragma unroll
   for (int u = 0; u < kBatch; ++u) {
     const int k = k0 + u * lanes;
@@ -268,11 +280,7 @@ __device__ __forceinline__ void fetch_batch(const PackedRow& r, int k0, int lane
     b.z[u] = r.z0;
     if (k < r.count) {
       load_block<BITS>(r.row + (uint64_t)(r.first + k) * BITS, b.w[u]);
-      if (r.qp) {
-        const dc_qparam q = r.qp[(r.first + k) / r.gb];
-        b.s[u] = qp_scale(q);
-        b.z[u] = qp_zero(q);
-      }
+      if (r.qp) load_qp(r.qp + group_of(r.first + (uint32_t)k, r.gb, gsh), b.s[u], b.z[u]);
     }
   }
 }

@@ -92,47 +92,24 @@ __device__ __forceinline__ float smem_block_dot(const uint32_t* w, float z, cons
   return block_dot<BITS>(w, z, x);
 }
 
-// Scale and zero point of one quantization group with one 32-bit load (dc_qparam: fp16 scale in
-// the low half, fp16 zero in the high half; the arrays are 4-byte aligned).
-__device__ __forceinline__ void load_qp(const dc_qparam* q, float& s, float& z) {
-  const uint32_t v = *reinterpret_cast<const uint32_t*>(q);
-  s = f16_to_f32((uint16_t)v);
-  z = f16_to_f32((uint16_t)(v >> 16));
-}
-
-// Block k's quantization group, gb blocks per group: a shift when gb is a power of two (every
-// group size the compressor writes), else a division (an integer division is ~20 instructions).
-__device__ __forceinline__ int group_shift(uint32_t gb) { return (gb & (gb - 1)) == 0 ? __ffs(gb) - 1 : -1; }
-__device__ __forceinline__ uint32_t group_of(uint32_t k, uint32_t gb, int gsh) { return gsh >= 0 ? k >> gsh : k / gb; }
-
 // Σ over the blocks kb ≡ lane (mod lanes) of one packed row against staged blocks (first = 0),
 // each block with its sum at [32]: s·(Σ c·x − z·Σ x), so the decode FMA has constant operands only.
 template <int BITS>
 __device__ __forceinline__ float packed_row_smem(const uint32_t* __restrict__ row, const dc_qparam* __restrict__ qp,
                                                  uint32_t gb, uint32_t nblk, const float* xs, int lane, int lanes) {
   constexpr int U = BatchOf<BITS>::n;
-  const int gsh = group_shift(gb);
+  const PackedRow r{row, qp, gb, 1.f, 0.f, 0, (int)nblk};
   float acc = 0.f;
 #pragma unroll 1
-  for (uint32_t k0 = lane; k0 < nblk; k0 += lanes * U) {
-    uint32_t w[U][BITS];
-    float s[U], z[U];
+  for (int k0 = lane; k0 < r.count; k0 += lanes * U) {
+    RowBatch<BITS> b;
+    fetch_batch<BITS>(r, k0, lanes, b);
 #pragma unroll
     for (int u = 0; u < U; ++u) {
-      const uint32_t k = k0 + u * lanes;
-      s[u] = 1.f;
-      z[u] = 0.f;
-      if (k < nblk) {
-        load_block<BITS>(row + (uint64_t)k * BITS, w[u]);
-        if (qp) load_qp(qp + group_of(k, gb, gsh), s[u], z[u]);
-      }
-    }
-#pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const uint32_t k = k0 + u * lanes;
-      if (k < nblk) {
+      const int k = k0 + u * lanes;
+      if (k < r.count) {
         const float* xb = xs + k * kPitch;
-        acc = fmaf(s[u], fmaf(-z[u], xb[32], smem_block_dot<BITS>(w[u], 0.f, xb)), acc);
+        acc = fmaf(b.s[u], fmaf(-b.z[u], xb[32], smem_block_dot<BITS>(b.w[u], 0.f, xb)), acc);
       }
     }
   }
