@@ -77,7 +77,7 @@ struct RowsArgs {
   const void* x;
   int xdt;
   uint64_t ldx;
-  const float* t;
+  float* t;  // phase 1's output (scratch): written by launch_phase1/vec/persist, read by launch_rows
   uint64_t ldt;
   void* y;
   int ydt;

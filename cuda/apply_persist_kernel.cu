@@ -41,28 +41,11 @@ constexpr int kGroupRows = 32 / kRowLanesV;  // output rows of one phase-2 item 
 constexpr size_t kPSmemLimit = 100 * 1024;   // two blocks per SM fit next to L1
 
 struct PersistArgs {
-  DeltaDesc one;             // single apply: the delta of every row
-  const DeltaDesc* table;    // batch: row r's delta is table[row_slot[r]]; other slots: no delta
-  const int32_t* row_slot;
-  uint32_t count;
-  uint32_t m;                // rows of x (≤ kMaxTokens)
-  uint64_t rows, cols;
-  const void* x;
-  int xdt;
-  bool xvec;                 // x rows 16-byte aligned
-  uint64_t ldx;
-  float* t;
-  uint64_t ldt;
+  DeltaSel sel;              // single apply (row_slot null): sel.one for every row; batch: the table
+  RowsArgs io;               // the call (launch_persist's argument; m ≤ kMaxTokens, W only at m = 1)
   unsigned int* barrier;
-  void* y;
-  int ydt;
-  uint64_t ldy;
-  bool accumulate;
-  const void* W;             // base layer (m = 1 only), or null
-  int wdt;
-  uint64_t ldw;
-  bool wvec;                 // W 16-bit, rows 16-byte aligned, cols % 8 == 0
-  float scale;
+  bool xvec;                 // x rows 16-byte aligned
+  bool wvec;                 // W 16-bit, rows 16-byte aligned, cols % 16 == 0 (two halves of 8s)
   uint32_t T;                // phase-1 items per row: the largest t_stride
   uint32_t G;                // phase-2 items per row: groups of kGroupRows outputs
   uint32_t nbx, nbt;         // staged blocks of 32 of x (max(cols, v_len)) and of t (T)
@@ -89,9 +72,10 @@ __device__ __forceinline__ uint64_t umin64(uint64_t a, uint64_t b) { return a < 
 __device__ __forceinline__ uint64_t umax64(uint64_t a, uint64_t b) { return a > b ? a : b; }
 
 __device__ __forceinline__ const DeltaDesc* row_desc(const PersistArgs& a, uint32_t r) {
-  if (a.table == nullptr) return &a.one;  // parameter space, read in place (__grid_constant__)
-  const int32_t s = a.row_slot[r];
-  return (s >= 0 && (uint32_t)s < a.count) ? a.table + s : nullptr;
+  const DeltaSel& sel = a.sel;
+  if (sel.row_slot == nullptr) return &sel.one;  // parameter space, read in place (__grid_constant__)
+  const int32_t s = sel.row_slot[r];
+  return (s >= 0 && (uint32_t)s < sel.count) ? sel.table + s : nullptr;
 }
 
 __device__ __forceinline__ uint32_t band_of(const DeltaDesc& d, uint32_t kv) {
@@ -147,7 +131,7 @@ __device__ __forceinline__ uint4 ld_stream16(const void* p) {
 __device__ __forceinline__ float base_row_part(const PersistArgs& a, const char* wrow, const float* xs, uint64_t c0,
                                                uint64_t c1, int sub) {
   if (a.wvec) {
-    const bool wbf = a.wdt == DC_DTYPE_BF16;
+    const bool wbf = a.io.wdt == DC_DTYPE_BF16;
     const uint64_t e_end = c1 / 8;
     float s0 = 0.f, s1 = 0.f;
 #pragma unroll 1
@@ -180,7 +164,7 @@ __device__ __forceinline__ float base_row_part(const PersistArgs& a, const char*
   float acc = 0.f;
 #pragma unroll 1
   for (uint64_t p = c0 + sub; p < c1; p += kRowLanesV)
-    acc = fmaf(load_any(wrow, p, a.wdt), xs[(p >> 5) * kPitch + (p & 31)], acc);
+    acc = fmaf(load_any(wrow, p, a.io.wdt), xs[(p >> 5) * kPitch + (p & 31)], acc);
   return acc;
 }
 
@@ -359,7 +343,7 @@ __global__ void __launch_bounds__(kPThreads, 2) persist_kernel(const __grid_cons
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int sub = lane % kRowLanesV, rsub = lane / kRowLanesV;
   const uint64_t nb = gridDim.x, b = blockIdx.x;
-  const uint64_t n1 = (uint64_t)a.m * a.T, n2 = (uint64_t)a.m * a.G;
+  const uint64_t n1 = (uint64_t)a.io.m * a.T, n2 = (uint64_t)a.io.m * a.G;
   const uint64_t lo1 = b * n1 / nb, hi1 = (b + 1) * n1 / nb;  // this block's phase-1 items
   const uint64_t lo2 = b * n2 / nb, hi2 = (b + 1) * n2 / nb;  // and phase-2 items
   const uint64_t w1 = lo1 + warp, w2 = lo2 + (kPWarps - 1 - warp);  // this warp's first items
@@ -374,24 +358,24 @@ __global__ void __launch_bounds__(kPThreads, 2) persist_kernel(const __grid_cons
     const DeltaDesc* dp = row_desc(a, (uint32_t)(i / a.G));
     if (dp) prefetch_u_row(*dp, (i % a.G) * kGroupRows + rsub, sub, a.prefetch_l1);
   }
-  if (a.W != nullptr)
+  if (a.io.W != nullptr)
     for (uint64_t e = threadIdx.x; e < (hi2 - lo2) * kGroupRows; e += blockDim.x) wpart[e] = 0.f;
   pdl_allow_next();
   pdl_wait_prev();  // x, y and the scratch are the previous kernels' from here on
   trace_at(a, 1);
 
   // ---- phase 1 (+ base rows) ----
-  const ColMap xmap{nullptr, 0, a.cols, a.cols};
+  const ColMap xmap{nullptr, 0, a.io.cols, a.io.cols};
   const uint64_t r1_first = lo1 / a.T, r1_end = hi1 == lo1 ? r1_first : (hi1 - 1) / a.T + 1;
   // the base (m = 1) needs x_0 staged even in a block without phase-1 items
-  const uint64_t r_first = a.W ? 0 : r1_first, r_end = a.W ? 1 : r1_end;
+  const uint64_t r_first = a.io.W ? 0 : r1_first, r_end = a.io.W ? 1 : r1_end;
   for (uint64_t r = r_first; r < r_end; ++r) {
     const DeltaDesc* dp = row_desc(a, (uint32_t)r);
-    const bool base_here = a.W != nullptr && r == 0;
+    const bool base_here = a.io.W != nullptr && r == 0;
     if (dp == nullptr && !base_here) continue;  // uniform: no delta on this row
     const int rr[1] = {(int)r};
     __syncthreads();  // the previous row's readers are done with the stage
-    stage_rows(stage, (int)a.nbx, 0, a.x, a.xdt, a.ldx, rr, 1, xmap, a.xvec);
+    stage_rows(stage, (int)a.nbx, 0, a.io.x, a.io.xdt, a.io.ldx, rr, 1, xmap, a.xvec);
     __syncthreads();
     if (dp != nullptr) {
       const DeltaDesc& d = *dp;
@@ -410,22 +394,22 @@ __global__ void __launch_bounds__(kPThreads, 2) persist_kernel(const __grid_cons
           const dc_qparam* qp = bd.bits == 16 ? nullptr : bd.v_qp + (uint64_t)j * bd.v_row_groups;
           const uint32_t gb = bd.bits == 16 ? 1 : bd.group_size / 32;
           v = band_row_dot<kCompact>(bd.bits, row, qp, gb, nblk_v, stage, lane, 32);
-          v = seg_sum<32>(v) * sg * a.scale;
+          v = seg_sum<32>(v) * sg * a.io.scale;
         }
-        if (lane == 0) __stcg(a.t + r * a.ldt + kv, v);
+        if (lane == 0) __stcg(a.io.t + r * a.io.ldt + kv, v);
       }
     }
     if (base_here) {
       // the block's phase-2 output rows of x·Wᵀ, each item's columns in two halves so that every
       // warp streams (pieces q = warp, warp + 8, …; the halves meet in shared memory)
-      const size_t wes = a.wdt == DC_DTYPE_F32 ? 4 : 2;
-      const uint64_t half = a.wvec ? (a.cols / 16) * 8 : a.cols / 2;
+      const size_t wes = a.io.wdt == DC_DTYPE_F32 ? 4 : 2;
+      const uint64_t half = a.wvec ? (a.io.cols / 16) * 8 : a.io.cols / 2;
       for (uint64_t q = warp; q < 2 * (hi2 - lo2); q += kPWarps) {
         const uint64_t li = q / 2, o = (lo2 + li) * kGroupRows + rsub;  // m = 1: item = group
         float s = 0.f;
-        if (o < a.rows) {
-          const char* wrow = static_cast<const char*>(a.W) + o * a.ldw * wes;
-          s = base_row_part(a, wrow, stage, q % 2 ? half : 0, q % 2 ? a.cols : half, sub);
+        if (o < a.io.rows) {
+          const char* wrow = static_cast<const char*>(a.io.W) + o * a.io.ldw * wes;
+          s = base_row_part(a, wrow, stage, q % 2 ? half : 0, q % 2 ? a.io.cols : half, sub);
         }
         s = seg_sum<kRowLanesV>(s);
         if (sub == 0) atomicAdd(&wpart[li * kGroupRows + rsub], s);
@@ -442,10 +426,10 @@ __global__ void __launch_bounds__(kPThreads, 2) persist_kernel(const __grid_cons
   const uint64_t r2_first = lo2 / a.G, r2_end = hi2 == lo2 ? r2_first : (hi2 - 1) / a.G + 1;
   for (uint64_t r = r2_first; r < r2_end; ++r) {
     const DeltaDesc* dp = row_desc(a, (uint32_t)r);
-    if (dp == nullptr && a.accumulate && a.W == nullptr) continue;  // uniform: nothing to add
+    if (dp == nullptr && a.io.accumulate && a.io.W == nullptr) continue;  // uniform: nothing to add
     if (dp != nullptr) {
       __syncthreads();  // the previous row's readers are done with the stage
-      stage_t(stage, a.t + r * a.ldt, a.nbt);
+      stage_t(stage, a.io.t + r * a.io.ldt, a.nbt);
       __syncthreads();
       trace_at(a, 4);
     }
@@ -456,7 +440,7 @@ __global__ void __launch_bounds__(kPThreads, 2) persist_kernel(const __grid_cons
       if (dp != nullptr) {
         const DeltaDesc& d = *dp;
         if (i + 2 * kPWarps < ihi) prefetch_u_row(d, (i + 2 * kPWarps - r * a.G) * kGroupRows + rsub, sub, a.prefetch_l1);
-        if (o < a.rows) {
+        if (o < a.io.rows) {
           for (uint32_t bb = 0; bb < d.n_bands; ++bb) {
             const BandDesc& bd = d.bands[bb];
             const uint32_t nbb = (bd.r1 - bd.r0 + 31) / 32;
@@ -470,10 +454,10 @@ __global__ void __launch_bounds__(kPThreads, 2) persist_kernel(const __grid_cons
         }
       }
       acc = seg_sum<kRowLanesV>(acc);
-      if (sub == 0 && o < a.rows) {
-        const uint64_t at = r * a.ldy + o;
-        const float base = a.W != nullptr ? wpart[(i - lo2) * kGroupRows + rsub] : 0.f;
-        store_any(a.y, at, a.ydt, (a.accumulate ? load_any(a.y, at, a.ydt) : 0.f) + base + acc);
+      if (sub == 0 && o < a.io.rows) {
+        const uint64_t at = r * a.io.ldy + o;
+        const float base = a.io.W != nullptr ? wpart[(i - lo2) * kGroupRows + rsub] : 0.f;
+        store_any(a.io.y, at, a.io.ydt, (a.io.accumulate ? load_any(a.io.y, at, a.io.ydt) : 0.f) + base + acc);
       }
     }
   }
@@ -507,39 +491,18 @@ cudaError_t launch_persist(const LaunchCfg& c, const DeltaSel& s, const RowsArgs
 #else
   if (!persist_supported(s, r) || barrier == nullptr || sms <= 0) return cudaErrorNotSupported;
   PersistArgs a{};
-  if (s.row_slot == nullptr) {
-    a.one = s.one;
-  } else {
-    a.table = s.table;
-    a.row_slot = s.row_slot;
-    a.count = s.count;
-  }
-  a.m = (uint32_t)r.m;
-  a.rows = r.rows;
-  a.cols = r.cols;
-  a.x = r.x;
-  a.xdt = r.xdt;
+  a.sel = s;
+  a.io = r;
   a.xvec = aligned16(r.x, r.ldx, dtype_size(r.xdt));
-  a.ldx = r.ldx;
-  a.t = const_cast<float*>(r.t);
-  a.ldt = r.ldt;
   a.barrier = barrier;
-  a.y = r.y;
-  a.ydt = r.ydt;
-  a.ldy = r.ldy;
-  a.accumulate = r.accumulate;
-  a.W = r.W;
-  a.wdt = r.wdt;
-  a.ldw = r.ldw;
   a.wvec = r.W != nullptr && r.wdt != DC_DTYPE_F32 && r.cols % 16 == 0 && aligned16(r.W, r.ldw, 2);
-  a.scale = r.scale;
   a.prefetch_l1 = c.prefetch_l1;
   a.trace = (c.trace && s.row_slot == nullptr && r.m == 1) ? c.trace : nullptr;
   a.T = s.max_t_stride;
   a.G = (uint32_t)((r.rows + kGroupRows - 1) / kGroupRows);
   a.nbx = (uint32_t)((std::max<uint64_t>(r.cols, s.max_v_len) + 31) / 32);
   a.nbt = a.T / 32;
-  const uint64_t n1 = (uint64_t)a.m * a.T, n2 = (uint64_t)a.m * a.G;
+  const uint64_t n1 = r.m * a.T, n2 = r.m * a.G;
   const uint64_t items = std::max(n1, n2);
   const size_t stage_bytes = (size_t)std::max(a.nbx, a.nbt) * kPitch * 4;
   // base partial sums: at most ⌈n2 / blocks⌉ items per block, blocks ≥ min(items, sms)

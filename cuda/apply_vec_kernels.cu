@@ -36,23 +36,9 @@ constexpr int kMaxWarps = 1024 / 32;
 
 struct VecArgs {
   DeltaSel sel;
-  const void* x;
-  int xdt;
-  bool xvec;  // x rows 16-byte aligned
-  uint64_t ldx;
-  float* t;
-  uint64_t ldt;
-  // rows kernel
-  uint64_t rows, cols;
-  void* y;
-  int ydt;
-  uint64_t ldy;
-  const void* W;
-  int wdt;
-  uint64_t ldw;
-  bool wvec;  // W 16-bit, rows 16-byte aligned, cols % 8 == 0
-  float alpha_w, scale;
-  bool accumulate;
+  RowsArgs io;  // the call (launch_vec's argument)
+  bool xvec;    // x rows 16-byte aligned
+  bool wvec;    // W 16-bit, rows 16-byte aligned, cols % 8 == 0
 };
 
 // The descriptor of row y's delta, or null. Uniform per block. CUDA reads it in place (kernel
@@ -179,7 +165,7 @@ __device__ __forceinline__ void p1_body(const VecArgs& a, const DeltaDesc& d, co
   const ColMap map{d.perm, d.v_col_offset, d.cols, d.v_len};
   const bool vec = a.xvec && d.perm == nullptr && d.v_col_offset == 0;
   const uint64_t lim = d.v_len < d.cols ? d.v_len : d.cols;
-  const void* xrow = static_cast<const char*>(a.x) + (uint64_t)y * a.ldx * (a.xdt == DC_DTYPE_F32 ? 4 : 2);
+  const void* xrow = static_cast<const char*>(a.io.x) + (uint64_t)y * a.io.ldx * (a.io.xdt == DC_DTYPE_F32 ? 4 : 2);
   const uint64_t nblk = (d.v_len + 31) / 32;
   float acc[R];
 #pragma unroll
@@ -196,16 +182,16 @@ __device__ __forceinline__ void p1_body(const VecArgs& a, const DeltaDesc& d, co
       if (BITS != 16) load_qp(qps[r] + group_of((uint32_t)kb, gb, gsh), s[r], z[r]);
     }
     XBlock xb;
-    xblock_load(xb, xrow, a.xdt, kb * 32, map, vec);
+    xblock_load(xb, xrow, a.io.xdt, kb * 32, map, vec);
     float x[32];
-    xblock_get(xb, a.xdt, !(vec && kb * 32 + 32 <= lim), x);
+    xblock_get(xb, a.io.xdt, !(vec && kb * 32 + 32 <= lim), x);
 #pragma unroll
     for (int r = 0; r < R; ++r) acc[r] = fmaf(s[r], block_dot<BITS>(w[r], z[r], x), acc[r]);
   }
 #pragma unroll
   for (int r = 0; r < R; ++r) {
     const float v = block_sum(acc[r], red + r * kMaxWarps);
-    if (threadIdx.x == 0) a.t[(uint64_t)y * a.ldt + bd.t_off + j0 + r] = j0 + r < rb ? v * sig[r] * a.scale : 0.f;
+    if (threadIdx.x == 0) a.io.t[(uint64_t)y * a.io.ldt + bd.t_off + j0 + r] = j0 + r < rb ? v * sig[r] * a.io.scale : 0.f;
   }
 }
 
@@ -275,11 +261,11 @@ __global__ void __launch_bounds__(kRowThreadsV, 4) rows_vec_kernel(const DC_GRID
   const DeltaDesc* dp = desc_of(a, blockIdx.y);
   const int y = blockIdx.y, sub = threadIdx.x % kRowLanesV;
   const uint64_t o = (uint64_t)blockIdx.x * kRowsPerBlockV + threadIdx.x / kRowLanesV;
-  const bool active = o < a.rows;
+  const bool active = o < a.io.rows;
   const uint64_t orow = active ? o : 0;
   const int kind = dp ? dp->kind : -1;
-  const size_t xes = a.xdt == DC_DTYPE_F32 ? 4 : 2;
-  const void* xrow = static_cast<const char*>(a.x) + (uint64_t)y * a.ldx * xes;
+  const size_t xes = a.io.xdt == DC_DTYPE_F32 ? 4 : 2;
+  const void* xrow = static_cast<const char*>(a.io.x) + (uint64_t)y * a.io.ldx * xes;
   float acc = 0.f, accw = 0.f;
   if (active && kind == DC_KIND_LOWRANK) {
     // The bands are applied one after the other below; request every band's codes now, so the
@@ -293,12 +279,12 @@ __global__ void __launch_bounds__(kRowThreadsV, 4) rows_vec_kernel(const DC_GRID
       if (sub == 0 && bd.bits != 16) prefetch_l2(bd.u_qp + orow * bd.u_row_groups);
     }
   }
-  if (active && a.W != nullptr) {
-    const char* wrow = static_cast<const char*>(a.W) + orow * a.ldw * (a.wdt == DC_DTYPE_F32 ? 4 : 2);
+  if (active && a.io.W != nullptr) {
+    const char* wrow = static_cast<const char*>(a.io.W) + orow * a.io.ldw * (a.io.wdt == DC_DTYPE_F32 ? 4 : 2);
     if (a.wvec && a.xvec) {
       // pieces of 8: W as 16-byte loads, eight pieces per batch, every load issued first
-      const uint64_t n8 = a.cols / 8;
-      const bool wbf = a.wdt == DC_DTYPE_BF16, xbf = a.xdt == DC_DTYPE_BF16, xf32 = a.xdt == DC_DTYPE_F32;
+      const uint64_t n8 = a.io.cols / 8;
+      const bool wbf = a.io.wdt == DC_DTYPE_BF16, xbf = a.io.xdt == DC_DTYPE_BF16, xf32 = a.io.xdt == DC_DTYPE_F32;
       float s0 = 0.f, s1 = 0.f;
 #pragma unroll 1
       for (uint64_t e0 = sub; e0 < n8; e0 += 8 * kRowLanesV) {  // 8 pieces per lane in flight
@@ -340,14 +326,14 @@ __global__ void __launch_bounds__(kRowThreadsV, 4) rows_vec_kernel(const DC_GRID
       accw = s0 + s1;
     } else {
 #pragma unroll 1
-      for (uint64_t p = sub; p < a.cols; p += kRowLanesV)
-        accw = fmaf(load_any(wrow, p, a.wdt), load_any(xrow, p, a.xdt), accw);
+      for (uint64_t p = sub; p < a.io.cols; p += kRowLanesV)
+        accw = fmaf(load_any(wrow, p, a.io.wdt), load_any(xrow, p, a.io.xdt), accw);
     }
   }
   pdl_wait_prev();  // t of phase 1 (and y) are complete and visible from here on
   if (active && kind == DC_KIND_LOWRANK) {
     const DeltaDesc& d = *dp;
-    const float* trow = a.t + (uint64_t)y * a.ldt;
+    const float* trow = a.io.t + (uint64_t)y * a.io.ldt;
     for (uint32_t b = 0; b < d.n_bands; ++b) {
       const BandDesc& bd = d.bands[b];
       switch (bd.bits) {
@@ -361,15 +347,15 @@ __global__ void __launch_bounds__(kRowThreadsV, 4) rows_vec_kernel(const DC_GRID
   } else if (active && kind == DC_KIND_BITDELTA) {
     const DeltaDesc& d = *dp;
     const uint32_t* row = d.signs + orow * d.sign_row_words;
-    const ColMap map{nullptr, 0, a.cols, a.cols};
-    const uint64_t nblk = (a.cols + 31) / 32;
+    const ColMap map{nullptr, 0, a.io.cols, a.io.cols};
+    const uint64_t nblk = (a.io.cols + 31) / 32;
     for (uint64_t kb = sub; kb < nblk; kb += kRowLanesV) {
       const uint32_t w = row[kb];
       XBlock xb;
-      const bool full = a.xvec && kb * 32 + 32 <= a.cols;
-      xblock_load(xb, xrow, a.xdt, kb * 32, map, a.xvec);
+      const bool full = a.xvec && kb * 32 + 32 <= a.io.cols;
+      xblock_load(xb, xrow, a.io.xdt, kb * 32, map, a.xvec);
       float x[32];
-      xblock_get(xb, a.xdt, !full, x);
+      xblock_get(xb, a.io.xdt, !full, x);
       // Σ (bit − ½)·x as Σ bit·x − ½·Σ x: folding ½ into the decode FMA would need 2^23 + ½,
       // which fp32 cannot hold (the zero points of the other widths are integers, exact there).
       float sx = 0.f;
@@ -377,12 +363,12 @@ __global__ void __launch_bounds__(kRowThreadsV, 4) rows_vec_kernel(const DC_GRID
       for (int k = 0; k < 32; ++k) sx += x[k];
       acc += fmaf(-0.5f, sx, block_dot<1>(&w, 0.f, x));
     }
-    acc *= 2.f * d.bitdelta_scale * a.scale;
+    acc *= 2.f * d.bitdelta_scale * a.io.scale;
   }
-  const float v = seg_sum<kRowLanesV>(fmaf(a.alpha_w, accw, acc));
+  const float v = seg_sum<kRowLanesV>(fmaf(a.io.alpha_w, accw, acc));
   if (active && sub == 0) {
-    const uint64_t at = (uint64_t)y * a.ldy + o;
-    store_any(a.y, at, a.ydt, (a.accumulate ? load_any(a.y, at, a.ydt) : 0.f) + v);
+    const uint64_t at = (uint64_t)y * a.io.ldy + o;
+    store_any(a.io.y, at, a.io.ydt, (a.io.accumulate ? load_any(a.io.y, at, a.io.ydt) : 0.f) + v);
   }
 }
 
@@ -394,24 +380,9 @@ cudaError_t launch_vec(const LaunchCfg& c, const DeltaSel* sel, const RowsArgs& 
   if (r.m == 0 || r.rows == 0) return cudaSuccess;
   VecArgs a{};
   if (sel) a.sel = *sel;  // else count 0: no delta
-  a.x = r.x;
-  a.xdt = r.xdt;
+  a.io = r;
   a.xvec = aligned16(r.x, r.ldx, dtype_size(r.xdt));
-  a.ldx = r.ldx;
-  a.t = const_cast<float*>(r.t);
-  a.ldt = r.ldt;
-  a.rows = r.rows;
-  a.cols = r.cols;
-  a.y = r.y;
-  a.ydt = r.ydt;
-  a.ldy = r.ldy;
-  a.W = r.W;
-  a.wdt = r.wdt;
-  a.ldw = r.ldw;
   a.wvec = r.W != nullptr && r.wdt != DC_DTYPE_F32 && r.cols % 8 == 0 && aligned16(r.W, r.ldw, 2);
-  a.alpha_w = r.alpha_w;
-  a.scale = r.scale;
-  a.accumulate = r.accumulate;
   const unsigned ny = (unsigned)r.m;  // one block row per row of x
   if (sel && sel->max_t_stride > 0) {
     // threads: one per block of 32 of the V̂ row, rounded to whole 64-wide wavefronts, 64..256
