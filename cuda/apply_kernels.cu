@@ -1,5 +1,6 @@
-// The tiled apply kernels: one delta, 1 < m ≤ 64 rows in tiles of kTile (m = 1 and batches run the
-// one-token kernels of apply_vec_kernels.cu), and the GEMV of dense deltas and base weights.
+// The tiled apply kernels: one delta, 1 < m ≤ 64 rows in tiles of kTile, when the persistent kernel
+// does not serve it (act-order, shard offsets, BitDelta, HIP; m = 1 and batches run
+// apply_persist_kernel.cu or apply_vec_kernels.cu), and the GEMV of dense deltas and base weights.
 //
 // Phase 1 (t = x·V̂ ⊙ σ): one logical warp per singular vector; lanes take the row's blocks of 32
 // codes round-robin, four loads in flight each. A block of kP1Threads covers columns of t inside
@@ -36,49 +37,24 @@ struct TileShared {
   int rows[kTile];
   int tt;    // rows in the tile (0: this block has nothing to do)
   int slot;  // -1: no delta
-  int32_t slots[kMaxTokens];
 };
 
-// Resolves blockIdx.y into a tile. Single delta or none (row_slot null): rows [y·kTile, …).
-// Batched: the block leads a tile if row y is the (multiple of kTile)-th row of its slot; the tile
-// holds that slot's next rows. Every thread must call this (it synchronises).
+// Resolves blockIdx.y into its tile: rows [y·kTile, …) of x, with the single delta (or none).
+// Every thread must call this (it synchronises).
 __device__ void resolve_tile(TileShared& sh, const DeltaSel& sel, uint64_t m) {
-  const int y = blockIdx.y;
-  const int32_t* row_slot = sel.row_slot;
-  if (row_slot != nullptr && threadIdx.x < m) sh.slots[threadIdx.x] = row_slot[threadIdx.x];
-  __syncthreads();
   if (threadIdx.x == 0) {
     int tt = 0, slot = -1;
-    if (row_slot == nullptr) {
-      const uint64_t r0 = (uint64_t)y * kTile;
-      if (r0 < m) {
-        tt = (int)umin64(kTile, m - r0);
-        for (int i = 0; i < tt; ++i) sh.rows[i] = (int)(r0 + i);
-        slot = sel.count > 0 ? 0 : -1;
-        if (slot == 0) sh.d = sel.one;  // from the parameter bank
-      }
-    } else if ((uint64_t)y < m) {
-      const int32_t s = sh.slots[y];
-      if (s >= 0 && (uint32_t)s < sel.count) {
-        int rank = 0;
-        for (int k = 0; k < y; ++k) rank += sh.slots[k] == s;
-        if (rank % kTile == 0) {
-          for (int k = y; k < (int)m && tt < kTile; ++k)
-            if (sh.slots[k] == s) sh.rows[tt++] = k;
-          slot = s;
-        }
-      }
+    const uint64_t r0 = (uint64_t)blockIdx.y * kTile;
+    if (r0 < m) {
+      tt = (int)umin64(kTile, m - r0);
+      for (int i = 0; i < tt; ++i) sh.rows[i] = (int)(r0 + i);
+      slot = sel.count > 0 ? 0 : -1;
+      if (slot == 0) sh.d = sel.one;  // from the parameter bank
     }
     sh.tt = tt;
     sh.slot = slot;
   }
   __syncthreads();
-  if (row_slot != nullptr && sh.tt > 0 && sh.slot >= 0) {  // descriptor from the device table (uniform)
-    const uint32_t* src = reinterpret_cast<const uint32_t*>(sel.table + sh.slot);
-    uint32_t* dst = reinterpret_cast<uint32_t*>(&sh.d);
-    for (int w = threadIdx.x; w < (int)(sizeof(DeltaDesc) / 4); w += blockDim.x) dst[w] = src[w];
-    __syncthreads();
-  }
 }
 
 struct P1Args {
@@ -364,6 +340,7 @@ size_t stage_bytes(int cb, int tt) { return (size_t)cb * tt * kPitch * 4; }
 cudaError_t launch_phase1(const LaunchCfg& c, const DeltaSel& s, const void* x, int xdt, uint64_t ldx, uint64_t m,
                           float* t, uint64_t ldt, float scale) {
   if (m == 0 || s.max_t_stride == 0) return cudaSuccess;
+  if (s.row_slot != nullptr) return cudaErrorNotSupported;  // batches: launch_persist / launch_vec
   const int tt = tile_rows(m);
   P1Args a{};
   a.sel = s;
@@ -376,7 +353,7 @@ cudaError_t launch_phase1(const LaunchCfg& c, const DeltaSel& s, const void* x, 
   a.ldt = ldt;
   a.scale = scale;
   a.cb = chunk_blocks((s.max_v_len + 31) / 32, tt);
-  const unsigned tiles = s.row_slot ? (unsigned)m : (unsigned)((m + kTile - 1) / kTile);
+  const unsigned tiles = (unsigned)((m + kTile - 1) / kTile);
   const unsigned cols_per_block = (unsigned)(kP1Threads / c.group);
   const dim3 grid((unsigned)((s.max_t_stride + cols_per_block - 1) / cols_per_block), tiles);
   const size_t smem = stage_bytes(a.cb, tt);
@@ -389,6 +366,7 @@ cudaError_t launch_phase1(const LaunchCfg& c, const DeltaSel& s, const void* x, 
 
 cudaError_t launch_rows(const LaunchCfg& c, const DeltaSel* sel, const RowsArgs& a) {
   if (a.m == 0 || a.rows == 0) return cudaSuccess;
+  if (sel && sel->row_slot != nullptr) return cudaErrorNotSupported;  // batches: launch_persist / launch_vec
   RowsLaunch L{};
   L.a = a;
   if (sel) L.sel = *sel;  // else count 0: no delta
@@ -398,7 +376,7 @@ cudaError_t launch_rows(const LaunchCfg& c, const DeltaSel* sel, const RowsArgs&
   const int tt = tile_rows(a.m);
   L.cb_t = chunk_blocks(sel ? std::max<uint32_t>(sel->max_t_stride / 32, 1) : 1, tt);
   L.cb_x = chunk_blocks((a.cols + 31) / 32, tt);
-  const unsigned tiles = (sel && sel->row_slot) ? (unsigned)a.m : (unsigned)((a.m + kTile - 1) / kTile);
+  const unsigned tiles = (unsigned)((a.m + kTile - 1) / kTile);
   const dim3 grid((unsigned)((a.rows + kRowsPerBlock - 1) / kRowsPerBlock), tiles);
   const size_t smem = stage_bytes(std::max(L.cb_t, L.cb_x), tt);
   (void)c.group;  // the rows kernel's lane groups (kRowLanes) fit any hardware warp

@@ -5,8 +5,7 @@
 // `stream`, allocate nothing and never synchronise, so they can be captured in a graph.
 //
 // The tiled kernels process rows of x in tiles of up to kTile rows that share one delta, so its
-// codes are decoded once per tile. They also accept a batch (row_slot != null: rows grouped by slot
-// on the device), but the backend no longer sends them one: batches run launch_vec.
+// codes are decoded once per tile; they take a single delta only (a batch: cudaErrorNotSupported).
 #pragma once
 
 #include "common.cuh"
