@@ -28,7 +28,6 @@ constexpr int kRowLanes = 8;                              // lanes per output ro
 constexpr int kRowThreads = 128;                          // threads per rows-kernel block
 constexpr int kRowsPerBlock = kRowThreads / kRowLanes;    // output rows per rows-kernel block
 
-__device__ __forceinline__ uint64_t umin64(uint64_t a, uint64_t b) { return a < b ? a : b; }
 __device__ __forceinline__ uint32_t span_of(const BandDesc& b) { return (b.r1 - b.r0 + 31) & ~31u; }
 
 // Shared state of one block: its tile of rows and its delta's descriptor.

@@ -68,9 +68,6 @@ __device__ __forceinline__ void trace_at(const PersistArgs& a, int k) {
   }
 }
 
-__device__ __forceinline__ uint64_t umin64(uint64_t a, uint64_t b) { return a < b ? a : b; }
-__device__ __forceinline__ uint64_t umax64(uint64_t a, uint64_t b) { return a > b ? a : b; }
-
 __device__ __forceinline__ const DeltaDesc* row_desc(const PersistArgs& a, uint32_t r) {
   const DeltaSel& sel = a.sel;
   if (sel.row_slot == nullptr) return &sel.one;  // parameter space, read in place (__grid_constant__)

@@ -45,6 +45,10 @@ template <> __device__ __forceinline__ float to_f32<F32>(float v) { return v; }
 template <> __device__ __forceinline__ float to_f32<F16>(uint16_t v) { return f16_to_f32(v); }
 template <> __device__ __forceinline__ float to_f32<BF16>(uint16_t v) { return bf16_to_f32(v); }
 
+// 64-bit min/max in device code (std::min/max are host functions without relaxed constexpr).
+__device__ __forceinline__ uint64_t umin64(uint64_t a, uint64_t b) { return a < b ? a : b; }
+__device__ __forceinline__ uint64_t umax64(uint64_t a, uint64_t b) { return a > b ? a : b; }
+
 __device__ __forceinline__ float load_any(const void* p, uint64_t i, int dtype) {
   switch (dtype) {
     case DC_DTYPE_F16: return f16_to_f32(static_cast<const uint16_t*>(p)[i]);
