@@ -166,10 +166,10 @@ __device__ __forceinline__ float base_row_part(const PersistArgs& a, const char*
 }
 
 // One packed row against staged blocks, one block per iteration (no batch of loads in flight): a
-// small loop, shared by both phases (not inlined). For the single-delta decode launch, where each
-// warp runs each path once: the unrolled batches of packed_row_smem are ~6 KB of code per width,
-// and a warp's first pass through code it has not run stalls on instruction fetch (ncu of this
-// kernel at m = 1: 31 % of the cycles). The codes are already in L1 (the prologue requested them).
+// small loop, shared by both phases (not inlined), tried against the instruction-fetch stalls that
+// ncu put at 31 % of the m = 1 cycles (the unrolled batches of packed_row_smem are ~6 KB of code
+// per width). Measured: no gain (17.68 vs 16.77 µs unrolled, bench/RESULTS-h100.md); it stays the
+// m = 1 default only because it is the variant the full GPU test validated there.
 template <int BITS>
 __device__ __noinline__ float packed_row_loop(const uint32_t* __restrict__ row, const dc_qparam* __restrict__ qp,
                                               uint32_t gb, uint32_t nblk, const float* xs, int lane, int lanes) {
