@@ -508,8 +508,7 @@ cudaError_t launch_persist(const LaunchCfg& c, const DeltaSel& s, const RowsArgs
   const size_t wpart_bytes = r.W ? (size_t)((n2 + min_blocks - 1) / min_blocks) * kGroupRows * 4 : 0;
   const size_t smem = stage_bytes + wpart_bytes;
   if (smem > kPSmemLimit) return cudaErrorNotSupported;
-  // The compact code for a single delta's decode (each warp runs each path about once), the
-  // unrolled code when warps loop over many items (batches, several rows).
+  // The compact code for a single delta at m = 1 (see packed_row_loop), the unrolled code else.
   const bool compact = c.persist_compact >= 0 ? c.persist_compact != 0 : (s.row_slot == nullptr && r.m == 1);
   void (*kernel)(PersistArgs) = compact ? persist_kernel<true> : persist_kernel<false>;
   static std::once_flag attr_once;
