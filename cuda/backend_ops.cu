@@ -337,6 +337,12 @@ void delta_free(void* devp, void* p) {
 }
 
 // ---- GEMM (row-major C[M×N] = alpha·A·Bᵀ + beta·C) ---------------------------------------------------
+// The device's launch settings (warp width, PDL, the persistent kernel's switches) for stream s.
+LaunchCfg launch_cfg(const GpuDevice* dev, cudaStream_t s) {
+  return LaunchCfg{dev->group, s, dev->pdl, dev->coop, dev->persist_blocks, dev->persist_compact, dev->trace,
+                   dev->prefetch_l1};
+}
+
 dc_status gemm_nt(GpuDevice* dev, cudaStream_t s, uint64_t M, uint64_t N, uint64_t K, const void* A, uint64_t lda,
                   const void* B, uint64_t ldb, int abdt, void* C, int cdt, uint64_t ldc, float alpha, float beta) {
 #if defined(DC_HAVE_BLAS)
@@ -402,7 +408,7 @@ dc_status apply_prefill(GpuDevice* dev, const DeltaDesc& d, const dc_apply_param
     beta = 1.f;
     accumulate = false;
   } else if (with_base) {  // base in another dtype than x: our GEMV writes y = x·Wᵀ first
-    const LaunchCfg c{dev->group, s, dev->pdl, dev->coop, dev->persist_blocks, dev->persist_compact, dev->trace, dev->prefetch_l1};
+    const LaunchCfg c = launch_cfg(dev, s);
     DC_GPU_TRY(launch_gemv(c, p->base_weight, p->base_dtype, ldb, d.rows, d.cols, p->x, xdt, ldx, p->m, p->y,
                            p->y_dtype, ldy, 1.f, false),
                "base GEMV");
@@ -436,7 +442,7 @@ dc_status apply(void* devp, const void* dp, const dc_apply_params* p) {
   if (p->m == 0) return DC_OK;
   DC_GPU_TRY(select_device(dev->ordinal), "selecting the device");
   const auto s = static_cast<cudaStream_t>(p->stream);
-  const LaunchCfg c{dev->group, s, dev->pdl, dev->coop, dev->persist_blocks, dev->persist_compact, dev->trace, dev->prefetch_l1};
+  const LaunchCfg c = launch_cfg(dev, s);
   const uint64_t ldx = p->ldx ? p->ldx : d.cols, ldy = p->ldy ? p->ldy : d.rows, ldb = p->ld_base ? p->ld_base : d.cols;
   const bool with_base = (p->flags & DC_APPLY_INCLUDE_BASE) != 0;
   const size_t xes = dtype_size(p->x_dtype), yes = dtype_size(p->y_dtype);
@@ -554,7 +560,7 @@ dc_status apply_batched(void* devp, const void* bp, const int32_t* row_slot, con
   if (p->m == 0) return DC_OK;
   DC_GPU_TRY(select_device(dev->ordinal), "selecting the device");
   const auto s = static_cast<cudaStream_t>(p->stream);
-  const LaunchCfg c{dev->group, s, dev->pdl, dev->coop, dev->persist_blocks, dev->persist_compact, dev->trace, dev->prefetch_l1};
+  const LaunchCfg c = launch_cfg(dev, s);
   const uint64_t ldx = p->ldx ? p->ldx : b->cols, ldy = p->ldy ? p->ldy : b->rows, ldb = p->ld_base ? p->ld_base : b->cols;
   if (p->flags & DC_APPLY_INCLUDE_BASE) {  // the base once for all rows, then y += each row's delta
     RowsArgs base{};
