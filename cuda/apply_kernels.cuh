@@ -27,7 +27,8 @@ struct LaunchCfg {
   unsigned persist_blocks = 0;  // persistent kernel grid cap (0: occupancy × SMs; tuning knob)
   int persist_compact = -1;     // its compact code: 1 always, 0 never, -1 for a single delta at m = 1
   unsigned long long* trace = nullptr;  // diagnostics: per-block phase clocks of single m = 1 launches
-  bool prefetch_l1 = false;     // persistent kernel's prologue requests into L1 (default L2)
+  bool stage_codes = true;      // persistent kernel, single delta at m = 1: codes copied to shared memory first
+  unsigned persist_wparts = 0;  // its fused base: column pieces per group of output rows (0: kWParts)
 };
 
 // Device memory of the persistent kernel's grid barrier: kBarrierLines 128-byte lines, zeroed once.

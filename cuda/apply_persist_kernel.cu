@@ -25,7 +25,9 @@
 // Not on HIP: the grid barrier has not been validated on AMD hardware (none here); HIP keeps the
 // two one-token kernels (launch_persist returns cudaErrorNotSupported).
 #include <algorithm>
+#include <map>
 #include <mutex>
+#include <tuple>
 
 #include "apply_kernels.cuh"
 #include "vec_dot.cuh"
@@ -39,6 +41,7 @@ constexpr int kPThreads = 256;
 constexpr int kPWarps = kPThreads / 32;
 constexpr int kGroupRows = 32 / kRowLanesV;  // output rows of one phase-2 item (one warp)
 constexpr size_t kPSmemLimit = 100 * 1024;   // two blocks per SM fit next to L1
+constexpr uint32_t kWParts = 4;              // fused base: column pieces per group of output rows (default)
 
 struct PersistArgs {
   DeltaSel sel;              // single apply (row_slot null): sel.one for every row; batch: the table
@@ -48,9 +51,15 @@ struct PersistArgs {
   bool wvec;                 // W 16-bit, rows 16-byte aligned, cols % 16 == 0 (two halves of 8s)
   uint32_t T;                // phase-1 items per row: the largest t_stride
   uint32_t G;                // phase-2 items per row: groups of kGroupRows outputs
+  // The m·T phase-1 items and m·G phase-2 items split over the blocks: block b takes q + (b < rm)
+  // of them from b·q + min(b, rm) (no division in the kernel: a 64-bit one is ~70 instructions,
+  // and every instruction before the first load is latency at decode sizes).
+  uint32_t q1, rm1, q2, rm2;
   uint32_t nbx, nbt;         // staged blocks of 32 of x (max(cols, v_len)) and of t (T)
   unsigned long long* trace; // diagnostics (see trace_at), or null
-  bool prefetch_l1;          // prologue requests into L1 (else L2)
+  uint32_t w_parts;          // fused base: column pieces per group of output rows (1..64)
+  uint32_t codes_at;         // staged codes (see stage_codes): their word offset in dynamic shared
+                             // memory; 0: not staged, every code is read from global memory
 };
 
 // Diagnostics (DELTACOME_GPU_PERSIST_TRACE=1): thread 0 of each block records its start time
@@ -81,36 +90,143 @@ __device__ __forceinline__ uint32_t band_of(const DeltaDesc& d, uint32_t kv) {
   return b;
 }
 
-// The first item ≥ lo of the arithmetic sequence i0, i0 + step, …
-__device__ __forceinline__ uint64_t first_at_or_after(uint64_t i0, uint64_t lo, uint64_t step) {
-  return lo <= i0 ? i0 : i0 + (lo - i0 + step - 1) / step * step;
+// Warps per item when a block has n items of a phase (staged kernel): all eight warps busy.
+__device__ __forceinline__ uint32_t split_of(uint32_t n) { return n <= 1 ? 8 : n <= 2 ? 4 : n <= 4 ? 2 : 1; }
+
+// The first item ≥ lo of the arithmetic sequence i0, i0 + kPWarps, …
+__device__ __forceinline__ uint32_t first_at_or_after(uint32_t i0, uint32_t lo) {
+  return lo <= i0 ? i0 : i0 + (lo - i0 + kPWarps - 1) / kPWarps * kPWarps;
 }
 
-__device__ __forceinline__ void prefetch_line(const void* p, bool l1) { l1 ? prefetch_l1(p) : prefetch_l2(p); }
-
-// Requests V̂ row kv's codes, quantization parameters and σ into L1 or L2 (32 bytes per lane).
-__device__ __forceinline__ void prefetch_v_row(const DeltaDesc& d, uint32_t kv, int lane, bool l1) {
+// Requests V̂ row kv's codes, quantization parameters and σ into L2 (32 bytes per lane).
+__device__ __forceinline__ void prefetch_v_row(const DeltaDesc& d, uint32_t kv, int lane) {
   if (kv >= d.t_stride) return;
   const BandDesc& bd = d.bands[band_of(d, kv)];
   const uint32_t j = kv - bd.t_off;
   if (j >= bd.r1 - bd.r0) return;
   const char* row = reinterpret_cast<const char*>(bd.v_codes + (uint64_t)j * bd.v_row_words);
-  for (uint64_t off = (uint64_t)lane * 32; off < (uint64_t)bd.v_row_words * 4; off += 32 * 32) prefetch_line(row + off, l1);
+  for (uint64_t off = (uint64_t)lane * 32; off < (uint64_t)bd.v_row_words * 4; off += 32 * 32) prefetch_l2(row + off);
   if (bd.bits != 16) {
     const char* q = reinterpret_cast<const char*>(bd.v_qp + (uint64_t)j * bd.v_row_groups);
-    for (uint64_t off = (uint64_t)lane * 32; off < (uint64_t)bd.v_row_groups * 4; off += 32 * 32) prefetch_line(q + off, l1);
+    for (uint64_t off = (uint64_t)lane * 32; off < (uint64_t)bd.v_row_groups * 4; off += 32 * 32) prefetch_l2(q + off);
   }
-  if (lane == 0) prefetch_line(d.sigma + bd.r0 + j, l1);
+  if (lane == 0) prefetch_l2(d.sigma + bd.r0 + j);
 }
 
-// Requests this lane's share (kRowLanesV lanes per row) of Û row o into L1 or L2.
-__device__ __forceinline__ void prefetch_u_row(const DeltaDesc& d, uint64_t o, int sub, bool l1) {
+// Requests this lane's share (kRowLanesV lanes per row) of Û row o into L2.
+__device__ __forceinline__ void prefetch_u_row(const DeltaDesc& d, uint64_t o, int sub) {
   if (o >= d.rows) return;
   for (uint32_t b = 0; b < d.n_bands; ++b) {
     const BandDesc& bd = d.bands[b];
     const char* row = reinterpret_cast<const char*>(bd.u_codes + o * bd.u_row_words);
-    for (uint64_t off = (uint64_t)sub * 32; off < (uint64_t)bd.u_row_words * 4; off += kRowLanesV * 32) prefetch_line(row + off, l1);
-    if (bd.bits != 16 && sub == 0) prefetch_line(bd.u_qp + o * bd.u_row_groups, l1);
+    for (uint64_t off = (uint64_t)sub * 32; off < (uint64_t)bd.u_row_words * 4; off += kRowLanesV * 32) prefetch_l2(row + off);
+    if (bd.bits != 16 && sub == 0) prefetch_l2(bd.u_qp + o * bd.u_row_groups);
+  }
+}
+
+// ---- staged codes (a single delta at m = 1) -------------------------------------------------------
+// A block's items are contiguous ranges: phase 1 takes V̂ rows [jlo, jhi) of each band (a slice of
+// t), phase 2 output rows [olo, ohi) of Û. So its share of the delta is a few contiguous pieces
+// (codes, quantization parameters, σ per band), a few KB at decode sizes. They are copied into
+// shared memory with cp.async as the block's first instructions, all at once, the V̂ pieces as one
+// commit group and the Û pieces as a second: phase 1 waits on one DRAM round trip (not one per
+// batch of blocks as it goes), and the Û codes arrive while phase 1 and the grid barrier run, so
+// after the barrier phase 2 only reads t. Each piece starts on 16 bytes, so the 8- and 16-byte
+// loads of load_block stay aligned (rows are whole blocks).
+struct StagedBand {
+  uint32_t v_codes, v_qp, sigma, u_codes, u_qp;  // word offsets from the staged area
+  uint32_t jlo;                                  // first V̂ row of the band in this block
+};
+
+__device__ __forceinline__ void cp_async(uint32_t dst, const void* src, int bytes) {
+  if (bytes == 16) asm volatile("cp.async.ca.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(src) : "memory");
+  else if (bytes == 8) asm volatile("cp.async.ca.shared.global [%0], [%1], 8;" ::"r"(dst), "l"(src) : "memory");
+  else asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(dst), "l"(src) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory"); }
+
+// One piece: n words from global src to the staged area at word `at`, copied by warp
+// piece % kPWarps alone (lanes take 16, 8 or 4 bytes each, the widest the source's alignment
+// allows): the other warps only add its size, so a block's ~15 pieces cost each thread a few
+// instructions instead of a loop per piece. Returns the next 16-byte aligned offset.
+struct PieceCursor {
+  uint32_t at = 0, piece = 0;
+};
+__device__ __forceinline__ void stage_piece(uint32_t* area, PieceCursor& c, const void* src, uint32_t n) {
+  const uint32_t lane = threadIdx.x % 32;
+  if ((c.piece++ % kPWarps) == threadIdx.x / 32 && n != 0) {
+    const uint32_t dst = (uint32_t)__cvta_generic_to_shared(area + c.at);
+    const char* s = static_cast<const char*>(src);
+    const uint32_t bytes = n * 4, al = (uint32_t)reinterpret_cast<uintptr_t>(s) | bytes;
+    if ((al & 15) == 0) {
+      for (uint32_t e = lane * 16; e < bytes; e += 32 * 16) cp_async(dst + e, s + e, 16);
+    } else if ((al & 7) == 0) {
+      for (uint32_t e = lane * 8; e < bytes; e += 32 * 8) cp_async(dst + e, s + e, 8);
+    } else {
+      for (uint32_t e = lane * 4; e < bytes; e += 32 * 4) cp_async(dst + e, s + e, 4);
+    }
+  }
+  c.at += (n + 3) & ~3u;
+}
+
+// Issues the copies of the block's pieces (phase-1 items [lo1, hi1), output rows [olo, ohi)) and
+// records where they go in tab (thread 0).
+__device__ __forceinline__ void stage_codes(const DeltaDesc& d, uint32_t* area, uint32_t lo1, uint32_t hi1, uint32_t olo,
+                                            uint32_t ohi, StagedBand* tab) {
+  const bool rec = threadIdx.x == 0;
+  PieceCursor c;
+  for (uint32_t b = 0; b < d.n_bands; ++b) {
+    const BandDesc& bd = d.bands[b];
+    const uint32_t nr = bd.r1 - bd.r0;
+    const uint32_t jlo = lo1 > bd.t_off ? min(lo1 - bd.t_off, nr) : 0;
+    const uint32_t jhi = hi1 > bd.t_off ? min(hi1 - bd.t_off, nr) : 0;
+    if (rec) { tab[b].jlo = jlo; tab[b].v_codes = c.at; }
+    stage_piece(area, c, bd.v_codes + (uint64_t)jlo * bd.v_row_words, (jhi - jlo) * bd.v_row_words);
+    if (rec) tab[b].v_qp = c.at;
+    if (bd.bits != 16) stage_piece(area, c, bd.v_qp + (uint64_t)jlo * bd.v_row_groups, (jhi - jlo) * bd.v_row_groups);
+    if (rec) tab[b].sigma = c.at;
+    stage_piece(area, c, d.sigma + bd.r0 + jlo, jhi - jlo);
+  }
+  cp_async_commit();
+  for (uint32_t b = 0; b < d.n_bands; ++b) {
+    const BandDesc& bd = d.bands[b];
+    if (rec) tab[b].u_codes = c.at;
+    stage_piece(area, c, bd.u_codes + (uint64_t)olo * bd.u_row_words, (ohi - olo) * bd.u_row_words);
+    if (rec) tab[b].u_qp = c.at;
+    if (bd.bits != 16) stage_piece(area, c, bd.u_qp + (uint64_t)olo * bd.u_row_groups, (ohi - olo) * bd.u_row_groups);
+  }
+  cp_async_commit();
+}
+
+// x_0 (m = 1, 16-byte aligned rows, no column map) into the stage as stage_rows does, without its
+// per-element divisions: eight values per thread and pass, four threads per block of 32.
+__device__ __forceinline__ void stage_row0(float* xs, uint32_t nb, const void* x, int dt, uint64_t len) {
+  const uint32_t total = nb * 4;
+  for (uint32_t e0 = 0; e0 < total; e0 += kPThreads) {  // same trip count in every thread (shuffles)
+    const uint32_t e = e0 + threadIdx.x;
+    float v[8];
+#pragma unroll
+    for (int k = 0; k < 8; ++k) v[k] = 0.f;
+    if (e < total) {
+      const uint64_t p = (uint64_t)e * 8;
+      if (p + 8 <= len) {
+        load8(x, dt, p, v);
+      } else {
+#pragma unroll
+        for (int k = 0; k < 8; ++k)
+          if (p + k < len) v[k] = load_any(x, p + k, dt);
+      }
+    }
+    const float sum = seg_sum<4>(((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7])));
+    if (e < total) {
+      float* dst = xs + (e >> 2) * kPitch;
+      float4* d4 = reinterpret_cast<float4*>(dst + (e & 3) * 8);
+      d4[0] = make_float4(v[0], v[1], v[2], v[3]);
+      d4[1] = make_float4(v[4], v[5], v[6], v[7]);
+      if ((e & 3) == 0) dst[32] = sum;
+    }
   }
 }
 
@@ -304,12 +420,24 @@ __device__ __forceinline__ void stage_t(float* ts, const float* trow, uint32_t n
 constexpr unsigned kBarrierSubs = 16;  // sub-counters: lines 0..15; top: line 16; generation: line 17
 static_assert(kBarrierLines >= (int)kBarrierSubs + 2, "barrier state too small");
 
-__device__ __forceinline__ void grid_barrier(unsigned int* bar) {
-  __syncthreads();
-  if (threadIdx.x == 0) {
+//
+// Split in two: grid_arrive after the block's t is written, grid_wait before t is read, so that
+// work which needs no t (the base rows of a fused m = 1 call) hides the barrier's latency.
+struct BarrierTicket {
+  unsigned int gen;  // the generation seen before arriving (thread 0)
+  bool released;     // this block was the last arrival and released the others
+};
+
+// The arrival of the block, by one thread, after every write of the block that the barrier must
+// publish is ordered before it (__syncthreads, or a __threadfence by each writer before a
+// shared-memory signal that this thread observed).
+__device__ __forceinline__ BarrierTicket grid_arrive_thread(unsigned int* bar) {
+  BarrierTicket tk{0u, false};
+  {
     volatile unsigned int* gen = bar + 32 * (kBarrierSubs + 1);
     unsigned int* top = bar + 32 * kBarrierSubs;
     const unsigned int g = *gen;  // read before arriving: the last arrival changes it
+    tk.gen = g;
     __threadfence();              // this block's writes (t) before its arrival
     const unsigned subs = gridDim.x < kBarrierSubs ? gridDim.x : kBarrierSubs, s = blockIdx.x % subs;
     const unsigned members = gridDim.x / subs + (s < gridDim.x % subs ? 1u : 0u);
@@ -325,139 +453,254 @@ __device__ __forceinline__ void grid_barrier(unsigned int* bar) {
         released = true;
       }
     }
-    if (!released)
-      while (*gen == g) __nanosleep(20);
+    tk.released = released;
+  }
+  return tk;
+}
+
+__device__ __forceinline__ BarrierTicket grid_arrive(unsigned int* bar) {
+  __syncthreads();
+  return threadIdx.x == 0 ? grid_arrive_thread(bar) : BarrierTicket{0u, false};
+}
+
+__device__ __forceinline__ void grid_wait(unsigned int* bar, const BarrierTicket& tk) {
+  if (threadIdx.x == 0) {
+    volatile unsigned int* gen = bar + 32 * (kBarrierSubs + 1);
+    if (!tk.released)
+      while (*gen == tk.gen) __nanosleep(20);
     __threadfence();
   }
   __syncthreads();
 }
 
-template <bool kCompact>
+// kStaged: codes from shared memory (a.codes_at; a single delta at m = 1, always with the compact
+// code: from shared memory the unrolled batches of loads buy nothing, and a separate instance keeps
+// the staging out of the batched kernel's registers).
+template <bool kCompact, bool kStaged>
 __global__ void __launch_bounds__(kPThreads, 2) persist_kernel(const __grid_constant__ PersistArgs a) {
   extern __shared__ float4 dyn_smem[];
+  __shared__ StagedBand tab[DC_MAX_BANDS];                    // where the staged pieces are
+  __shared__ float tsum[kPWarps], ysum[kPWarps * kGroupRows];  // split items' sums (staged)
+  __shared__ unsigned int p1_done, w_next, tk_gen, tk_released;  // fused base: see after phase 1
   float* stage = reinterpret_cast<float*>(dyn_smem);           // x_r before the barrier, t_r after
   float* wpart = stage + (a.nbx > a.nbt ? a.nbx : a.nbt) * kPitch;  // [item][row] base sums (m = 1)
+  constexpr bool staged = kStaged;
+  const uint32_t* codes = reinterpret_cast<const uint32_t*>(dyn_smem) + a.codes_at;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int sub = lane % kRowLanesV, rsub = lane / kRowLanesV;
-  const uint64_t nb = gridDim.x, b = blockIdx.x;
-  const uint64_t n1 = (uint64_t)a.io.m * a.T, n2 = (uint64_t)a.io.m * a.G;
-  const uint64_t lo1 = b * n1 / nb, hi1 = (b + 1) * n1 / nb;  // this block's phase-1 items
-  const uint64_t lo2 = b * n2 / nb, hi2 = (b + 1) * n2 / nb;  // and phase-2 items
-  const uint64_t w1 = lo1 + warp, w2 = lo2 + (kPWarps - 1 - warp);  // this warp's first items
+  const uint32_t b = blockIdx.x;
+  const uint32_t lo1 = b * a.q1 + min(b, a.rm1), hi1 = lo1 + a.q1 + (b < a.rm1);  // this block's phase-1 items
+  const uint32_t lo2 = b * a.q2 + min(b, a.rm2), hi2 = lo2 + a.q2 + (b < a.rm2);  // and phase-2 items
+  const uint32_t w1 = lo1 + warp, w2 = lo2 + (kPWarps - 1 - warp);  // this warp's first items
+  // staged (single delta, m = 1: item = column of t, resp. group of output rows; rows < 2^32 there)
+  const uint32_t olo = (uint32_t)umin64((uint64_t)lo2 * kGroupRows, a.io.rows);
+  const uint32_t ohi = (uint32_t)umin64((uint64_t)hi2 * kGroupRows, a.io.rows);
 
   trace_at(a, 0);
-  // prologue: the first two items of each phase into L1 (immutable delta data only)
-  for (uint64_t i = w1; i < hi1 && i < w1 + 2 * kPWarps; i += kPWarps) {
-    const DeltaDesc* dp = row_desc(a, (uint32_t)(i / a.T));
-    if (dp) prefetch_v_row(*dp, (uint32_t)(i % a.T), lane, a.prefetch_l1);
-  }
-  for (uint64_t i = w2; i < hi2 && i < w2 + 2 * kPWarps; i += kPWarps) {
-    const DeltaDesc* dp = row_desc(a, (uint32_t)(i / a.G));
-    if (dp) prefetch_u_row(*dp, (i % a.G) * kGroupRows + rsub, sub, a.prefetch_l1);
+  // prologue (immutable delta data only): the block's codes into shared memory, or the first two
+  // items of each phase into L2
+  if (staged) {
+    stage_codes(a.sel.one, const_cast<uint32_t*>(codes), lo1, hi1, olo, ohi, tab);
+  } else {
+    for (uint32_t i = w1; i < hi1 && i < w1 + 2 * kPWarps; i += kPWarps) {
+      const uint32_t r = i / a.T;
+      const DeltaDesc* dp = row_desc(a, r);
+      if (dp) prefetch_v_row(*dp, i - r * a.T, lane);
+    }
+    for (uint32_t i = w2; i < hi2 && i < w2 + 2 * kPWarps; i += kPWarps) {
+      const uint32_t r = i / a.G;
+      const DeltaDesc* dp = row_desc(a, r);
+      if (dp) prefetch_u_row(*dp, (uint64_t)(i - r * a.G) * kGroupRows + rsub, sub);
+    }
   }
   if (a.io.W != nullptr)
-    for (uint64_t e = threadIdx.x; e < (hi2 - lo2) * kGroupRows; e += blockDim.x) wpart[e] = 0.f;
+    for (uint32_t e = threadIdx.x; e < (hi2 - lo2) * kGroupRows; e += blockDim.x) wpart[e] = 0.f;
+  // Staged (m = 1, ~4 items per phase and block at decode sizes): `split` warps share an item, so
+  // that all eight warps work and each runs 1/split of the item's chain of instructions (the
+  // critical path: ncu measured ~13 cycles per instruction per warp at this occupancy).
+  const uint32_t split1 = staged && a.io.W == nullptr ? split_of(hi1 - lo1) : 1, part1 = warp % split1;
+  if (threadIdx.x == 0) p1_done = w_next = 0u;
+  const uint32_t split2 = staged ? split_of(hi2 - lo2) : 1, part2 = warp % split2;
+  if (staged && threadIdx.x < kPWarps * kGroupRows) {
+    ysum[threadIdx.x] = 0.f;
+    if (threadIdx.x < kPWarps) tsum[threadIdx.x] = 0.f;
+  }
   pdl_allow_next();
   pdl_wait_prev();  // x, y and the scratch are the previous kernels' from here on
   trace_at(a, 1);
 
-  // ---- phase 1 (+ base rows) ----
+  // ---- phase 1 ----
   const ColMap xmap{nullptr, 0, a.io.cols, a.io.cols};
-  const uint64_t r1_first = lo1 / a.T, r1_end = hi1 == lo1 ? r1_first : (hi1 - 1) / a.T + 1;
+  const uint32_t r1_first = staged ? 0 : lo1 / a.T, r1_end = staged ? 1 : hi1 == lo1 ? r1_first : (hi1 - 1) / a.T + 1;
   // the base (m = 1) needs x_0 staged even in a block without phase-1 items
-  const uint64_t r_first = a.io.W ? 0 : r1_first, r_end = a.io.W ? 1 : r1_end;
-  for (uint64_t r = r_first; r < r_end; ++r) {
+  const uint32_t r_first = a.io.W ? 0 : r1_first, r_end = a.io.W ? 1 : r1_end;
+  for (uint32_t r = r_first; r < r_end; ++r) {
     const DeltaDesc* dp = row_desc(a, (uint32_t)r);
-    const bool base_here = a.io.W != nullptr && r == 0;
-    if (dp == nullptr && !base_here) continue;  // uniform: no delta on this row
+    if (dp == nullptr && a.io.W == nullptr) continue;  // uniform: no delta on this row
     const int rr[1] = {(int)r};
     __syncthreads();  // the previous row's readers are done with the stage
-    stage_rows(stage, (int)a.nbx, 0, a.io.x, a.io.xdt, a.io.ldx, rr, 1, xmap, a.xvec);
+    if (staged && a.xvec) stage_row0(stage, a.nbx, a.io.x, a.io.xdt, a.io.cols);
+    else stage_rows(stage, (int)a.nbx, 0, a.io.x, a.io.xdt, a.io.ldx, rr, 1, xmap, a.xvec);
+    if (staged) cp_async_wait<1>();  // this thread's V̂ pieces (the barrier below publishes everyone's)
     __syncthreads();
-    if (dp != nullptr) {
-      const DeltaDesc& d = *dp;
-      const uint32_t nblk_v = (uint32_t)((d.v_len + 31) / 32);
-      const uint64_t ilo = umax64(lo1, r * a.T), ihi = umin64(hi1, (r + 1) * a.T);
-      for (uint64_t i = first_at_or_after(w1, ilo, kPWarps); i < ihi; i += kPWarps) {
-        if (i + 2 * kPWarps < ihi) prefetch_v_row(d, (uint32_t)(i + 2 * kPWarps - r * a.T), lane, a.prefetch_l1);
-        const uint32_t kv = (uint32_t)(i - r * a.T);
-        if (kv >= d.t_stride) continue;
-        const BandDesc& bd = d.bands[band_of(d, kv)];
-        const uint32_t j = kv - bd.t_off;
-        float v = 0.f;
-        if (j < bd.r1 - bd.r0) {
-          const float sg = d.sigma[bd.r0 + j];
-          const uint32_t* row = bd.v_codes + (uint64_t)j * bd.v_row_words;
-          const dc_qparam* qp = bd.bits == 16 ? nullptr : bd.v_qp + (uint64_t)j * bd.v_row_groups;
-          const uint32_t gb = bd.bits == 16 ? 1 : bd.group_size / 32;
-          v = band_row_dot<kCompact>(bd.bits, row, qp, gb, nblk_v, stage, lane, 32);
-          v = seg_sum<32>(v) * sg * a.io.scale;
+    if (dp == nullptr) continue;
+    const DeltaDesc& d = *dp;
+    const uint32_t nblk_v = (uint32_t)((d.v_len + 31) / 32);
+    const uint32_t ilo = max(lo1, r * a.T), ihi = min(hi1, (r + 1) * a.T);
+    const uint32_t first = staged ? lo1 + warp / split1 : first_at_or_after(w1, ilo);
+    for (uint32_t i = first; i < ihi; i += kPWarps / split1) {
+      if (!staged && i + 2 * kPWarps < ihi) prefetch_v_row(d, i + 2 * kPWarps - r * a.T, lane);
+      const uint32_t kv = i - r * a.T;
+      if (kv >= d.t_stride) continue;
+      const uint32_t bi = band_of(d, kv);
+      const BandDesc& bd = d.bands[bi];
+      const uint32_t j = kv - bd.t_off;
+      float v = 0.f;
+      if (j < bd.r1 - bd.r0) {
+        const uint32_t* row;
+        const dc_qparam* qp;
+        float sg;
+        if (staged) {
+          const StagedBand& sb = tab[bi];
+          const uint32_t js = j - sb.jlo;
+          row = codes + sb.v_codes + js * bd.v_row_words;
+          qp = reinterpret_cast<const dc_qparam*>(codes + sb.v_qp) + js * bd.v_row_groups;
+          sg = reinterpret_cast<const float*>(codes + sb.sigma)[js];
+        } else {
+          row = bd.v_codes + (uint64_t)j * bd.v_row_words;
+          qp = bd.v_qp + (uint64_t)j * bd.v_row_groups;
+          sg = d.sigma[bd.r0 + j];
         }
-        if (lane == 0) __stcg(a.io.t + r * a.io.ldt + kv, v);
+        const uint32_t gb = bd.bits == 16 ? 1 : bd.group_size / 32;
+        v = band_row_dot<kCompact>(bd.bits, row, bd.bits == 16 ? nullptr : qp, gb, nblk_v, stage,
+                                   lane + 32 * part1, 32 * split1);
+        v = seg_sum<32>(v) * sg * a.io.scale;
       }
-    }
-    if (base_here) {
-      // the block's phase-2 output rows of x·Wᵀ, each item's columns in two halves so that every
-      // warp streams (pieces q = warp, warp + 8, …; the halves meet in shared memory)
-      const size_t wes = a.io.wdt == DC_DTYPE_F32 ? 4 : 2;
-      const uint64_t half = a.wvec ? (a.io.cols / 16) * 8 : a.io.cols / 2;
-      for (uint64_t q = warp; q < 2 * (hi2 - lo2); q += kPWarps) {
-        const uint64_t li = q / 2, o = (lo2 + li) * kGroupRows + rsub;  // m = 1: item = group
-        float s = 0.f;
-        if (o < a.io.rows) {
-          const char* wrow = static_cast<const char*>(a.io.W) + o * a.io.ldw * wes;
-          s = base_row_part(a, wrow, stage, q % 2 ? half : 0, q % 2 ? a.io.cols : half, sub);
-        }
-        s = seg_sum<kRowLanesV>(s);
-        if (sub == 0) atomicAdd(&wpart[li * kGroupRows + rsub], s);
+      if (lane == 0) {
+        if (split1 == 1) __stcg(a.io.t + (uint64_t)r * a.io.ldt + kv, v);
+        else atomicAdd(&tsum[i - lo1], v);
       }
     }
   }
-
-  __syncthreads();
-  trace_at(a, 2);
-  grid_barrier(a.barrier);  // every column of t is written
+  if (a.io.W == nullptr) {
+    if (split1 > 1) {  // staged: m = 1, one row
+      __syncthreads();
+      if (threadIdx.x < hi1 - lo1) __stcg(a.io.t + lo1 + threadIdx.x, tsum[threadIdx.x]);
+    }
+    trace_at(a, 2);
+    const BarrierTicket tk = grid_arrive(a.barrier);  // this block's columns of t are written
+    grid_wait(a.barrier, tk);                         // every column of t is written
+  } else {
+    // Fused base (m = 1, split1 = 1: warp w holds phase-1 items w, w + 8, …): the last phase-1
+    // warp to finish arrives at the grid barrier for the block, and every warp streams base rows
+    // as soon as it has no phase-1 item left: the block's output rows of x·Wᵀ (x_0 is staged) in
+    // pieces of (4 rows, 1/kWParts of the columns) taken from a shared counter, so the warps
+    // without phase-1 items start at once and the barrier's latency hides behind the stream.
+    const uint32_t p1_warps = min(hi1 - lo1, (uint32_t)kPWarps);
+    if (warp < p1_warps) {
+      __syncwarp();
+      if (lane == 0) {
+        __threadfence();  // this warp's columns of t before the block's arrival
+        if (atomicAdd(&p1_done, 1u) == p1_warps - 1) {
+          __threadfence();
+          const BarrierTicket t = grid_arrive_thread(a.barrier);
+          tk_gen = t.gen;
+          tk_released = t.released ? 1u : 0u;
+        }
+      }
+    } else if (p1_warps == 0 && threadIdx.x == 0) {
+      const BarrierTicket t = grid_arrive_thread(a.barrier);
+      tk_gen = t.gen;
+      tk_released = t.released ? 1u : 0u;
+    }
+    trace_at(a, 2);
+    const size_t wes = a.io.wdt == DC_DTYPE_F32 ? 4 : 2;
+    const uint64_t units = a.io.cols / 16;  // piece bounds on 16 columns (the vector path's unit)
+    const uint32_t np = a.w_parts, pieces = (hi2 - lo2) * np;
+    for (;;) {
+      uint32_t q = 0;
+      if (lane == 0) q = atomicAdd(&w_next, 1u);
+      q = __shfl_sync(0xffffffffu, q, 0);
+      if (q >= pieces) break;
+      const uint32_t li = q / np, part = q % np;
+      const uint64_t c0 = units * part / np * 16, c1 = part + 1 == np ? a.io.cols : units * (part + 1) / np * 16;
+      const uint64_t o = (uint64_t)(lo2 + li) * kGroupRows + rsub;  // m = 1: item = group
+      float s = 0.f;
+      if (o < a.io.rows) {
+        const char* wrow = static_cast<const char*>(a.io.W) + o * a.io.ldw * wes;
+        s = base_row_part(a, wrow, stage, c0, c1, sub);
+      }
+      s = seg_sum<kRowLanesV>(s);
+      if (sub == 0) atomicAdd(&wpart[li * kGroupRows + rsub], s);
+    }
+    __syncthreads();  // the ticket is written
+    grid_wait(a.barrier, BarrierTicket{tk_gen, tk_released != 0});
+  }
   trace_at(a, 3);
 
   // ---- phase 2 ----
-  const uint64_t r2_first = lo2 / a.G, r2_end = hi2 == lo2 ? r2_first : (hi2 - 1) / a.G + 1;
-  for (uint64_t r = r2_first; r < r2_end; ++r) {
+  const uint32_t r2_first = staged ? 0 : lo2 / a.G, r2_end = staged ? 1 : hi2 == lo2 ? r2_first : (hi2 - 1) / a.G + 1;
+  for (uint32_t r = r2_first; r < r2_end; ++r) {
     const DeltaDesc* dp = row_desc(a, (uint32_t)r);
     if (dp == nullptr && a.io.accumulate && a.io.W == nullptr) continue;  // uniform: nothing to add
     if (dp != nullptr) {
       __syncthreads();  // the previous row's readers are done with the stage
-      stage_t(stage, a.io.t + r * a.io.ldt, a.nbt);
+      stage_t(stage, a.io.t + (uint64_t)r * a.io.ldt, a.nbt);
+      if (staged) cp_async_wait<0>();  // this thread's Û pieces
       __syncthreads();
       trace_at(a, 4);
     }
-    const uint64_t ilo = umax64(lo2, r * a.G), ihi = umin64(hi2, (r + 1) * a.G);
-    for (uint64_t i = first_at_or_after(w2, ilo, kPWarps); i < ihi; i += kPWarps) {
-      const uint64_t o = (i - r * a.G) * kGroupRows + rsub;
+    const uint32_t ilo = max(lo2, r * a.G), ihi = min(hi2, (r + 1) * a.G);
+    const uint32_t first = staged ? lo2 + warp / split2 : first_at_or_after(w2, ilo);
+    for (uint32_t i = first; i < ihi; i += kPWarps / split2) {
+      const uint64_t o = (uint64_t)(i - r * a.G) * kGroupRows + rsub;
       float acc = 0.f;
       if (dp != nullptr) {
         const DeltaDesc& d = *dp;
-        if (i + 2 * kPWarps < ihi) prefetch_u_row(d, (i + 2 * kPWarps - r * a.G) * kGroupRows + rsub, sub, a.prefetch_l1);
+        if (!staged && i + 2 * kPWarps < ihi)
+          prefetch_u_row(d, (uint64_t)(i + 2 * kPWarps - r * a.G) * kGroupRows + rsub, sub);
         if (o < a.io.rows) {
           for (uint32_t bb = 0; bb < d.n_bands; ++bb) {
             const BandDesc& bd = d.bands[bb];
             const uint32_t nbb = (bd.r1 - bd.r0 + 31) / 32;
-            const uint32_t* row = bd.u_codes + o * bd.u_row_words;
-            const dc_qparam* qp = bd.bits == 16 ? nullptr : bd.u_qp + o * bd.u_row_groups;
+            const uint32_t* row = staged ? codes + tab[bb].u_codes + (o - olo) * bd.u_row_words
+                                         : bd.u_codes + o * bd.u_row_words;
+            const dc_qparam* qp = bd.bits == 16 ? nullptr
+                                  : staged ? reinterpret_cast<const dc_qparam*>(codes + tab[bb].u_qp) + (o - olo) * bd.u_row_groups
+                                           : bd.u_qp + o * bd.u_row_groups;
             const uint32_t gb = bd.bits == 16 ? 1 : bd.group_size / 32;
             const float* tb = stage + (bd.t_off / 32) * kPitch;
-            acc += nbb <= 2 ? band_row_split(bd.bits, row, qp, gb, nbb, tb, sub)
-                            : band_row_dot<kCompact>(bd.bits, row, qp, gb, nbb, tb, sub, kRowLanesV);
+            if (nbb <= 2) {
+              if (bb % split2 == part2) acc += band_row_split(bd.bits, row, qp, gb, nbb, tb, sub);
+            } else {
+              acc += band_row_dot<kCompact>(bd.bits, row, qp, gb, nbb, tb, sub + kRowLanesV * part2,
+                                            kRowLanesV * split2);
+            }
           }
         }
       }
       acc = seg_sum<kRowLanesV>(acc);
       if (sub == 0 && o < a.io.rows) {
-        const uint64_t at = r * a.io.ldy + o;
-        const float base = a.io.W != nullptr ? wpart[(i - lo2) * kGroupRows + rsub] : 0.f;
-        store_any(a.io.y, at, a.io.ydt, (a.io.accumulate ? load_any(a.io.y, at, a.io.ydt) : 0.f) + base + acc);
+        if (split2 > 1) {
+          atomicAdd(&ysum[(i - lo2) * kGroupRows + rsub], acc);
+        } else {
+          const uint64_t at = (uint64_t)r * a.io.ldy + o;
+          const float base = a.io.W != nullptr ? wpart[(i - lo2) * kGroupRows + rsub] : 0.f;
+          store_any(a.io.y, at, a.io.ydt, (a.io.accumulate ? load_any(a.io.y, at, a.io.ydt) : 0.f) + base + acc);
+        }
       }
     }
   }
+  if (split2 > 1) {  // staged: m = 1, one row; output rows [olo, ohi)
+    __syncthreads();
+    if (threadIdx.x < ohi - olo) {
+      const uint64_t at = olo + threadIdx.x;
+      const float base = a.io.W != nullptr ? wpart[threadIdx.x] : 0.f;
+      store_any(a.io.y, at, a.io.ydt,
+                (a.io.accumulate ? load_any(a.io.y, at, a.io.ydt) : 0.f) + base + ysum[threadIdx.x]);
+    }
+  }
+  if (staged) cp_async_wait<0>();  // a block without phase-2 items: no copy outlives it
   __syncthreads();
   trace_at(a, 5);
 }
@@ -471,6 +714,7 @@ bool persist_supported(const DeltaSel& s, const RowsArgs& r) {
   return false;
 #else
   if (r.m == 0 || r.m > (uint64_t)kMaxTokens || s.max_t_stride == 0 || (r.W != nullptr && r.m != 1)) return false;
+  if (r.rows / kGroupRows + 1 > UINT32_MAX / kMaxTokens) return false;  // the kernel counts items in 32 bits
   if (s.row_slot == nullptr) {
     const DeltaDesc& d = s.one;
     if (d.kind != DC_KIND_LOWRANK || d.perm != nullptr || d.v_col_offset != 0 || d.t_stride == 0) return false;
@@ -479,6 +723,45 @@ bool persist_supported(const DeltaSel& s, const RowsArgs& r) {
   return std::max(nbx, nbt) * kPitch * 4 <= kPSmemLimit;  // launch_persist adds the base sums
 #endif
 }
+
+#if !defined(DC_USE_HIP)
+namespace {
+// Words of shared memory a block's staged pieces take at most (stage_codes' layout, every piece
+// rounded up to 16 bytes) for ≤ l1 phase-1 items and ≤ orows output rows per block.
+uint64_t staged_words(const DeltaDesc& d, uint64_t l1, uint64_t orows) {
+  auto piece = [](uint64_t n) { return (n + 3) & ~3ull; };
+  uint64_t w = 0;
+  for (uint32_t b = 0; b < d.n_bands; ++b) {
+    const BandDesc& bd = d.bands[b];
+    const uint64_t j = std::min<uint64_t>(bd.r1 - bd.r0, l1), q = bd.bits != 16;
+    w += piece(j * bd.v_row_words) + q * piece(j * bd.v_row_groups) + piece(j);
+    w += piece(orows * bd.u_row_words) + q * piece(orows * bd.u_row_groups);
+  }
+  return w;
+}
+
+// Resident blocks per multiprocessor, remembered per (device, kernel, shared memory): the query
+// costs host time on every launch otherwise.
+cudaError_t occupancy(void (*kernel)(PersistArgs), size_t smem, int* occ) {
+  static std::mutex mu;
+  static std::map<std::tuple<int, const void*, size_t>, int> known;
+  int dev = 0;
+  cudaError_t e = cudaGetDevice(&dev);
+  if (e != cudaSuccess) return e;
+  const auto key = std::make_tuple(dev, reinterpret_cast<const void*>(kernel), smem);
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    const auto it = known.find(key);
+    if (it != known.end()) { *occ = it->second; return cudaSuccess; }
+  }
+  e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(occ, kernel, kPThreads, smem);
+  if (e != cudaSuccess) return e;
+  std::lock_guard<std::mutex> lock(mu);
+  known.emplace(key, *occ);
+  return cudaSuccess;
+}
+}  // namespace
+#endif
 
 cudaError_t launch_persist(const LaunchCfg& c, const DeltaSel& s, const RowsArgs& r, unsigned int* barrier,
                            int sms) {
@@ -493,9 +776,9 @@ cudaError_t launch_persist(const LaunchCfg& c, const DeltaSel& s, const RowsArgs
   a.xvec = aligned16(r.x, r.ldx, dtype_size(r.xdt));
   a.barrier = barrier;
   a.wvec = r.W != nullptr && r.wdt != DC_DTYPE_F32 && r.cols % 16 == 0 && aligned16(r.W, r.ldw, 2);
-  a.prefetch_l1 = c.prefetch_l1;
   a.trace = (c.trace && s.row_slot == nullptr && r.m == 1) ? c.trace : nullptr;
   a.T = s.max_t_stride;
+  a.w_parts = c.persist_wparts >= 1 && c.persist_wparts <= 64 ? c.persist_wparts : kWParts;
   a.G = (uint32_t)((r.rows + kGroupRows - 1) / kGroupRows);
   a.nbx = (uint32_t)((std::max<uint64_t>(r.cols, s.max_v_len) + 31) / 32);
   a.nbt = a.T / 32;
@@ -510,26 +793,45 @@ cudaError_t launch_persist(const LaunchCfg& c, const DeltaSel& s, const RowsArgs
   if (smem > kPSmemLimit) return cudaErrorNotSupported;
   // The compact code for a single delta at m = 1 (see packed_row_loop), the unrolled code else.
   const bool compact = c.persist_compact >= 0 ? c.persist_compact != 0 : (s.row_slot == nullptr && r.m == 1);
-  void (*kernel)(PersistArgs) = compact ? persist_kernel<true> : persist_kernel<false>;
+  void (*kernel)(PersistArgs) = compact ? persist_kernel<true, false> : persist_kernel<false, false>;
   static std::once_flag attr_once;
   static cudaError_t attr_err = cudaSuccess;
   std::call_once(attr_once, [] {
-    attr_err = cudaFuncSetAttribute(persist_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)kPSmemLimit);
-    if (attr_err == cudaSuccess)
-      attr_err = cudaFuncSetAttribute(persist_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)kPSmemLimit);
+    for (void (*k)(PersistArgs) : {persist_kernel<true, false>, persist_kernel<false, false>, persist_kernel<true, true>})
+      if (attr_err == cudaSuccess)
+        attr_err = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)kPSmemLimit);
   });
   if (attr_err != cudaSuccess) return attr_err;
   int occ = 0;
-  cudaError_t e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, kernel, kPThreads, smem);
+  cudaError_t e = occupancy(kernel, smem, &occ);
   if (e != cudaSuccess) return e;
   if (occ <= 0) return cudaErrorNotSupported;
   // Every block must be resident at once (grid barrier): at most occupancy × SMs blocks.
   const uint64_t cap = std::min<uint64_t>((uint64_t)occ * sms, knob);
   const unsigned blocks = (unsigned)std::max<uint64_t>(min_blocks, std::min<uint64_t>(cap, items));
+  a.q1 = (uint32_t)(n1 / blocks);
+  a.rm1 = (uint32_t)(n1 % blocks);
+  a.q2 = (uint32_t)(n2 / blocks);
+  a.rm2 = (uint32_t)(n2 % blocks);
+  // A single delta at m = 1 stages each block's codes in shared memory (stage_codes) when they fit
+  // next to the stage without costing residency; the codes start 16-byte aligned (smem is a
+  // multiple of 16: pitch 144 bytes, base sums 16 per item).
+  size_t smem_launch = smem;
+  if (c.stage_codes && s.row_slot == nullptr && r.m == 1) {
+    const uint64_t per1 = (n1 + blocks - 1) / blocks, rows2 = (n2 + blocks - 1) / blocks * kGroupRows;
+    const size_t with = smem + (size_t)staged_words(s.one, per1, rows2) * 4;
+    int occ2 = 0;
+    if (with <= kPSmemLimit && occupancy(persist_kernel<true, true>, with, &occ2) == cudaSuccess &&
+        (uint64_t)occ2 * sms >= blocks) {
+      kernel = persist_kernel<true, true>;
+      a.codes_at = (uint32_t)(smem / 4);
+      smem_launch = with;
+    }
+  }
   cudaLaunchConfig_t cfg{};
   cfg.gridDim = dim3(blocks);
   cfg.blockDim = dim3(kPThreads);
-  cfg.dynamicSmemBytes = smem;
+  cfg.dynamicSmemBytes = smem_launch;
   cfg.stream = c.stream;
   cudaLaunchAttribute attr[2];
   unsigned n = 0;

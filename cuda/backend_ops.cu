@@ -84,7 +84,7 @@ void device_close(void* p) {
     for (int b = 0; b < kTraceBlocks; ++b)
       if (h[b * 8]) { g0 = std::min(g0, h[b * 8]); g1 = std::max(g1, h[b * 8]); ++n; }
     fprintf(stderr, "persist trace: %d blocks, start skew %.2f us (globaltimer)\n", n, (g1 - g0) / 1e3);
-    const char* names[] = {"", "prologue+pdl", "phase 1 (x staged, t written)", "grid barrier", "t staged", "phase 2 end"};
+    const char* names[] = {"", "prologue+pdl", "phase 1 (x staged, t written)", "barrier (+ base rows, fused)", "t staged", "phase 2 end"};
     for (int k = 1; k <= 5; ++k) {
       std::vector<double> v;
       for (int b = 0; b < kTraceBlocks; ++b)
@@ -158,7 +158,8 @@ dc_status device_open(void** out, int32_t device, int32_t /*num_threads*/) {
   dev->persist_multi = !env_flag("DELTACOME_GPU_TILED");
   if (const char* pb = getenv("DELTACOME_GPU_PERSIST_BLOCKS")) dev->persist_blocks = (unsigned)atoi(pb);
   if (const char* pc = getenv("DELTACOME_GPU_PERSIST_COMPACT")) dev->persist_compact = atoi(pc) != 0;
-  dev->prefetch_l1 = env_flag("DELTACOME_GPU_PERSIST_PREFETCH_L1");
+  dev->stage_codes = !env_flag("DELTACOME_GPU_PERSIST_NO_STAGE");
+  if (const char* wp = getenv("DELTACOME_GPU_PERSIST_WPARTS")) dev->persist_wparts = (unsigned)atoi(wp);
   if (env_flag("DELTACOME_GPU_PERSIST_TRACE") && cudaMalloc(&dev->trace, kTraceBlocks * 8 * 8) == cudaSuccess)
     cudaMemset(dev->trace, 0, kTraceBlocks * 8 * 8);
   if (!env_flag("DELTACOME_GPU_NO_FUSED")) {
@@ -340,7 +341,7 @@ void delta_free(void* devp, void* p) {
 // The device's launch settings (warp width, PDL, the persistent kernel's switches) for stream s.
 LaunchCfg launch_cfg(const GpuDevice* dev, cudaStream_t s) {
   return LaunchCfg{dev->group, s, dev->pdl, dev->coop, dev->persist_blocks, dev->persist_compact, dev->trace,
-                   dev->prefetch_l1};
+                   dev->stage_codes, dev->persist_wparts};
 }
 
 dc_status gemm_nt(GpuDevice* dev, cudaStream_t s, uint64_t M, uint64_t N, uint64_t K, const void* A, uint64_t lda,

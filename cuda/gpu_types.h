@@ -18,8 +18,10 @@ struct GpuDevice {
   unsigned int* barrier = nullptr;  // its grid-barrier state (kBarrierBytes of device memory)
   int persist_compact = -1;         // its code variant (DELTACOME_GPU_PERSIST_COMPACT=0/1; -1: by shape)
   unsigned long long* trace = nullptr;  // DELTACOME_GPU_PERSIST_TRACE=1: phase clocks, printed at close
-  bool prefetch_l1 = false;         // its prologue requests into L1 (DELTACOME_GPU_PERSIST_PREFETCH_L1=1)
+  bool stage_codes = true;          // its decode launches copy the block's codes into shared memory first
+                                    // (DELTACOME_GPU_PERSIST_NO_STAGE=1: read them from L2 as they go)
   unsigned persist_blocks = 0;      // its grid cap (DELTACOME_GPU_PERSIST_BLOCKS; 0: occupancy × SMs)
+  unsigned persist_wparts = 0;      // fused base pieces per row group (DELTACOME_GPU_PERSIST_WPARTS; 0: 4)
   float* t_scratch = nullptr;  // phase-1 output, kMaxTokens × (largest t_stride loaded) floats
   uint64_t t_capacity = 0;     // in floats
   void* pinned = nullptr;      // upload staging
