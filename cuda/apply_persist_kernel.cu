@@ -1,15 +1,20 @@
 // The persistent one-launch apply kernel (CUDA): m ≤ kMaxTokens rows of x, each with the same
 // low-rank delta (dc_apply_delta_linear) or with its own (multi-tenant batch), in ONE launch.
 //
-//   prologue  every warp requests the codes of its first two work items of each phase into L2 (V̂
-//             rows, Û rows; L1 measured the same) — before waiting on the previous kernel when launched with
-//             programmatic dependent launch: a loaded delta is immutable, so its codes may be read
-//             while the kernel that writes x still runs;
+//   prologue  a single delta at m = 1: the block's whole share of the delta (V̂ rows, σ, Û rows)
+//             is copied into shared memory with cp.async (stage_codes); otherwise every warp
+//             requests the codes of its first two work items of each phase into L2. Both before
+//             waiting on the previous kernel when launched with programmatic dependent launch: a
+//             loaded delta is immutable, so its codes may be read while the kernel that writes x
+//             still runs;
 //   phase 1   t[r][kv] = scale·σ_kv·(x_r·V̂_kv) for the items (row r, column kv of t). x_r is
-//             staged in shared memory once per block and row. With the base layer (m = 1), the
-//             block's output rows of x·Wᵀ stream meanwhile (W loads bypass L1);
-//   barrier   grid-wide, two levels (see grid_barrier). The launch is cooperative, so the driver
-//             guarantees that every block is resident, even next to other streams' kernels;
+//             staged in shared memory once per block and row. Staged, `split` warps share an item
+//             so that all eight work (split_of);
+//   barrier   grid-wide, two levels, split into arrive and wait (see grid_arrive). The launch is
+//             cooperative, so the driver guarantees that every block is resident, even next to
+//             other streams' kernels. With the base layer (m = 1), the block's output rows of x·Wᵀ
+//             stream between arrive and wait, started by the warps without phase-1 items at once
+//             (W loads bypass L1);
 //   phase 2   y[r][o] (+)= base + Σ_k t[r][k]·Û[o][k] for the items (row r, group of 4 outputs),
 //             t_r staged from L2 once per block and row.
 //
