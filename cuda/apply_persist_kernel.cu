@@ -155,7 +155,7 @@ __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_gr
 // One piece: n words from global src to the staged area at word `at`, copied by warp
 // piece % kPWarps alone (lanes take 16, 8 or 4 bytes each, the widest the source's alignment
 // allows): the other warps only add its size, so a block's ~15 pieces cost each thread a few
-// instructions instead of a loop per piece. Returns the next 16-byte aligned offset.
+// instructions instead of a loop per piece. Advances the cursor to the next 16-byte aligned offset.
 struct PieceCursor {
   uint32_t at = 0, piece = 0;
 };
@@ -719,7 +719,8 @@ bool persist_supported(const DeltaSel& s, const RowsArgs& r) {
   return false;
 #else
   if (r.m == 0 || r.m > (uint64_t)kMaxTokens || s.max_t_stride == 0 || (r.W != nullptr && r.m != 1)) return false;
-  if (r.rows / kGroupRows + 1 > UINT32_MAX / kMaxTokens) return false;  // the kernel counts items in 32 bits
+  // the kernel counts items (m·t_stride, m·⌈rows/4⌉) in 32 bits
+  if (r.rows / kGroupRows + 1 > UINT32_MAX / kMaxTokens || s.max_t_stride > UINT32_MAX / kMaxTokens) return false;
   if (s.row_slot == nullptr) {
     const DeltaDesc& d = s.one;
     if (d.kind != DC_KIND_LOWRANK || d.perm != nullptr || d.v_col_offset != 0 || d.t_stride == 0) return false;
