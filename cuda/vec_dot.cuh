@@ -29,13 +29,6 @@ __device__ __forceinline__ void prefetch_l2(const void* p) {
 #endif
 }
 
-// Requests the line at p into L1 (CUDA; a no-op on HIP).
-__device__ __forceinline__ void prefetch_l1(const void* p) {
-#if !defined(DC_USE_HIP)
-  asm volatile("prefetch.global.L1 [%0];" ::"l"(p));
-#endif
-}
-
 constexpr int kRowLanesV = 8;  // lanes per output row (32 measured slower on the H100: RESULTS-h100.md)
 
 // c − z for one code field (see code_at): the FMA that removes the 2^23 bias also subtracts z.
