@@ -10,6 +10,7 @@
 
 #include "common/half.h"
 #include "common/packed_tensor.h"
+#include "fixtures/random_packed.h"
 
 namespace bench_pool {
 
@@ -61,18 +62,9 @@ inline dc::PackedTensor random_lowrank(const std::string& name, uint64_t rows, u
   return t;
 }
 
+// A dense fp16 tensor of N(0, 0.01) values (the tests' generator).
 inline dc::PackedTensor random_dense(const std::string& name, uint64_t rows, uint64_t cols, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  dc::PackedTensor t;
-  t.name = name;
-  t.rows = rows;
-  t.cols = cols;
-  t.kind = DC_KIND_DENSE;
-  t.dtype = DC_DTYPE_F16;
-  t.dense.resize(rows * cols * 2);
-  auto* h = reinterpret_cast<uint16_t*>(t.dense.data());
-  std::normal_distribution<float> dist(0.f, 0.01f);
-  for (uint64_t i = 0; i < rows * cols; ++i) h[i] = dc::float_to_half(dist(rng));
+  dc::PackedTensor t = dc_fixture::random_dense(name, rows, cols, DC_DTYPE_F16, seed);
   t.validate();
   return t;
 }

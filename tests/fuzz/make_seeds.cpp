@@ -40,26 +40,7 @@ dc::PackedTensor bitdelta(const std::string& name, uint64_t rows, uint64_t cols,
 }
 
 dc::PackedTensor dense(const std::string& name, uint64_t rows, uint64_t cols, dc_dtype dtype, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> nd(0.f, 0.01f);
-  dc::PackedTensor t;
-  t.name = name;
-  t.rows = rows;
-  t.cols = cols;
-  t.kind = DC_KIND_DENSE;
-  t.dtype = dtype;
-  const uint64_t n = rows * cols;
-  t.dense.resize(n * dc::dtype_size(dtype));
-  for (uint64_t i = 0; i < n; ++i) {
-    const float v = nd(rng);
-    if (dtype == DC_DTYPE_F32) {
-      std::memcpy(&t.dense[i * 4], &v, 4);
-    } else {
-      const uint16_t h = dtype == DC_DTYPE_F16 ? dc::float_to_half(v) : dc::float_to_bf16(v);
-      std::memcpy(&t.dense[i * 2], &h, 2);
-    }
-  }
-  return t;
+  return dc_fixture::random_dense(name, rows, cols, dtype, seed);
 }
 
 dc::ContainerMeta meta_with_fingerprint() {

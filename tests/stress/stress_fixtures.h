@@ -35,20 +35,7 @@ inline dc::PackedTensor bitdelta(const std::string& name, uint64_t rows, uint64_
 }
 
 inline dc::PackedTensor dense(const std::string& name, uint64_t rows, uint64_t cols, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> nd(0.f, 0.01f);
-  dc::PackedTensor t;
-  t.name = name;
-  t.rows = rows;
-  t.cols = cols;
-  t.kind = DC_KIND_DENSE;
-  t.dtype = DC_DTYPE_F32;
-  t.dense.resize(rows * cols * 4);
-  for (uint64_t i = 0; i < rows * cols; ++i) {
-    const float v = nd(rng);
-    std::memcpy(&t.dense[i * 4], &v, 4);
-  }
-  return t;
+  return dc_fixture::random_dense(name, rows, cols, DC_DTYPE_F32, seed);
 }
 
 // Every kind: two Delta-CoMe layers (one with act order), BitDelta, a dense matrix, a bias.
