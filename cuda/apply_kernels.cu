@@ -123,13 +123,7 @@ __global__ void __launch_bounds__(kP1Threads, 4) phase1_kernel(P1Args a) {
   uint32_t b = 0;
   while (b + 1 < d.n_bands && col0 >= d.bands[b + 1].t_off) ++b;
   const BandDesc& bd = d.bands[b];
-  switch (bd.bits) {
-    case 2: phase1_body<2, G>(a, sh, bd, xs, red); break;
-    case 3: phase1_body<3, G>(a, sh, bd, xs, red); break;
-    case 4: phase1_body<4, G>(a, sh, bd, xs, red); break;
-    case 8: phase1_body<8, G>(a, sh, bd, xs, red); break;
-    default: phase1_body<16, G>(a, sh, bd, xs, red); break;
-  }
+  with_bits(bd.bits, [&](auto bits) { phase1_body<decltype(bits)::value, G>(a, sh, bd, xs, red); });
 }
 
 // ---- rows kernel -----------------------------------------------------------------------------------
@@ -247,13 +241,8 @@ __global__ void __launch_bounds__(kRowThreads, 4) rows_kernel(RowsLaunch L) {
           const uint32_t lo = bb0 > c0 ? bb0 : c0, hi = bb1 < c0 + nb ? bb1 : c0 + nb;
           if (lo >= hi) continue;
           const int ts = (int)nb * kPitch;
-          switch (bd.bits) {
-            case 2: u_band<2>(bd, orow, lo, hi, c0, xs, ts, sub, tt, acc); break;
-            case 3: u_band<3>(bd, orow, lo, hi, c0, xs, ts, sub, tt, acc); break;
-            case 4: u_band<4>(bd, orow, lo, hi, c0, xs, ts, sub, tt, acc); break;
-            case 8: u_band<8>(bd, orow, lo, hi, c0, xs, ts, sub, tt, acc); break;
-            default: u_band<16>(bd, orow, lo, hi, c0, xs, ts, sub, tt, acc); break;
-          }
+          with_bits(bd.bits,
+                    [&](auto bits) { u_band<decltype(bits)::value>(bd, orow, lo, hi, c0, xs, ts, sub, tt, acc); });
         }
       }
       __syncthreads();

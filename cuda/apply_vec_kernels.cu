@@ -215,13 +215,7 @@ __global__ void __launch_bounds__(256, 2) p1_vec_kernel(const DC_GRID_CONST VecA
   }
   if (!found) return;  // past this delta's columns (batches size the grid for the largest)
   const BandDesc& bd = d.bands[b];
-  switch (bd.bits) {
-    case 2: p1_body<2>(a, d, bd, j0, blockIdx.y, red); break;
-    case 3: p1_body<3>(a, d, bd, j0, blockIdx.y, red); break;
-    case 4: p1_body<4>(a, d, bd, j0, blockIdx.y, red); break;
-    case 8: p1_body<8>(a, d, bd, j0, blockIdx.y, red); break;
-    default: p1_body<16>(a, d, bd, j0, blockIdx.y, red); break;
-  }
+  with_bits(bd.bits, [&](auto bits) { p1_body<decltype(bits)::value>(a, d, bd, j0, blockIdx.y, red); });
 }
 
 // ---- phase 2 + base + BitDelta ------------------------------------------------------------------------
@@ -336,13 +330,7 @@ __global__ void __launch_bounds__(kRowThreadsV, 4) rows_vec_kernel(const DC_GRID
     const float* trow = a.io.t + (uint64_t)y * a.io.ldt;
     for (uint32_t b = 0; b < d.n_bands; ++b) {
       const BandDesc& bd = d.bands[b];
-      switch (bd.bits) {
-        case 2: acc += u_row<2>(bd, orow, trow, sub); break;
-        case 3: acc += u_row<3>(bd, orow, trow, sub); break;
-        case 4: acc += u_row<4>(bd, orow, trow, sub); break;
-        case 8: acc += u_row<8>(bd, orow, trow, sub); break;
-        default: acc += u_row<16>(bd, orow, trow, sub); break;
-      }
+      acc += with_bits(bd.bits, [&](auto bits) { return u_row<decltype(bits)::value>(bd, orow, trow, sub); });
     }
   } else if (active && kind == DC_KIND_BITDELTA) {
     const DeltaDesc& d = *dp;

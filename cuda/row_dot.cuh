@@ -16,6 +16,8 @@
 // token tile is one fixed kTile with a runtime count.
 #pragma once
 
+#include <type_traits>
+
 #include "common.cuh"
 
 namespace dcg {
@@ -25,6 +27,19 @@ constexpr int kPitch = 36;        // floats per staged block: 32 values, [32] = 
                                   // 16-byte aligned; float4 reads of 8 consecutive blocks hit 8
                                   // distinct bank quads
 constexpr int kStageBytes = 40 * 1024;  // dynamic shared memory budget of one block's staging
+
+// Calls f(std::integral_constant<int, BITS>) for a band width known only at run time (2, 3, 4, 8,
+// else 16): the one switch from a descriptor's width to the kernels' compile-time code per width.
+template <class F>
+__device__ __forceinline__ decltype(auto) with_bits(uint32_t bits, F&& f) {
+  switch (bits) {
+    case 2: return f(std::integral_constant<int, 2>{});
+    case 3: return f(std::integral_constant<int, 3>{});
+    case 4: return f(std::integral_constant<int, 4>{});
+    case 8: return f(std::integral_constant<int, 8>{});
+    default: return f(std::integral_constant<int, 16>{});
+  }
+}
 
 // Where position p of a packed row reads its activation: x[perm[p]] or x[p - off]; 0 when the
 // result is outside [0, cols) or p ≥ len (DC_PERM_NONE and p < off wrap to huge values).
