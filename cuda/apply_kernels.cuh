@@ -31,8 +31,9 @@ struct LaunchCfg {
   unsigned persist_wparts = 0;  // its fused base: column pieces per group of output rows (0: kWParts)
 };
 
-// Device memory of the persistent kernel's grid barrier: kBarrierLines 128-byte lines, zeroed once.
-constexpr int kBarrierLines = 18;
+// Device memory of the persistent kernel's grid barrier (one counter, apply_persist_kernel.cu):
+// kBarrierLines 128-byte lines, zeroed once.
+constexpr int kBarrierLines = 1;
 constexpr size_t kBarrierBytes = kBarrierLines * 128;
 constexpr int kTraceBlocks = 4096;  // diagnostics buffer: blocks traced (8 clocks each)
 

@@ -10,7 +10,7 @@
 //   phase 1   t[r][kv] = scale·σ_kv·(x_r·V̂_kv) for the items (row r, column kv of t). x_r is
 //             staged in shared memory once per block and row. Staged, `split` warps share an item
 //             so that all eight work (split_of);
-//   barrier   grid-wide, two levels, split into arrive and wait (see grid_arrive). The launch is
+//   barrier   grid-wide, one counter, split into arrive and wait (see grid_arrive). The launch is
 //             cooperative, so the driver guarantees that every block is resident, even next to
 //             other streams' kernels. With the base layer (m = 1), the block's output rows of x·Wᵀ
 //             stream between arrive and wait, started by the warps without phase-1 items at once
@@ -398,67 +398,42 @@ __device__ __forceinline__ void stage_t(float* ts, const float* trow, uint32_t n
   }
 }
 
-// Grid-wide barrier, two levels, every counter on its own 128-byte line (32 words apart): block b
-// arrives at sub-counter b mod 16, the last arrival of each sub-counter at the top counter, and the
-// last arrival there bumps the generation that the other blocks poll. Same-address atomics
-// serialise in one L2 slice, so 264 arrivals at one counter (with 263 blocks polling the same
-// line) cost microseconds; spread over 16 lines they overlap. Each counter is reset by its last
-// arrival, so the state is zero again when the kernel ends (one barrier per launch; launches are
-// ordered by the stream, with PDL after cudaGridDependencySynchronize).
-constexpr unsigned kBarrierSubs = 16;  // sub-counters: lines 0..15; top: line 16; generation: line 17
-static_assert(kBarrierLines >= (int)kBarrierSubs + 2, "barrier state too small");
-
-//
-// Split in two: grid_arrive after the block's t is written, grid_wait before t is read, so that
-// work which needs no t (the base rows of a fused m = 1 call) hides the barrier's latency.
+// Grid-wide barrier, split in two: grid_arrive after the block's t is written, grid_wait before
+// t is read, so that work which needs no t (the base rows of a fused m = 1 call) hides the
+// barrier's latency. One launch has one barrier; launches are ordered by the stream (with PDL,
+// after cudaGridDependencySynchronize), so one state serves every launch of a context.
 struct BarrierTicket {
-  unsigned int gen;  // the generation seen before arriving (thread 0)
-  bool released;     // this block was the last arrival and released the others
+  unsigned int gen;  // the counter as the block's arrival found it
 };
 
-// The arrival of the block, by one thread, after every write of the block that the barrier must
-// publish is ordered before it (__syncthreads, or a __threadfence by each writer before a
-// shared-memory signal that this thread observed).
+// One counter whose bit 31 flips when every block has arrived (the scheme of cooperative groups'
+// grid sync): block 0 adds 2^31 − (n − 1), every other block 1, so the n arrivals add exactly 2^31
+// — the low bits come back to where they were and bit 31 flips, whatever n is, with no reset. A
+// block waits until bit 31 differs from what its own arrival returned. Two round trips to L2 (the
+// arrival, the poll that sees the flip); the two-level tree it replaced (16 sub-counters, a top
+// counter, a generation word, each reset by its last arrival behind a fence) took four plus the
+// fences: delta-only M=1 11.24–11.33 µs against 12.32–12.46 µs on the H100 (bench/RESULTS-h100.md).
 __device__ __forceinline__ BarrierTicket grid_arrive_thread(unsigned int* bar) {
-  BarrierTicket tk{0u, false};
-  {
-    volatile unsigned int* gen = bar + 32 * (kBarrierSubs + 1);
-    unsigned int* top = bar + 32 * kBarrierSubs;
-    const unsigned int g = *gen;  // read before arriving: the last arrival changes it
-    tk.gen = g;
-    __threadfence();              // this block's writes (t) before its arrival
-    const unsigned subs = gridDim.x < kBarrierSubs ? gridDim.x : kBarrierSubs, s = blockIdx.x % subs;
-    const unsigned members = gridDim.x / subs + (s < gridDim.x % subs ? 1u : 0u);
-    unsigned int* sub = bar + 32 * s;
-    bool released = false;
-    if (atomicAdd(sub, 1u) == members - 1) {
-      *reinterpret_cast<volatile unsigned int*>(sub) = 0u;
-      __threadfence();  // every member's writes (ordered before their arrivals) before ours at the top
-      if (atomicAdd(top, 1u) == subs - 1) {
-        *reinterpret_cast<volatile unsigned int*>(top) = 0u;
-        __threadfence();
-        atomicAdd(const_cast<unsigned int*>(gen), 1u);
-        released = true;
-      }
-    }
-    tk.released = released;
-  }
-  return tk;
-}
-
-__device__ __forceinline__ BarrierTicket grid_arrive(unsigned int* bar) {
-  __syncthreads();
-  return threadIdx.x == 0 ? grid_arrive_thread(bar) : BarrierTicket{0u, false};
+  __threadfence();  // this block's writes (t) before its arrival
+  const unsigned int add = blockIdx.x == 0 ? 0x80000000u - (gridDim.x - 1) : 1u;
+  return BarrierTicket{atomicAdd(bar, add)};
 }
 
 __device__ __forceinline__ void grid_wait(unsigned int* bar, const BarrierTicket& tk) {
   if (threadIdx.x == 0) {
-    volatile unsigned int* gen = bar + 32 * (kBarrierSubs + 1);
-    if (!tk.released)
-      while (*gen == tk.gen) __nanosleep(20);
+    volatile unsigned int* c = bar;
+    while (((*c ^ tk.gen) & 0x80000000u) == 0) __nanosleep(20);
     __threadfence();
   }
   __syncthreads();
+}
+
+// The arrival of the block, by one thread, after every write of the block that the barrier must
+// publish is ordered before it (__syncthreads, or a __threadfence by each writer before a
+// shared-memory signal that this thread observed): grid_arrive_thread; by the whole block:
+__device__ __forceinline__ BarrierTicket grid_arrive(unsigned int* bar) {
+  __syncthreads();
+  return threadIdx.x == 0 ? grid_arrive_thread(bar) : BarrierTicket{0u};
 }
 
 // kStaged: codes from shared memory (a.codes_at; a single delta at m = 1, always with the compact
