@@ -24,7 +24,10 @@
  * GPU
  *   The header has no CUDA/HIP types: streams are `void*` (cudaStream_t / hipStream_t, NULL = the
  *   default stream) and device pointers are `void*`. GPU work is enqueued on the caller's stream with
- *   no host synchronisation unless a function says otherwise.
+ *   no host synchronisation unless a function says otherwise. A context's GPU work shares device
+ *   scratch (the phase-1 output of an apply, the grid-barrier word of its one-launch kernel), so
+ *   the calls of one context must not overlap on the device: give them one stream, or order their
+ *   streams (events). For streams that run at the same time, use one context per stream.
  */
 #ifndef DELTACOME_DELTACOME_H
 #define DELTACOME_DELTACOME_H
