@@ -46,6 +46,13 @@ constexpr int kPThreads = 256;
 constexpr int kPWarps = kPThreads / 32;
 constexpr int kGroupRows = 32 / kRowLanesV;  // output rows of one phase-2 item (one warp)
 constexpr size_t kPSmemLimit = 100 * 1024;   // two blocks per SM fit next to L1
+// Blocks per SM the staged (m = 1) instance's registers are sized for (build-time tuning; the host
+// sizes the grid from the occupancy query either way). 2: up to 128 registers per thread. 3
+// (sm_90 ptxas: 80 registers, no spills) gives 24 warps per SM — shorter chains per warp at
+// decode sizes; not yet measured (bench/RESULTS-h100.md). The other instances spill at 3.
+#ifndef DC_PERSIST_STAGED_MIN_BLOCKS
+#  define DC_PERSIST_STAGED_MIN_BLOCKS 2
+#endif
 constexpr uint32_t kWParts = 4;              // fused base: column pieces per group of output rows (default)
 
 struct PersistArgs {
@@ -440,7 +447,7 @@ __device__ __forceinline__ BarrierTicket grid_arrive(unsigned int* bar) {
 // code: from shared memory the unrolled batches of loads buy nothing, and a separate instance keeps
 // the staging out of the batched kernel's registers).
 template <bool kCompact, bool kStaged>
-__global__ void __launch_bounds__(kPThreads, 2) persist_kernel(const __grid_constant__ PersistArgs a) {
+__global__ void __launch_bounds__(kPThreads, kStaged ? DC_PERSIST_STAGED_MIN_BLOCKS : 2) persist_kernel(const __grid_constant__ PersistArgs a) {
   extern __shared__ float4 dyn_smem[];
   __shared__ StagedBand tab[DC_MAX_BANDS];                    // where the staged pieces are
   __shared__ float tsum[kPWarps], ysum[kPWarps * kGroupRows];  // split items' sums (staged)
