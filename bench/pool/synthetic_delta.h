@@ -18,12 +18,7 @@ namespace bench_pool {
 inline dc::PackedTensor random_lowrank(const std::string& name, uint64_t rows, uint64_t cols,
                                 const std::vector<dc::BandDesc>& bands, uint64_t seed) {
   std::mt19937_64 rng(seed);
-  dc::PackedTensor t;
-  t.name = name;
-  t.rows = rows;
-  t.cols = cols;
-  t.kind = DC_KIND_LOWRANK;
-  t.dtype = DC_DTYPE_F16;
+  dc::PackedTensor t = dc_fixture::empty_tensor(name, rows, cols, DC_KIND_LOWRANK, DC_DTYPE_F16);
   t.rank = bands.empty() ? 0 : bands.back().rank_end;
   for (uint32_t k = 0; k < t.rank; ++k) t.sigma.push_back(1.0f / (1.0f + k));
   for (const dc::BandDesc& d : bands) {

@@ -48,12 +48,7 @@ inline dc::PackedTensor make_bitdelta(const std::string& name, uint64_t rows, ui
 inline dc::PackedTensor make_dense(const std::string& name, uint64_t rows, uint64_t cols, dc_dtype dtype,
                                    uint64_t seed) {
   std::mt19937_64 rng(seed);
-  dc::PackedTensor t;
-  t.name = name;
-  t.rows = rows;
-  t.cols = cols;
-  t.kind = DC_KIND_DENSE;
-  t.dtype = dtype;
+  dc::PackedTensor t = dc_fixture::empty_tensor(name, rows, cols, DC_KIND_DENSE, dtype);
   t.dense.resize(rows * cols * dc::dtype_size(dtype));
   for (auto& b : t.dense) b = (uint8_t)rng();
   return t;
