@@ -420,6 +420,10 @@ struct BarrierTicket {
 // arrival, the poll that sees the flip); the two-level tree it replaced (16 sub-counters, a top
 // counter, a generation word, each reset by its last arrival behind a fence) took four plus the
 // fences: delta-only M=1 11.24–11.33 µs against 12.32–12.46 µs on the H100 (bench/RESULTS-h100.md).
+//
+// grid_arrive_thread: the block's arrival, by one thread, after every write of the block that the
+// barrier must publish is ordered before it (__syncthreads, or a __threadfence by each writer
+// before a shared-memory signal that this thread observed).
 __device__ __forceinline__ BarrierTicket grid_arrive_thread(unsigned int* bar) {
   __threadfence();  // this block's writes (t) before its arrival
   const unsigned int add = blockIdx.x == 0 ? 0x80000000u - (gridDim.x - 1) : 1u;
@@ -435,9 +439,7 @@ __device__ __forceinline__ void grid_wait(unsigned int* bar, const BarrierTicket
   __syncthreads();
 }
 
-// The arrival of the block, by one thread, after every write of the block that the barrier must
-// publish is ordered before it (__syncthreads, or a __threadfence by each writer before a
-// shared-memory signal that this thread observed): grid_arrive_thread; by the whole block:
+// The block's arrival by the whole block: its writes, then thread 0 arrives.
 __device__ __forceinline__ BarrierTicket grid_arrive(unsigned int* bar) {
   __syncthreads();
   return threadIdx.x == 0 ? grid_arrive_thread(bar) : BarrierTicket{0u};
@@ -447,7 +449,8 @@ __device__ __forceinline__ BarrierTicket grid_arrive(unsigned int* bar) {
 // code: from shared memory the unrolled batches of loads buy nothing, and a separate instance keeps
 // the staging out of the batched kernel's registers).
 template <bool kCompact, bool kStaged>
-__global__ void __launch_bounds__(kPThreads, kStaged ? DC_PERSIST_STAGED_MIN_BLOCKS : 2) persist_kernel(const __grid_constant__ PersistArgs a) {
+__global__ void __launch_bounds__(kPThreads, kStaged ? DC_PERSIST_STAGED_MIN_BLOCKS : 2)
+    persist_kernel(const __grid_constant__ PersistArgs a) {
   extern __shared__ float4 dyn_smem[];
   __shared__ StagedBand tab[DC_MAX_BANDS];                    // where the staged pieces are
   __shared__ float tsum[kPWarps], ysum[kPWarps * kGroupRows];  // split items' sums (staged)
