@@ -49,6 +49,7 @@ struct DeltaSel {
   uint32_t max_t_stride;  // largest t_stride (band-padded rank) of the deltas
   uint64_t max_v_len;     // largest v_len
   uint32_t max_p1_blocks; // largest p1_blocks_of (one-token phase-1 grid)
+  uint32_t max_mma_items1;  // largest mma_items1 (the tensor-core batch kernel's phase-1 items per row)
 };
 
 #ifndef P1_ROWS_NARROW
@@ -61,6 +62,23 @@ DC_HOST_DEVICE uint32_t p1_blocks_of(const DeltaDesc& d) {
   uint32_t n = 0;
   for (uint32_t b = 0; b < d.n_bands; ++b)
     n += ((d.bands[b].r1 - d.bands[b].r0 + 31) & ~31u) / p1_rows_of(d.bands[b].bits);
+  return n;
+}
+
+// The tensor-core batch kernel (apply_mma_kernel.cu) takes a band onto the integer tensor cores
+// when its codes are 2 or 3 bits wide and its quantization groups are whole chunks of 128 codes
+// (the compressor's default). Its phase-1 items for one row of x: 16 V̂ rows of such a band per
+// item, one V̂ row of any other band per item.
+constexpr uint32_t kMmaChunk = 128;  // codes per row and chunk (a chunk lies inside one group)
+DC_HOST_DEVICE bool mma_band(uint32_t bits, uint32_t group_size) {
+  return (bits == 2 || bits == 3) && group_size != 0 && group_size % kMmaChunk == 0;
+}
+DC_HOST_DEVICE uint32_t mma_items1(const DeltaDesc& d) {
+  uint32_t n = 0;
+  for (uint32_t b = 0; b < d.n_bands; ++b) {
+    const uint32_t nr = d.bands[b].r1 - d.bands[b].r0;
+    n += mma_band(d.bands[b].bits, d.bands[b].group_size) ? (nr + 15) / 16 : nr;
+  }
   return n;
 }
 
@@ -106,6 +124,14 @@ cudaError_t launch_vec(const LaunchCfg& c, const DeltaSel* sel, const RowsArgs& 
 bool persist_supported(const DeltaSel& sel, const RowsArgs& a);
 cudaError_t launch_persist(const LaunchCfg& c, const DeltaSel& sel, const RowsArgs& a, unsigned int* barrier,
                            int sms);
+
+// The tensor-core batch kernel (apply_mma_kernel.cu; CUDA, sm_80+): the same result as
+// launch_persist for a multi-tenant batch (`sel.row_slot` non-null, every delta low-rank without
+// act-order or column offset — the caller checks — and no base, a.W null), in one launch with the
+// 2- and 3-bit bands on the integer tensor cores. cudaErrorNotSupported (nothing launched) when
+// it does not apply.
+cudaError_t launch_persist_mma(const LaunchCfg& c, const DeltaSel& sel, const RowsArgs& a, unsigned int* barrier,
+                               int sms);
 
 // y[i][o] = (accumulate ? y[i][o] : 0) + alpha·x_i·W_o for a dense matrix W [rows × cols].
 cudaError_t launch_gemv(const LaunchCfg& c, const void* W, int wdt, uint64_t ldw, uint64_t rows, uint64_t cols,

@@ -156,6 +156,7 @@ dc_status device_open(void** out, int32_t device, int32_t /*num_threads*/) {
   dev->sms = prop.multiProcessorCount;
   dev->coop = !env_flag("DELTACOME_GPU_NO_COOP");
   dev->persist_multi = !env_flag("DELTACOME_GPU_TILED");
+  dev->mma_batch = !env_flag("DELTACOME_GPU_NO_MMA");
   if (const char* pb = getenv("DELTACOME_GPU_PERSIST_BLOCKS")) dev->persist_blocks = (unsigned)atoi(pb);
   if (const char* pc = getenv("DELTACOME_GPU_PERSIST_COMPACT")) dev->persist_compact = atoi(pc) != 0;
   dev->stage_codes = !env_flag("DELTACOME_GPU_PERSIST_NO_STAGE");
@@ -532,6 +533,7 @@ dc_status batch_create(void* devp, const void* const* deltas, uint64_t count, vo
       if (host[i].v_len > b->max_v_len) b->max_v_len = host[i].v_len;
       if (host[i].t_stride > b->max_rank) b->max_rank = host[i].t_stride;
       b->max_p1_blocks = std::max(b->max_p1_blocks, p1_blocks_of(host[i]));
+      b->max_mma_items1 = std::max(b->max_mma_items1, mma_items1(host[i]));
     }
     if (host[i].kind != DC_KIND_LOWRANK || host[i].perm != nullptr || host[i].v_col_offset != 0) b->persist_ok = false;
   }
@@ -587,7 +589,7 @@ dc_status apply_batched(void* devp, const void* bp, const int32_t* row_slot, con
     const void* x = static_cast<const char*>(p->x) + i0 * ldx * xes;
     void* y = static_cast<char*>(p->y) + i0 * ldy * yes;
     const DeltaSel sel{DeltaDesc{}, b->table, b->count, row_slot + i0, b->any_lowrank ? b->max_rank : 0, b->max_v_len,
-                       b->max_p1_blocks};
+                       b->max_p1_blocks, b->max_mma_items1};
     RowsArgs a{};
     a.m = n;
     a.rows = b->rows;
@@ -605,6 +607,11 @@ dc_status apply_batched(void* devp, const void* bp, const int32_t* row_slot, con
     a.accumulate = true;
     // Each row's delta is read once per row. Decode batches have one token per tenant, where this
     // is exact; a tenant with several rows re-reads its codes (from L2).
+    if (dev->fused && b->persist_ok && dev->mma_batch) {  // 2- and 3-bit bands on the tensor cores
+      const cudaError_t e = launch_persist_mma(c, sel, a, dev->barrier, dev->sms);
+      if (e == cudaSuccess) continue;
+      if (e != cudaErrorNotSupported) return gpu_fail(e, "tensor-core batched apply kernel");
+    }
     if (dev->fused && b->persist_ok) {
       const cudaError_t e = launch_persist(c, sel, a, dev->barrier, dev->sms);
       if (e == cudaSuccess) continue;

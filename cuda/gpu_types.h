@@ -14,6 +14,7 @@ struct GpuDevice {
   bool fused = false;          // persistent one-launch kernel (CUDA; DELTACOME_GPU_NO_FUSED=1 turns it off)
   bool persist_multi = true;   // ... also for one delta at 1 < m ≤ 64 (DELTACOME_GPU_TILED=1: tiled kernels)
   bool coop = true;            // ... launched cooperatively (DELTACOME_GPU_NO_COOP=1: plain launch)
+  bool mma_batch = true;       // batches on the tensor-core batch kernel (DELTACOME_GPU_NO_MMA=1 turns it off)
   int sms = 0;                 // multiprocessors (the persistent kernel's grid bound)
   unsigned int* barrier = nullptr;  // its grid-barrier state (kBarrierBytes of device memory)
   int persist_compact = -1;         // its code variant (DELTACOME_GPU_PERSIST_COMPACT=0/1; -1: by shape)
@@ -47,6 +48,7 @@ struct GpuBatch {
   DeltaDesc* table = nullptr;  // device array, one descriptor per slot
   uint32_t count = 0, max_rank = 0;  // max_rank: largest t_stride (band-padded rank)
   uint32_t max_p1_blocks = 0;        // largest p1_blocks_of (one-token phase-1 grid)
+  uint32_t max_mma_items1 = 0;       // largest mma_items1 (tensor-core batch kernel)
   uint64_t rows = 0, cols = 0, max_v_len = 0;
   bool any_lowrank = false;
   bool persist_ok = false;  // every delta low-rank without permutation or column offset

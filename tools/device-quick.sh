@@ -9,9 +9,9 @@ A=${ARCH:-90}
 B=${BUILD:-build-quick}; mkdir -p "$B"
 F=(-O3 -std=c++17 -arch=sm_$A -Isrc -Iinclude -Icuda -Itests/gpu ${EXTRA:-})
 t0=$(date +%s)
-for f in apply_kernels apply_vec_kernels apply_persist_kernel gemm_kernels backend_ops; do nvcc "${F[@]}" -c cuda/$f.cu -o "$B/$f.o" & done
+for f in apply_kernels apply_vec_kernels apply_persist_kernel apply_mma_kernel gemm_kernels backend_ops; do nvcc "${F[@]}" -c cuda/$f.cu -o "$B/$f.o" & done
 wait
-objs=("$B/apply_kernels.o" "$B/apply_vec_kernels.o" "$B/apply_persist_kernel.o" "$B/gemm_kernels.o" "$B/backend_ops.o")
+objs=("$B/apply_kernels.o" "$B/apply_vec_kernels.o" "$B/apply_persist_kernel.o" "$B/apply_mma_kernel.o" "$B/gemm_kernels.o" "$B/backend_ops.o")
 nvcc "${F[@]}" tests/gpu/test_gpu_backend.cu "${objs[@]}" -lcublas -o "$B/test_gpu" &
 nvcc "${F[@]}" bench/bench_gpu_apply.cu "${objs[@]}" -lcublas -o "$B/bench_gpu" &
 wait

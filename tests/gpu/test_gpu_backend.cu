@@ -376,6 +376,82 @@ void test_batched(Gpu& g, std::mt19937_64& rng, bool quick, bool graph) {
   for (void* d : ds) g.ops->delta_free(g.dev, d);
 }
 
+// Batches on the tensor-core batch kernel (CUDA): odd shapes (rows not a multiple of the 16-row
+// tile, cols and ranks not multiples of the 128-code chunk), 2- and 3-bit bands with groups of 128
+// and 256 next to bands of other widths, x in every dtype (one row scaled by 1000: the digits'
+// per-row scale), every row its own slot or none.
+void test_batched_shapes(Gpu& g, std::mt19937_64& rng, bool quick) {
+  printf("[%s] multi-tenant batched apply, odd shapes\n", g.label);
+  struct Shape { uint64_t rows, cols; };
+  for (const Shape sh : {Shape{1000, 1000}, Shape{37, 300}, Shape{1032, 4096}}) {
+    std::vector<HostDelta> hs(4);
+    make_lowrank(hs[0], rng, sh.rows, sh.cols, {{8, 2}, {3, 37}, {2, 101}}, 128);
+    make_lowrank(hs[1], rng, sh.rows, sh.cols, {{2, 50}}, 256);
+    make_lowrank(hs[2], rng, sh.rows, sh.cols, {{3, 20}, {2, 17}}, 128);
+    make_lowrank(hs[3], rng, sh.rows, sh.cols, {{4, 40}, {2, 33}}, 128);
+    std::vector<RefFactors> fs(hs.size());
+    std::vector<void*> ds(hs.size());
+    for (size_t i = 0; i < hs.size(); ++i) {
+      fs[i] = ref_factors(hs[i].view);
+      uint64_t b;
+      GT_CHECK(g.ops->delta_load(g.dev, &hs[i].view, nullptr, &ds[i], &b) == DC_OK, "batch load %zu", i);
+    }
+    const int n = (int)hs.size();
+    void* batch = nullptr;
+    GT_CHECK(g.ops->batch_create(g.dev, ds.data(), n, &batch) == DC_OK, "batch_create");
+    const std::vector<uint64_t> ms = quick ? std::vector<uint64_t>{5} : std::vector<uint64_t>{1, 5, 64};
+    int k = 0;
+    for (uint64_t m : ms) {
+      for (int xdt : {DC_DTYPE_F16, DC_DTYPE_F32, DC_DTYPE_BF16}) {
+        std::vector<int32_t> slots(m);
+        for (uint64_t i = 0; i < m; ++i) slots[i] = (int32_t)((i + k) % (n + 1)) - (i % 7 == 6 ? n + 1 : 0);
+        ++k;
+        HostArray x = random_array(rng, xdt, m * sh.cols, 1.f);
+        for (uint64_t c = 0; c < sh.cols; ++c) x.set(c, x.get(c) * 1000.f);
+        HostArray y0 = random_array(rng, DC_DTYPE_F32, m * sh.rows, 0.1f);
+        void* dx = dmalloc_copy(x.data(), x.bytes.size());
+        void* dy = dmalloc_copy(y0.data(), y0.bytes.size());
+        int32_t* dslot = dmalloc_copy<int32_t>(slots.data(), m * 4);
+        dc_apply_params p{};
+        p.struct_size = sizeof p;
+        p.m = m;
+        p.x = dx;
+        p.x_dtype = (dc_dtype)xdt;
+        p.y = dy;
+        p.y_dtype = DC_DTYPE_F32;
+        p.scale = 0.7f;
+        GT_CHECK(g.ops->apply_batched(g.dev, batch, dslot, &p) == DC_OK, "apply_batched");
+        CU(cudaDeviceSynchronize());
+        HostArray y(DC_DTYPE_F32, m * sh.rows);
+        CU(cudaMemcpy(y.data(), dy, y.bytes.size(), cudaMemcpyDeviceToHost));
+        std::vector<double> full(m * sh.rows);
+        std::vector<float> got(m * sh.rows);
+        for (uint64_t i = 0; i < m; ++i) {
+          std::vector<float> xf(sh.cols);
+          for (uint64_t c = 0; c < sh.cols; ++c) xf[c] = x.get(i * sh.cols + c);
+          std::vector<double> ref(sh.rows, 0.0);
+          const int s2 = slots[i];
+          if (s2 >= 0 && s2 < n) ref_delta_apply(hs[s2].view, &fs[s2], xf, 1, ref);
+          for (uint64_t r = 0; r < sh.rows; ++r) {
+            full[i * sh.rows + r] = y0.get(i * sh.rows + r) + 0.7 * ref[r];
+            got[i * sh.rows + r] = y.get(i * sh.rows + r);
+          }
+        }
+        const double err = rel_err(got, full);
+        GT_CHECK(err < 1e-4, "batched %llux%llu m=%llu x %s rel err %.3g", (unsigned long long)sh.rows,
+                 (unsigned long long)sh.cols, (unsigned long long)m, dtype_name(xdt), err);
+        printf("  batched %llux%llu (2/3-bit g128/g256 + 4/8-bit) m=%-3llu x %-4s err %.2e\n",
+               (unsigned long long)sh.rows, (unsigned long long)sh.cols, (unsigned long long)m, dtype_name(xdt), err);
+        cudaFree(dx);
+        cudaFree(dy);
+        cudaFree(dslot);
+      }
+    }
+    g.ops->batch_free(g.dev, batch);
+    for (void* d : ds) g.ops->delta_free(g.dev, d);
+  }
+}
+
 void test_graph_single(Gpu& g, std::mt19937_64& rng) {
   printf("[%s] single apply captured in a CUDA graph, replayed 3x\n", g.label);
   HostDelta h;
@@ -544,6 +620,7 @@ int main(int argc, char** argv) {
     test_base_and_kinds(g, rng, quick);
     test_batched(g, rng, quick, false);
     test_batched(g, rng, true, true);
+    test_batched_shapes(g, rng, quick);
     test_graph_single(g, rng);
     test_merge(g, rng, quick);
     if (!quick) test_memory(g, rng);

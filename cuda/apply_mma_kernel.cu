@@ -1,0 +1,384 @@
+// The multi-tenant batch kernel on the integer tensor cores (CUDA, sm_80+): m ≤ kMaxTokens rows of
+// x, each with its own low-rank delta (or none), in ONE launch — the same result as the persistent
+// kernel's batch (apply_persist_kernel.cu), with the 2- and 3-bit bands (mma_band) as 16-row tiles
+// on mma.sync.m16n8k32 (mma_int8.cuh).
+//
+//   phase 1   items per row of x (mma_items1): a tile of 16 V̂ rows of a tensor-core band, or one
+//             V̂ row of another band (fp32 decode, a warp per row). x_r is staged once per block
+//             and row, as floats and as int8 digits;
+//   barrier   grid-wide (persist_common.cuh; cooperative launch: every block resident);
+//   phase 2   items: tiles of 16 output rows; per band of the row's delta either one tensor-core
+//             pass over the tile's Û rows, or fp32 with lane q of the 4 per row taking codes
+//             8q…8q+7 of every block (bands of one or two blocks per row keep all lanes busy).
+//             t_r is staged once per block and row, as floats and as digits per tensor-core band.
+//
+// Why (bench/RESULTS-h100.md, fifth session): the persistent kernel's batch moved 560 GB/s for 32
+// tenants (23 % of the copy bandwidth) with DRAM mostly idle — a warp per V̂ row spends ~3
+// instructions per code and waits on one batch of loads at a time. A tile here costs ~0.5
+// instructions per code and keeps 4 chunks (2 KB per warp) in flight plus the next 4 requested
+// into L2. Items are contiguous ranges per block as in the persistent kernel (each block stages
+// one or two rows of x), and a tile is ~16 row-items of bytes at ~1/5 the instructions each, so
+// tiles and fp32 rows cost about the same per item.
+#include <algorithm>
+#include <map>
+#include <mutex>
+#include <tuple>
+
+#include "apply_kernels.cuh"
+#include "mma_int8.cuh"
+#include "persist_common.cuh"
+#include "vec_dot.cuh"
+
+namespace dcg {
+
+#if !defined(DC_USE_HIP)
+namespace {
+
+constexpr int kMThreads = 256;
+constexpr int kMWarps = kMThreads / 32;
+constexpr size_t kMSmemLimit = 100 * 1024;  // two blocks per SM
+
+struct MmaArgs {
+  DeltaSel sel;       // the batch's table and row slots
+  RowsArgs io;        // the call (m ≤ kMaxTokens, no base)
+  unsigned int* barrier;
+  bool xvec;          // x rows 16-byte aligned
+  uint32_t I1;        // phase-1 items per row: the largest mma_items1
+  uint32_t G;         // phase-2 items per row: tiles of kMmaRows outputs
+  uint32_t q1, rm1, q2, rm2;  // items per block (see PersistArgs)
+  uint32_t nbx, nbt;  // staged float blocks of 32: x (max(cols, v_len)), t (max t_stride)
+  uint32_t dig_words; // words of the digit area
+};
+
+__device__ __forceinline__ const DeltaDesc* slot_desc(const MmaArgs& a, uint32_t r) {
+  const int32_t s = a.sel.row_slot[r];
+  return (s >= 0 && (uint32_t)s < a.sel.count) ? a.sel.table + s : nullptr;
+}
+
+// Phase-1 item `it` of a row with delta d: band, first V̂ row j, and whether it is a tile.
+__device__ __forceinline__ bool item1_of(const DeltaDesc& d, uint32_t it, uint32_t& band, uint32_t& j, bool& tile) {
+  for (uint32_t b = 0; b < d.n_bands; ++b) {
+    const uint32_t nr = d.bands[b].r1 - d.bands[b].r0;
+    const bool mma = mma_band(d.bands[b].bits, d.bands[b].group_size);
+    const uint32_t n = mma ? (nr + kMmaRows - 1) / kMmaRows : nr;
+    if (it < n) {
+      band = b;
+      j = mma ? it * kMmaRows : it;
+      tile = mma;
+      return true;
+    }
+    it -= n;
+  }
+  return false;
+}
+
+// Σ over a packed row of codes 8q…8q+7 of every block against staged t (blocks at pitch kPitch):
+// the fp32 path of a non-tensor-core band in phase 2, four lanes per row.
+template <int BITS>
+__device__ __forceinline__ float quarter_row_dot(const uint32_t* __restrict__ row, const dc_qparam* __restrict__ qp,
+                                                 uint32_t gb, uint32_t nblk, const float* ts, int q) {
+  const int gsh = group_shift(gb);
+  float acc = 0.f;
+#pragma unroll 1
+  for (uint32_t k = 0; k < nblk; ++k) {
+    const uint32_t* w = row + (uint64_t)k * BITS;
+    float s = 1.f, z = 0.f;
+    if (qp) load_qp(qp + group_of(k, gb, gsh), s, z);
+    const float4* xb = reinterpret_cast<const float4*>(ts + k * kPitch + 8 * q);
+    const float4 x0 = xb[0], x1 = xb[1];
+    const float x[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
+    const float bias = 8388608.f + z;  // c − z exactly: the code in the mantissa of 2^23, minus 2^23 + z
+    float cx = 0.f;
+#pragma unroll
+    for (int u = 0; u < 8; ++u) {
+      const int i = 8 * q + u;
+      float c;
+      if constexpr (BITS == 16) {
+        c = f16_to_f32((uint16_t)(w[i / 2] >> (16 * (i % 2))));
+      } else if constexpr (BITS == 3) {
+        const uint32_t code = ((w[i / 16] >> (2 * (i % 16))) & 3u) | (((w[2] >> i) & 1u) << 2);
+        c = __uint_as_float(code | 0x4B000000u) - bias;
+      } else {
+        constexpr int per = 32 / BITS;
+        const uint32_t code = (w[i / per] >> (BITS * (i % per))) & ((1u << BITS) - 1u);
+        c = __uint_as_float(code | 0x4B000000u) - bias;
+      }
+      cx = fmaf(c, x[u], cx);
+    }
+    acc = fmaf(s, cx, acc);
+  }
+  return acc;
+}
+
+// Digits of n staged elements at src (blocks at pitch kPitch) with the block-wide scale of the
+// first `span` staged elements at `whole`: every thread takes part.
+__device__ __forceinline__ float scale_of(const float* whole, uint32_t span, uint32_t* red, float* down) {
+  uint32_t m = 0;
+  for (uint32_t k = threadIdx.x; k < span; k += blockDim.x)
+    m = max(m, __float_as_uint(whole[(k >> 5) * kPitch + (k & 31)]) & 0x7fffffffu);
+  m = block_max_bits(m, red);
+  return digit_scale(m, down);
+}
+
+__global__ void __launch_bounds__(kMThreads, 2) mma_batch_kernel(const __grid_constant__ MmaArgs a) {
+  extern __shared__ float4 dyn_smem[];
+  __shared__ uint32_t red[kMWarps];
+  __shared__ uint32_t dig_at[DC_MAX_BANDS], sum_at[DC_MAX_BANDS];  // phase 2: each band's digits
+  float* stage = reinterpret_cast<float*>(dyn_smem);                  // x_r, then t_r, as floats
+  uint32_t* dig = reinterpret_cast<uint32_t*>(stage + (a.nbx > a.nbt ? a.nbx : a.nbt) * kPitch);
+  float* csum = reinterpret_cast<float*>(dig + a.dig_words);
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, q = lane % 4;
+  const uint32_t b = blockIdx.x;
+  const uint32_t lo1 = b * a.q1 + min(b, a.rm1), hi1 = lo1 + a.q1 + (b < a.rm1);
+  const uint32_t lo2 = b * a.q2 + min(b, a.rm2), hi2 = lo2 + a.q2 + (b < a.rm2);
+  pdl_allow_next();
+  pdl_wait_prev();  // x, y and the scratch are the previous kernels' from here on
+
+  // ---- phase 1 ----
+  const ColMap xmap{nullptr, 0, a.io.cols, a.io.cols};
+  const uint32_t r1_first = lo1 / a.I1, r1_end = hi1 == lo1 ? r1_first : (hi1 - 1) / a.I1 + 1;
+  for (uint32_t r = r1_first; r < r1_end; ++r) {
+    const DeltaDesc* dp = slot_desc(a, r);
+    if (dp == nullptr) continue;  // uniform over the block
+    const DeltaDesc& d = *dp;
+    const int rr[1] = {(int)r};
+    __syncthreads();  // the previous row's readers are done with the stage
+    stage_rows(stage, (int)a.nbx, 0, a.io.x, a.io.xdt, a.io.ldx, rr, 1, xmap, a.xvec);
+    __syncthreads();
+    float down;
+    const float up = scale_of(stage, (uint32_t)d.v_len, red, &down);
+    stage_digits(stage, (uint32_t)d.v_len, up, dig, csum);
+    __syncthreads();
+    const uint32_t nblk_v = (uint32_t)((d.v_len + 31) / 32);
+    float* trow = a.io.t + (uint64_t)r * a.io.ldt;
+    const uint32_t ilo = max(lo1, r * a.I1), ihi = min(hi1, (r + 1) * a.I1);
+    for (uint32_t i = ilo + warp; i < ihi; i += kMWarps) {
+      const uint32_t it = i - r * a.I1;
+      if (it == 0)  // the padding columns of t (read by phase 2's sums) are zero
+        for (uint32_t bb = 0; bb < d.n_bands; ++bb) {
+          const uint32_t nr = d.bands[bb].r1 - d.bands[bb].r0, pad = ((nr + 31) & ~31u) - nr;
+          if ((uint32_t)lane < pad) __stcg(trow + d.bands[bb].t_off + nr + lane, 0.f);
+        }
+      uint32_t bi, j;
+      bool tile;
+      if (!item1_of(d, it, bi, j, tile)) continue;
+      const BandDesc& bd = d.bands[bi];
+      const uint32_t nr = bd.r1 - bd.r0;
+      if (tile) {
+        const uint32_t ja = min(j + g, nr - 1), jb = min(j + g + 8, nr - 1);
+        const float2 s = bd.bits == 2
+                             ? mma_rows<2>(bd.v_codes, bd.v_row_words, bd.v_qp, bd.v_row_groups, bd.group_size, ja, jb,
+                                           (uint32_t)d.v_len, dig, csum, down)
+                             : mma_rows<3>(bd.v_codes, bd.v_row_words, bd.v_qp, bd.v_row_groups, bd.group_size, ja, jb,
+                                           (uint32_t)d.v_len, dig, csum, down);
+        if (q == 0) {
+          if (j + g < nr) __stcg(trow + bd.t_off + j + g, s.x * d.sigma[bd.r0 + j + g] * a.io.scale);
+          if (j + g + 8 < nr) __stcg(trow + bd.t_off + j + g + 8, s.y * d.sigma[bd.r0 + j + g + 8] * a.io.scale);
+        }
+      } else {
+        const uint32_t* row = bd.v_codes + (uint64_t)j * bd.v_row_words;
+        const dc_qparam* qp = bd.bits == 16 ? nullptr : bd.v_qp + (uint64_t)j * bd.v_row_groups;
+        const uint32_t gb = bd.bits == 16 ? 1 : bd.group_size / 32;
+        float v = with_bits(bd.bits, [&](auto w) {
+          return packed_row_smem<decltype(w)::value>(row, qp, gb, nblk_v, stage, lane, 32);
+        });
+        v = seg_sum<32>(v);
+        if (lane == 0) __stcg(trow + bd.t_off + j, v * d.sigma[bd.r0 + j] * a.io.scale);
+      }
+    }
+  }
+  {
+    const BarrierTicket tk = grid_arrive(a.barrier);  // this block's columns of t are written
+    grid_wait(a.barrier, tk);                         // every column of t is written
+  }
+
+  // ---- phase 2 ----
+  const uint32_t r2_first = lo2 / a.G, r2_end = hi2 == lo2 ? r2_first : (hi2 - 1) / a.G + 1;
+  for (uint32_t r = r2_first; r < r2_end; ++r) {
+    const DeltaDesc* dp = slot_desc(a, r);
+    if (dp == nullptr && a.io.accumulate) continue;  // uniform: nothing to add
+    float down = 0.f;
+    if (dp != nullptr) {
+      const DeltaDesc& d = *dp;
+      __syncthreads();  // the previous row's readers are done with the stage
+      stage_t(stage, a.io.t + (uint64_t)r * a.io.ldt, a.nbt);
+      if (threadIdx.x == 0) {
+        uint32_t w = 0, c = 0;
+        for (uint32_t bb = 0; bb < d.n_bands; ++bb) {
+          const BandDesc& bd = d.bands[bb];
+          const uint32_t nr = bd.r1 - bd.r0;
+          dig_at[bb] = w;
+          sum_at[bb] = c;
+          if (mma_band(bd.bits, bd.group_size)) {
+            w += digit_bytes(nr) / 4;
+            c += (nr + kMmaChunk - 1) / kMmaChunk;
+          }
+        }
+      }
+      __syncthreads();
+      const float up = scale_of(stage, d.t_stride, red, &down);
+      for (uint32_t bb = 0; bb < d.n_bands; ++bb) {
+        const BandDesc& bd = d.bands[bb];
+        if (mma_band(bd.bits, bd.group_size))
+          stage_digits(stage + (bd.t_off / 32) * kPitch, bd.r1 - bd.r0, up, dig + dig_at[bb], csum + sum_at[bb]);
+      }
+      __syncthreads();
+    }
+    const uint32_t ilo = max(lo2, r * a.G), ihi = min(hi2, (r + 1) * a.G);
+    for (uint32_t i = ilo + warp; i < ihi; i += kMWarps) {
+      const uint64_t o0 = (uint64_t)(i - r * a.G) * kMmaRows;
+      const uint64_t oa = umin64(o0 + g, a.io.rows - 1), ob = umin64(o0 + g + 8, a.io.rows - 1);
+      float ya = 0.f, yb = 0.f, fa = 0.f, fb = 0.f;  // tensor-core sums (lane q = 0), fp32 parts (all lanes)
+      if (dp != nullptr) {
+        const DeltaDesc& d = *dp;
+        for (uint32_t bb = 0; bb < d.n_bands; ++bb) {
+          const BandDesc& bd = d.bands[bb];
+          const uint32_t nr = bd.r1 - bd.r0;
+          if (mma_band(bd.bits, bd.group_size)) {
+            const float2 s = bd.bits == 2 ? mma_rows<2>(bd.u_codes, bd.u_row_words, bd.u_qp, bd.u_row_groups,
+                                                        bd.group_size, oa, ob, nr, dig + dig_at[bb], csum + sum_at[bb],
+                                                        down)
+                                          : mma_rows<3>(bd.u_codes, bd.u_row_words, bd.u_qp, bd.u_row_groups,
+                                                        bd.group_size, oa, ob, nr, dig + dig_at[bb], csum + sum_at[bb],
+                                                        down);
+            ya += s.x;
+            yb += s.y;
+          } else {
+            const uint32_t nbb = (nr + 31) / 32, gb = bd.bits == 16 ? 1 : bd.group_size / 32;
+            const float* tb = stage + (bd.t_off / 32) * kPitch;
+            with_bits(bd.bits, [&](auto w) {
+              constexpr int B = decltype(w)::value;
+              const dc_qparam* qa = B == 16 ? nullptr : bd.u_qp + oa * bd.u_row_groups;
+              const dc_qparam* qb = B == 16 ? nullptr : bd.u_qp + ob * bd.u_row_groups;
+              fa += quarter_row_dot<B>(bd.u_codes + oa * bd.u_row_words, qa, gb, nbb, tb, q);
+              fb += quarter_row_dot<B>(bd.u_codes + ob * bd.u_row_words, qb, gb, nbb, tb, q);
+              return 0;
+            });
+          }
+        }
+      }
+      fa = seg_sum<4>(fa);
+      fb = seg_sum<4>(fb);
+      if (q == 0) {
+        const uint64_t rows[2] = {o0 + g, o0 + g + 8};
+        const float vals[2] = {ya + fa, yb + fb};
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          if (rows[h] >= a.io.rows) continue;
+          const uint64_t at = (uint64_t)r * a.io.ldy + rows[h];
+          store_any(a.io.y, at, a.io.ydt, (a.io.accumulate ? load_any(a.io.y, at, a.io.ydt) : 0.f) + vals[h]);
+        }
+      }
+    }
+  }
+}
+
+// Resident blocks per multiprocessor, remembered per (device, shared memory).
+cudaError_t mma_occupancy(size_t smem, int* occ) {
+  static std::mutex mu;
+  static std::map<std::tuple<int, size_t>, int> known;
+  int dev = 0;
+  cudaError_t e = cudaGetDevice(&dev);
+  if (e != cudaSuccess) return e;
+  const auto key = std::make_tuple(dev, smem);
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    const auto it = known.find(key);
+    if (it != known.end()) { *occ = it->second; return cudaSuccess; }
+  }
+  e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(occ, mma_batch_kernel, kMThreads, smem);
+  if (e != cudaSuccess) return e;
+  std::lock_guard<std::mutex> lock(mu);
+  known.emplace(key, *occ);
+  return cudaSuccess;
+}
+
+// Whether the device runs the kernel (integer mma.sync: sm_80+), remembered per device.
+bool mma_device_ok() {
+  static std::mutex mu;
+  static std::map<int, bool> known;
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) return false;
+  std::lock_guard<std::mutex> lock(mu);
+  const auto it = known.find(dev);
+  if (it != known.end()) return it->second;
+  int major = 0;
+  const bool ok = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess && major >= 8;
+  known.emplace(dev, ok);
+  return ok;
+}
+
+}  // namespace
+#endif  // !DC_USE_HIP
+
+cudaError_t launch_persist_mma(const LaunchCfg& c, const DeltaSel& s, const RowsArgs& r, unsigned int* barrier,
+                               int sms) {
+#if defined(DC_USE_HIP)
+  (void)c; (void)s; (void)r; (void)barrier; (void)sms;
+  return cudaErrorNotSupported;
+#else
+  if (s.row_slot == nullptr || r.W != nullptr || r.m == 0 || r.m > (uint64_t)kMaxTokens || s.max_t_stride == 0 ||
+      s.max_mma_items1 == 0 || barrier == nullptr || sms <= 0 || r.rows == 0 || !mma_device_ok())
+    return cudaErrorNotSupported;
+  // the kernel counts items (m·I1, m·⌈rows/16⌉) and vector elements in 32 bits
+  if (r.rows / kMmaRows + 1 > UINT32_MAX / kMaxTokens || s.max_mma_items1 > UINT32_MAX / kMaxTokens ||
+      s.max_v_len > UINT32_MAX / 2)
+    return cudaErrorNotSupported;
+  MmaArgs a{};
+  a.sel = s;
+  a.io = r;
+  a.barrier = barrier;
+  a.xvec = aligned16(r.x, r.ldx, dtype_size(r.xdt));
+  a.I1 = s.max_mma_items1;
+  a.G = (uint32_t)((r.rows + kMmaRows - 1) / kMmaRows);
+  a.nbx = (uint32_t)((std::max<uint64_t>(r.cols, s.max_v_len) + 31) / 32);
+  a.nbt = s.max_t_stride / 32;
+  // digits: x over v_len, or t per tensor-core band (each rounded up to a chunk)
+  const uint64_t dig_bytes = std::max<uint64_t>(digit_bytes((uint32_t)s.max_v_len),
+                                                (uint64_t)digit_bytes(s.max_t_stride) + DC_MAX_BANDS * kMmaChunk * kDigits);
+  const uint64_t sums = std::max<uint64_t>(s.max_v_len, s.max_t_stride) / kMmaChunk + 1 + DC_MAX_BANDS;
+  a.dig_words = (uint32_t)(dig_bytes / 4);
+  const size_t smem = (size_t)std::max(a.nbx, a.nbt) * kPitch * 4 + dig_bytes + sums * 4;
+  if (smem > kMSmemLimit) return cudaErrorNotSupported;
+  static std::once_flag attr_once;
+  static cudaError_t attr_err = cudaSuccess;
+  std::call_once(attr_once, [] {
+    attr_err = cudaFuncSetAttribute(mma_batch_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)kMSmemLimit);
+  });
+  if (attr_err != cudaSuccess) return attr_err;
+  int occ = 0;
+  cudaError_t e = mma_occupancy(smem, &occ);
+  if (e != cudaSuccess) return e;
+  if (occ <= 0) return cudaErrorNotSupported;
+  const uint64_t n1 = r.m * a.I1, n2 = r.m * a.G, items = std::max(n1, n2);
+  const uint64_t knob = c.persist_blocks > 0 ? c.persist_blocks : UINT64_MAX;
+  const unsigned blocks =
+      (unsigned)std::max<uint64_t>(1, std::min<uint64_t>(std::min<uint64_t>((uint64_t)occ * sms, knob), items));
+  a.q1 = (uint32_t)(n1 / blocks);
+  a.rm1 = (uint32_t)(n1 % blocks);
+  a.q2 = (uint32_t)(n2 / blocks);
+  a.rm2 = (uint32_t)(n2 % blocks);
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = dim3(blocks);
+  cfg.blockDim = dim3(kMThreads);
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = c.stream;
+  cudaLaunchAttribute attr[2];
+  unsigned n = 0;
+  if (c.coop) {
+    attr[n].id = cudaLaunchAttributeCooperative;
+    attr[n].val.cooperative = 1;
+    ++n;
+  }
+  if (c.pdl) {
+    attr[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[n].val.programmaticStreamSerializationAllowed = 1;
+    ++n;
+  }
+  cfg.attrs = attr;
+  cfg.numAttrs = n;
+  return cudaLaunchKernelEx(&cfg, mma_batch_kernel, a);
+#endif
+}
+
+}  // namespace dcg

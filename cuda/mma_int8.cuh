@@ -1,0 +1,255 @@
+// Integer tensor-core dot products of 2- and 3-bit bands (CUDA, sm_80+), for the multi-tenant
+// kernel (apply_mma_kernel.cu): 16 packed rows of codes times one vector, one
+// mma.sync.m16n8k32 (u8 codes × s8 digits, s32 accumulation) per 512 codes of the warp.
+//
+// Why integers (bench/RESULTS-h100.md): the fp32 decode costs ~3 instructions per code (mask into
+// 2^23, FMA out the bias, FMA with x) and a warp-per-row kernel is a chain of them; the fp16
+// tensor-core variants of the fifth session needed a shift, a LOP3 and an HADD2 per two codes and
+// fp32 chains per k-tile. Here a 32-bit word of 16 two-bit codes becomes four A registers with
+// one LOP3 and three SHF+LOP3 ((w >> 2j) & 0x03030303: bytes e = code 4e + j), codes stay exact
+// unsigned bytes, and the zero point folds out per group (Σ s·(c − z)·v = s·(Σ c·v − z·Σ v)).
+//
+// Exactness: the vector is scaled by a power of two 2^e so that its largest magnitude lies in
+// [2^21, 2^22), rounded to an integer v_q (22 significant bits, relative error ≤ 2^-22 of the
+// largest entry) and split into three balanced base-256 digits v_q = 65536·hi + 256·mid + lo, each
+// an s8. The digits are three columns of the B operand (the other five are zero), so one MMA
+// yields Σ c·hi, Σ c·mid and Σ c·lo exactly in s32; the group's sum is rebuilt in fp32 from them.
+//
+// Fragment order (PTX ISA, mma.m16n8k32 with 8-bit A/B): lane (g = lane/4, q = lane%4) holds A
+// rows g (a0, a2) and g + 8 (a1, a3) at k = 4q…4q+3 (a0, a1) and 16 + 4q…16 + 4q + 3 (a2, a3);
+// B column g at the same k (b0, b1); C rows g, g + 8 at columns 2q, 2q + 1. Inside a tile k is a
+// dot-product index, so any order works if A and B agree. A chunk is 128 codes of each of the 16
+// rows; lane q reads the chunk's block q (32 codes) of rows g and g + 8, and sub-step s ∈ {0, 1}
+// takes codes 16s…16s+15 of that block: register R_j = bytes (code 4e + j), e = 0..3. The MMA of
+// sub-step s and pair (j0, j1) ∈ {(0, 1), (2, 3)} puts R_j0 at k = 4q + e and R_j1 at
+// k = 16 + 4q + e. So the B word of lane (n, q) for (chunk c, sub-step s, j) holds, in byte e,
+// digit n of vector element 128c + 32q + 16s + 4e + j — stage_digits writes exactly those words.
+#pragma once
+
+#if !defined(DC_USE_HIP)
+#include "apply_kernels.cuh"
+#include "row_dot.cuh"
+#include "vec_dot.cuh"
+
+namespace dcg {
+
+constexpr uint32_t kMmaRows = 16;  // rows of one tile
+constexpr uint32_t kDigits = 3;    // B columns holding the vector's digits
+// kMmaChunk and mma_band (which bands take this path): apply_kernels.cuh, shared with the host.
+
+// Bytes of the staged digits of n vector elements (three columns of whole chunks).
+DC_HOST_DEVICE uint32_t digit_bytes(uint32_t n) { return (n + kMmaChunk - 1) / kMmaChunk * kMmaChunk * kDigits; }
+
+__device__ __forceinline__ void mma_u8s8(int c[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
+                                         uint32_t b1) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile(
+      "mma.sync.aligned.m16n8k32.row.col.s32.u8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+      : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+#else
+  (void)c; (void)a0; (void)a1; (void)a2; (void)a3; (void)b0; (void)b1;
+  __trap();  // the host never launches this kernel below sm_80 (apply_mma_kernel.cu)
+#endif
+}
+
+// The largest |v| of a block-staged vector as bits, reduced over the whole block (every thread
+// calls it; `red`: kWarps words of shared scratch). Non-negative floats order as integers.
+__device__ __forceinline__ uint32_t block_max_bits(uint32_t m, uint32_t* red) {
+  m = __reduce_max_sync(0xffffffffu, m);
+  __syncthreads();  // red's previous readers are done
+  if (threadIdx.x % 32 == 0) red[threadIdx.x / 32] = m;
+  __syncthreads();
+  m = 0;
+  for (uint32_t w = 0; w < blockDim.x / 32; ++w) m = max(m, red[w]);
+  return m;
+}
+
+// The power of two 2^e that puts a vector whose largest magnitude has bits `m` into [2^21, 2^22)
+// (e clamped to the normal range; an all-zero vector gets 2^0). Returns 2^-e in *down; a vector
+// with Inf or NaN gets down = NaN, so every sum built from its digits is NaN (never a finite
+// wrong value).
+__device__ __forceinline__ float digit_scale(uint32_t m, float* down) {
+  if (m >= 0x7f800000u) {
+    *down = __uint_as_float(0x7fc00000u);
+    return 0.f;
+  }
+  int e = m == 0 ? 0 : 21 - ((int)(m >> 23) - 127);
+  e = max(-126, min(126, e));
+  *down = __uint_as_float((uint32_t)(127 - e) << 23);
+  return __uint_as_float((uint32_t)(127 + e) << 23);
+}
+
+// Digits of n elements of a staged vector (element k at src[(k >> 5)·kPitch + (k & 31)], k ≥ n
+// reads as 0) into dig (digit_bytes(n) bytes, 16-byte aligned) in the B order above, and the sum
+// of each chunk's elements into csum[c]. `up` = 2^e from digit_scale. Every thread takes part
+// (shuffles inside); the caller synchronises before the digits are read.
+__device__ __forceinline__ void stage_digits(const float* src, uint32_t n, float up, uint32_t* dig, float* csum) {
+  const uint32_t chunks = (n + kMmaChunk - 1) / kMmaChunk, units = chunks * 8;  // unit = (chunk, q, s)
+  for (uint32_t u0 = 0; u0 < units; u0 += blockDim.x) {  // same trip count in every thread (shuffles)
+    const uint32_t u = u0 + threadIdx.x;
+    const uint32_t c = u / 8, qs = u % 8;  // qs = 2q + s: elements 128c + 16·qs + i, i = 4e + j
+    const uint32_t k0 = c * kMmaChunk + 16 * qs;
+    float v[16];
+#pragma unroll
+    for (int i = 0; i < 16; ++i) v[i] = 0.f;
+    if (u < units && k0 < n) {
+      const float4* p = reinterpret_cast<const float4*>(src + (k0 >> 5) * kPitch + (k0 & 31));
+#pragma unroll
+      for (int h = 0; h < 4; ++h) {
+        const float4 f = p[h];
+        v[4 * h] = f.x; v[4 * h + 1] = f.y; v[4 * h + 2] = f.z; v[4 * h + 3] = f.w;
+      }
+#pragma unroll
+      for (int i = 0; i < 16; ++i)
+        if (k0 + i >= n) v[i] = 0.f;
+    }
+    float s = 0.f;
+    uint32_t w[kDigits][4] = {};
+#pragma unroll
+    for (int i = 0; i < 16; ++i) {
+      s += v[i];
+      const int q = __float2int_rn(v[i] * up);  // |q| ≤ 2^22
+      const int lo = ((q + 128) & 255) - 128, r = (q - lo) >> 8;
+      const int mid = ((r + 128) & 255) - 128, hi = (r - mid) >> 8;
+      const int e = i / 4, j = i % 4;
+      w[0][j] |= (uint32_t)(hi & 255) << (8 * e);
+      w[1][j] |= (uint32_t)(mid & 255) << (8 * e);
+      w[2][j] |= (uint32_t)(lo & 255) << (8 * e);
+    }
+    s = seg_sum<8>(s);
+    if (u < units) {
+      // word index ((n·chunks + c)·4 + q)·8 + s·4 + j = (n·chunks + c)·32 + qs·4 + j
+#pragma unroll
+      for (uint32_t d = 0; d < kDigits; ++d)
+        reinterpret_cast<uint4*>(dig)[(d * chunks + c) * 8 + qs] = make_uint4(w[d][0], w[d][1], w[d][2], w[d][3]);
+      if (qs == 0) csum[c] = s;
+    }
+  }
+}
+
+// The four A registers of one sub-step from a 2-bit word: R_j = (w >> 2j) & 0x03030303.
+__device__ __forceinline__ void regs_2bit(uint32_t w, uint32_t r[4]) {
+#pragma unroll
+  for (int j = 0; j < 4; ++j) r[j] = (w >> (2 * j)) & 0x03030303u;
+}
+
+// The same for a 3-bit block: lo = the sub-step's 2-bit word, hi = the block's high-bit word
+// (bit i = code i's bit 2); sub-step s takes hi bits 16s…16s+15. Nibble e of those 16 bits is
+// spread to byte e (one PRMT, a shift, a LOP3), then bit j of each byte is moved to bit 2.
+__device__ __forceinline__ void regs_3bit(uint32_t lo, uint32_t hi, int s, uint32_t r[4]) {
+  const uint32_t u = __byte_perm(hi, 0u, s ? 0x4342u : 0x4140u);   // bytes: h0, 0, h1, 0
+  const uint32_t v = (u & 0x000F000Fu) | ((u << 4) & 0x0F000F00u);  // nibble e in byte e
+  r[0] = (lo & 0x03030303u) | ((v << 2) & 0x04040404u);
+  r[1] = ((lo >> 2) & 0x03030303u) | ((v << 1) & 0x04040404u);
+  r[2] = ((lo >> 4) & 0x03030303u) | (v & 0x04040404u);
+  r[3] = ((lo >> 6) & 0x03030303u) | ((v >> 1) & 0x04040404u);
+}
+
+// One sub-step: two MMAs into acc with rows g (ra) and g + 8 (rb) against the lane's B words.
+__device__ __forceinline__ void mma_substep(int acc[4], const uint32_t ra[4], const uint32_t rb[4], uint4 b) {
+  mma_u8s8(acc, ra[0], rb[0], ra[1], rb[1], b.x, b.y);
+  mma_u8s8(acc, ra[2], rb[2], ra[3], rb[3], b.z, b.w);
+}
+
+// Σ_k c·v_k of the group just accumulated, for rows g (first) and g + 8 (second), in lanes q = 0
+// (other lanes: garbage): the digit columns 0, 1 sit in lane q = 0, column 2 in lane q = 1.
+__device__ __forceinline__ float2 mma_group_sums(const int acc[4]) {
+  const int lo0 = __shfl_down_sync(0xffffffffu, acc[0], 1), lo1 = __shfl_down_sync(0xffffffffu, acc[2], 1);
+  const float a = fmaf((float)acc[0], 65536.f, fmaf((float)acc[1], 256.f, (float)lo0));
+  const float b = fmaf((float)acc[2], 65536.f, fmaf((float)acc[3], 256.f, (float)lo1));
+  return make_float2(a, b);
+}
+
+// Σ_k s·(c − z)·v_k over columns [0, len) of the 16 rows rows[g], rows[g + 8] of one band (row
+// stride row_words words, qparams row_groups per row, group size gs), against staged digits (dig,
+// csum; `down` = 2^-e). Lane (g, q) returns the sums of rows g (x) and g + 8 (y) in q = 0.
+// Rows are always valid (the caller clamps). Loads of a batch of 4 chunks are issued before any
+// math, and the next batch's lines are requested into L2.
+template <int BITS>
+__device__ __forceinline__ float2 mma_rows(const uint32_t* __restrict__ codes, uint32_t row_words,
+                                           const dc_qparam* __restrict__ qp, uint32_t row_groups, uint32_t gs,
+                                           uint64_t row_a, uint64_t row_b, uint32_t len, const uint32_t* dig,
+                                           const float* csum, float down) {
+  const int lane = threadIdx.x % 32, g = lane / 4, q = lane % 4;
+  const uint32_t chunks = (len + kMmaChunk - 1) / kMmaChunk, cpg = gs / kMmaChunk;
+  const uint32_t* pa = codes + row_a * row_words;
+  const uint32_t* pb = codes + row_b * row_words;
+  const dc_qparam* qa = qp + row_a * row_groups;
+  const dc_qparam* qb = qp + row_b * row_groups;
+  const uint4* bw = reinterpret_cast<const uint4*>(dig) + (g < (int)kDigits ? g * chunks * 8 : 0) + 2 * q;
+  constexpr int kB = 4;  // chunks per batch
+  float2 sum = make_float2(0.f, 0.f);
+  int acc[4] = {0, 0, 0, 0};
+  float sx = 0.f;
+#pragma unroll 1
+  for (uint32_t c0 = 0; c0 < chunks; c0 += kB) {
+    uint32_t wa[kB][BITS], wb[kB][BITS], pa_qp[kB], pb_qp[kB];
+    // the next batch's lines into L2: row g in lane q = 0, row g + 8 in lane q = 1
+    if (q < 2 && c0 + kB < chunks) prefetch_l2((q ? pb : pa) + (uint64_t)(c0 + kB) * 4 * BITS);
+#pragma unroll
+    for (int u = 0; u < kB; ++u) {
+      const uint32_t wo = ((c0 + u) * 4 + q) * BITS;  // this lane's block of the chunk
+      const bool in = c0 + u < chunks && wo < row_words;
+#pragma unroll
+      for (int b = 0; b < BITS; ++b) {
+        wa[u][b] = 0u;
+        wb[u][b] = 0u;
+      }
+      pa_qp[u] = pb_qp[u] = 0u;
+      if (c0 + u < chunks) {  // the chunk's group parameters (read by its last chunk)
+        const uint32_t grp = (c0 + u) / cpg;
+        pa_qp[u] = *reinterpret_cast<const uint32_t*>(qa + grp);
+        pb_qp[u] = *reinterpret_cast<const uint32_t*>(qb + grp);
+      }
+      if (in) {
+        if constexpr (BITS == 2) {
+          const uint2 x = *reinterpret_cast<const uint2*>(pa + wo), y = *reinterpret_cast<const uint2*>(pb + wo);
+          wa[u][0] = x.x; wa[u][1] = x.y; wb[u][0] = y.x; wb[u][1] = y.y;
+        } else {
+#pragma unroll
+          for (int b = 0; b < BITS; ++b) {
+            wa[u][b] = pa[wo + b];
+            wb[u][b] = pb[wo + b];
+          }
+        }
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kB; ++u) {
+      const uint32_t c = c0 + u;
+      if (c >= chunks) break;
+      uint4 b0 = make_uint4(0u, 0u, 0u, 0u), b1 = b0;
+      if (g < (int)kDigits) {
+        b0 = bw[c * 8];
+        b1 = bw[c * 8 + 1];
+      }
+      uint32_t ra[4], rb[4];
+#pragma unroll
+      for (int s = 0; s < 2; ++s) {
+        if constexpr (BITS == 2) {
+          regs_2bit(wa[u][s], ra);
+          regs_2bit(wb[u][s], rb);
+        } else {
+          regs_3bit(wa[u][s], wa[u][2], s, ra);
+          regs_3bit(wb[u][s], wb[u][2], s, rb);
+        }
+        mma_substep(acc, ra, rb, s ? b1 : b0);
+      }
+      sx += csum[c];
+      if ((c + 1) % cpg == 0 || c + 1 == chunks) {  // the group ends: fold it in
+        const float sa = f16_to_f32((uint16_t)pa_qp[u]), za = f16_to_f32((uint16_t)(pa_qp[u] >> 16));
+        const float sb = f16_to_f32((uint16_t)pb_qp[u]), zb = f16_to_f32((uint16_t)(pb_qp[u] >> 16));
+        const float2 f = mma_group_sums(acc);
+        sum.x = fmaf(sa, fmaf(down, f.x, -za * sx), sum.x);
+        sum.y = fmaf(sb, fmaf(down, f.y, -zb * sx), sum.y);
+        acc[0] = acc[1] = acc[2] = acc[3] = 0;
+        sx = 0.f;
+      }
+    }
+  }
+  return sum;
+}
+
+}  // namespace dcg
+#endif  // !DC_USE_HIP
