@@ -48,7 +48,24 @@ struct MmaArgs {
   uint32_t q1, rm1, q2, rm2;  // items per block (see PersistArgs)
   uint32_t nbx, nbt;  // staged float blocks of 32: x (max(cols, v_len)), t (max t_stride)
   uint32_t dig_words; // words of the digit area
+  unsigned long long* trace;  // diagnostics (DELTACOME_GPU_PERSIST_TRACE=1), or null: see mark
 };
+
+// Diagnostics: thread 0 of each block records globaltimer at its start ([0]) and the SM clock at
+// its start ([6]), after phase 1's first staging ([1]), phase 1 ([2]), the barrier ([3]), phase 2's
+// first staging ([4]) and its end ([5]) — device_close prints the spread over blocks.
+__device__ __forceinline__ void mark(const MmaArgs& a, int k) {
+  if (a.trace == nullptr || threadIdx.x != 0 || blockIdx.x >= (unsigned)kTraceBlocks) return;
+  unsigned long long* t = a.trace + blockIdx.x * 8;
+  if (k == 0) {
+    unsigned long long g;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(g));
+    t[0] = g;
+    t[6] = clock64();
+  } else {
+    t[k] = clock64();
+  }
+}
 
 __device__ __forceinline__ const DeltaDesc* slot_desc(const MmaArgs& a, uint32_t r) {
   const int32_t s = a.sel.row_slot[r];
@@ -131,8 +148,10 @@ __global__ void __launch_bounds__(kMThreads, 2) mma_batch_kernel(const __grid_co
   const uint32_t b = blockIdx.x;
   const uint32_t lo1 = b * a.q1 + min(b, a.rm1), hi1 = lo1 + a.q1 + (b < a.rm1);
   const uint32_t lo2 = b * a.q2 + min(b, a.rm2), hi2 = lo2 + a.q2 + (b < a.rm2);
+  mark(a, 0);
   pdl_allow_next();
   pdl_wait_prev();  // x, y and the scratch are the previous kernels' from here on
+  bool first = true;
 
   // ---- phase 1 ----
   const ColMap xmap{nullptr, 0, a.io.cols, a.io.cols};
@@ -149,6 +168,8 @@ __global__ void __launch_bounds__(kMThreads, 2) mma_batch_kernel(const __grid_co
     const float up = scale_of(stage, (uint32_t)d.v_len, red, &down);
     stage_digits(stage, (uint32_t)d.v_len, up, dig, csum);
     __syncthreads();
+    if (first) mark(a, 1);
+    first = false;
     const uint32_t nblk_v = (uint32_t)((d.v_len + 31) / 32);
     float* trow = a.io.t + (uint64_t)r * a.io.ldt;
     const uint32_t ilo = max(lo1, r * a.I1), ihi = min(hi1, (r + 1) * a.I1);
@@ -187,10 +208,13 @@ __global__ void __launch_bounds__(kMThreads, 2) mma_batch_kernel(const __grid_co
       }
     }
   }
+  mark(a, 2);
   {
     const BarrierTicket tk = grid_arrive(a.barrier);  // this block's columns of t are written
     grid_wait(a.barrier, tk);                         // every column of t is written
   }
+  mark(a, 3);
+  first = true;
 
   // ---- phase 2 ----
   const uint32_t r2_first = lo2 / a.G, r2_end = hi2 == lo2 ? r2_first : (hi2 - 1) / a.G + 1;
@@ -223,6 +247,8 @@ __global__ void __launch_bounds__(kMThreads, 2) mma_batch_kernel(const __grid_co
           stage_digits(stage + (bd.t_off / 32) * kPitch, bd.r1 - bd.r0, up, dig + dig_at[bb], csum + sum_at[bb]);
       }
       __syncthreads();
+      if (first) mark(a, 4);
+      first = false;
     }
     const uint32_t ilo = max(lo2, r * a.G), ihi = min(hi2, (r + 1) * a.G);
     for (uint32_t i = ilo + warp; i < ihi; i += kMWarps) {
@@ -271,6 +297,8 @@ __global__ void __launch_bounds__(kMThreads, 2) mma_batch_kernel(const __grid_co
       }
     }
   }
+  __syncthreads();
+  mark(a, 5);
 }
 
 // Resident blocks per multiprocessor, remembered per (device, shared memory).
@@ -338,6 +366,7 @@ cudaError_t launch_persist_mma(const LaunchCfg& c, const DeltaSel& s, const Rows
                                                 (uint64_t)digit_bytes(s.max_t_stride) + DC_MAX_BANDS * kMmaChunk * kDigits);
   const uint64_t sums = std::max<uint64_t>(s.max_v_len, s.max_t_stride) / kMmaChunk + 1 + DC_MAX_BANDS;
   a.dig_words = (uint32_t)(dig_bytes / 4);
+  a.trace = c.trace;
   const size_t smem = (size_t)std::max(a.nbx, a.nbt) * kPitch * 4 + dig_bytes + sums * 4;
   if (smem > kMSmemLimit) return cudaErrorNotSupported;
   static std::once_flag attr_once;
