@@ -67,11 +67,18 @@ DC_HOST_DEVICE uint32_t p1_blocks_of(const DeltaDesc& d) {
 
 // The tensor-core batch kernel (apply_mma_kernel.cu) takes a band onto the integer tensor cores
 // when its codes are 2 or 3 bits wide and its quantization groups are whole chunks of 128 codes
-// (the compressor's default). Its phase-1 items for one row of x: 16 V̂ rows of such a band per
-// item, one V̂ row of any other band per item.
+// (the compressor's default) — a power of two of them, so a chunk's group is a shift. Its phase-1
+// items for one row of x: 16 V̂ rows of such a band per item, one V̂ row of any other band per item.
 constexpr uint32_t kMmaChunk = 128;  // codes per row and chunk (a chunk lies inside one group)
 DC_HOST_DEVICE bool mma_band(uint32_t bits, uint32_t group_size) {
-  return (bits == 2 || bits == 3) && group_size != 0 && group_size % kMmaChunk == 0;
+  const uint32_t cpg = group_size / kMmaChunk;
+  return (bits == 2 || bits == 3) && group_size % kMmaChunk == 0 && cpg != 0 && (cpg & (cpg - 1)) == 0;
+}
+// log2 of a tensor-core band's chunks per group.
+DC_HOST_DEVICE uint32_t mma_group_shift(uint32_t group_size) {
+  uint32_t s = 0;
+  while ((kMmaChunk << s) < group_size) ++s;
+  return s;
 }
 DC_HOST_DEVICE uint32_t mma_items1(const DeltaDesc& d) {
   uint32_t n = 0;

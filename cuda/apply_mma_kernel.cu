@@ -37,6 +37,7 @@ namespace {
 constexpr int kMThreads = 256;
 constexpr int kMWarps = kMThreads / 32;
 constexpr size_t kMSmemLimit = 100 * 1024;  // two blocks per SM
+constexpr uint32_t kParts = 4;              // phase 1: warps (work units) per tile
 
 struct MmaArgs {
   DeltaSel sel;       // the batch's table and row slots
@@ -48,6 +49,7 @@ struct MmaArgs {
   uint32_t q1, rm1, q2, rm2;  // items per block (see PersistArgs)
   uint32_t nbx, nbt;  // staged float blocks of 32: x (max(cols, v_len)), t (max t_stride)
   uint32_t dig_words; // words of the digit area
+  uint32_t sum_floats;  // floats of the chunk-sum area
   unsigned long long* trace;  // diagnostics (DELTACOME_GPU_PERSIST_TRACE=1), or null: see mark
 };
 
@@ -127,6 +129,16 @@ __device__ __forceinline__ float quarter_row_dot(const uint32_t* __restrict__ ro
   return acc;
 }
 
+// The fp32 paths, kept out of line: the tensor-core loop keeps its registers.
+__device__ __noinline__ float fp32_row(uint32_t bits, const uint32_t* row, const dc_qparam* qp, uint32_t gb,
+                                       uint32_t nblk, const float* xs, int lane) {
+  return with_bits(bits, [&](auto w) { return packed_row_smem<decltype(w)::value>(row, qp, gb, nblk, xs, lane, 32); });
+}
+__device__ __noinline__ float fp32_quarter(uint32_t bits, const uint32_t* row, const dc_qparam* qp, uint32_t gb,
+                                           uint32_t nblk, const float* ts, int q) {
+  return with_bits(bits, [&](auto w) { return quarter_row_dot<decltype(w)::value>(row, qp, gb, nblk, ts, q); });
+}
+
 // Digits of n staged elements at src (blocks at pitch kPitch) with the block-wide scale of the
 // first `span` staged elements at `whole`: every thread takes part.
 __device__ __forceinline__ float scale_of(const float* whole, uint32_t span, uint32_t* red, float* down) {
@@ -144,6 +156,7 @@ __global__ void __launch_bounds__(kMThreads, 2) mma_batch_kernel(const __grid_co
   float* stage = reinterpret_cast<float*>(dyn_smem);                  // x_r, then t_r, as floats
   uint32_t* dig = reinterpret_cast<uint32_t*>(stage + (a.nbx > a.nbt ? a.nbx : a.nbt) * kPitch);
   float* csum = reinterpret_cast<float*>(dig + a.dig_words);
+  float* part = csum + a.sum_floats;  // phase 1: [item][part][row] partial sums of the tiles
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, q = lane % 4;
   const uint32_t b = blockIdx.x;
   const uint32_t lo1 = b * a.q1 + min(b, a.rm1), hi1 = lo1 + a.q1 + (b < a.rm1);
@@ -171,42 +184,62 @@ __global__ void __launch_bounds__(kMThreads, 2) mma_batch_kernel(const __grid_co
     if (first) mark(a, 1);
     first = false;
     const uint32_t nblk_v = (uint32_t)((d.v_len + 31) / 32);
+    const uint32_t chunks_v = ((uint32_t)d.v_len + kMmaChunk - 1) / kMmaChunk;
+    const uint32_t per = (chunks_v + kParts - 1) / kParts;  // chunks per part of a tile
     float* trow = a.io.t + (uint64_t)r * a.io.ldt;
     const uint32_t ilo = max(lo1, r * a.I1), ihi = min(hi1, (r + 1) * a.I1);
-    for (uint32_t i = ilo + warp; i < ihi; i += kMWarps) {
-      const uint32_t it = i - r * a.I1;
-      if (it == 0)  // the padding columns of t (read by phase 2's sums) are zero
-        for (uint32_t bb = 0; bb < d.n_bands; ++bb) {
-          const uint32_t nr = d.bands[bb].r1 - d.bands[bb].r0, pad = ((nr + 31) & ~31u) - nr;
-          if ((uint32_t)lane < pad) __stcg(trow + d.bands[bb].t_off + nr + lane, 0.f);
-        }
+    // Work units: each tile in kParts parts of its chunks, each other item whole; unit u goes to
+    // warp u mod 8, so a block's warps get near-equal shares whatever mix of items it holds.
+    uint32_t u = 0;
+    for (uint32_t i = ilo; i < ihi; ++i) {
       uint32_t bi, j;
       bool tile;
-      if (!item1_of(d, it, bi, j, tile)) continue;
+      if (!item1_of(d, i - r * a.I1, bi, j, tile)) break;  // items past the delta's: none follow
       const BandDesc& bd = d.bands[bi];
       const uint32_t nr = bd.r1 - bd.r0;
-      if (tile) {
-        const uint32_t ja = min(j + g, nr - 1), jb = min(j + g + 8, nr - 1);
-        const float2 s = bd.bits == 2
-                             ? mma_rows<2>(bd.v_codes, bd.v_row_words, bd.v_qp, bd.v_row_groups, bd.group_size, ja, jb,
-                                           (uint32_t)d.v_len, dig, csum, down)
-                             : mma_rows<3>(bd.v_codes, bd.v_row_words, bd.v_qp, bd.v_row_groups, bd.group_size, ja, jb,
-                                           (uint32_t)d.v_len, dig, csum, down);
-        if (q == 0) {
-          if (j + g < nr) __stcg(trow + bd.t_off + j + g, s.x * d.sigma[bd.r0 + j + g] * a.io.scale);
-          if (j + g + 8 < nr) __stcg(trow + bd.t_off + j + g + 8, s.y * d.sigma[bd.r0 + j + g + 8] * a.io.scale);
+      for (uint32_t p = 0; p < (tile ? kParts : 1u); ++p, ++u) {
+        if (u % kMWarps != (uint32_t)warp) continue;
+        if (tile) {
+          const uint32_t ja = min(j + g, nr - 1), jb = min(j + g + 8, nr - 1);
+          const uint32_t cb = min(p * per, chunks_v), ce = min(cb + per, chunks_v), gsh = mma_group_shift(bd.group_size);
+          const float2 s = bd.bits == 2 ? mma_rows<2>(bd.v_codes, bd.v_row_words, bd.v_qp, bd.v_row_groups, gsh, ja,
+                                                      jb, cb, ce, chunks_v, dig, csum, down)
+                                        : mma_rows<3>(bd.v_codes, bd.v_row_words, bd.v_qp, bd.v_row_groups, gsh, ja,
+                                                      jb, cb, ce, chunks_v, dig, csum, down);
+          if (q == 0) {
+            float* pp = part + ((i - ilo) * kParts + p) * kMmaRows;
+            pp[g] = s.x;
+            pp[g + 8] = s.y;
+          }
+        } else {
+          const dc_qparam* qp = bd.bits == 16 ? nullptr : bd.v_qp + (uint64_t)j * bd.v_row_groups;
+          float v = fp32_row(bd.bits, bd.v_codes + (uint64_t)j * bd.v_row_words, qp,
+                             bd.bits == 16 ? 1 : bd.group_size / 32, nblk_v, stage, lane);
+          v = seg_sum<32>(v);
+          if (lane == 0) __stcg(trow + bd.t_off + j, v * d.sigma[bd.r0 + j] * a.io.scale);
         }
-      } else {
-        const uint32_t* row = bd.v_codes + (uint64_t)j * bd.v_row_words;
-        const dc_qparam* qp = bd.bits == 16 ? nullptr : bd.v_qp + (uint64_t)j * bd.v_row_groups;
-        const uint32_t gb = bd.bits == 16 ? 1 : bd.group_size / 32;
-        float v = with_bits(bd.bits, [&](auto w) {
-          return packed_row_smem<decltype(w)::value>(row, qp, gb, nblk_v, stage, lane, 32);
-        });
-        v = seg_sum<32>(v);
-        if (lane == 0) __stcg(trow + bd.t_off + j, v * d.sigma[bd.r0 + j] * a.io.scale);
       }
     }
+    __syncthreads();
+    // The tiles' parts summed in a fixed order (deterministic), scaled by σ, into t; and the
+    // padding columns of t (read by phase 2's block sums) zeroed by the block holding item 0.
+    for (uint32_t e = threadIdx.x; e < (ihi - ilo) * kMmaRows; e += blockDim.x) {
+      const uint32_t i = ilo + e / kMmaRows, rw = e % kMmaRows;
+      uint32_t bi, j;
+      bool tile;
+      if (!item1_of(d, i - r * a.I1, bi, j, tile) || !tile) continue;
+      const BandDesc& bd = d.bands[bi];
+      if (j + rw >= bd.r1 - bd.r0) continue;
+      const float* pp = part + (i - ilo) * kParts * kMmaRows + rw;
+      float v = 0.f;
+      for (uint32_t p = 0; p < kParts; ++p) v += pp[p * kMmaRows];
+      __stcg(trow + bd.t_off + j + rw, v * d.sigma[bd.r0 + j + rw] * a.io.scale);
+    }
+    if (ilo == r * a.I1 && ihi > ilo && warp == 0)
+      for (uint32_t bb = 0; bb < d.n_bands; ++bb) {
+        const uint32_t nr = d.bands[bb].r1 - d.bands[bb].r0, pad = ((nr + 31) & ~31u) - nr;
+        if ((uint32_t)lane < pad) __stcg(trow + d.bands[bb].t_off + nr + lane, 0.f);
+      }
   }
   mark(a, 2);
   {
@@ -261,25 +294,20 @@ __global__ void __launch_bounds__(kMThreads, 2) mma_batch_kernel(const __grid_co
           const BandDesc& bd = d.bands[bb];
           const uint32_t nr = bd.r1 - bd.r0;
           if (mma_band(bd.bits, bd.group_size)) {
-            const float2 s = bd.bits == 2 ? mma_rows<2>(bd.u_codes, bd.u_row_words, bd.u_qp, bd.u_row_groups,
-                                                        bd.group_size, oa, ob, nr, dig + dig_at[bb], csum + sum_at[bb],
-                                                        down)
-                                          : mma_rows<3>(bd.u_codes, bd.u_row_words, bd.u_qp, bd.u_row_groups,
-                                                        bd.group_size, oa, ob, nr, dig + dig_at[bb], csum + sum_at[bb],
-                                                        down);
+            const uint32_t ch = (nr + kMmaChunk - 1) / kMmaChunk, gsh = mma_group_shift(bd.group_size);
+            const float2 s = bd.bits == 2 ? mma_rows<2>(bd.u_codes, bd.u_row_words, bd.u_qp, bd.u_row_groups, gsh, oa,
+                                                        ob, 0, ch, ch, dig + dig_at[bb], csum + sum_at[bb], down)
+                                          : mma_rows<3>(bd.u_codes, bd.u_row_words, bd.u_qp, bd.u_row_groups, gsh, oa,
+                                                        ob, 0, ch, ch, dig + dig_at[bb], csum + sum_at[bb], down);
             ya += s.x;
             yb += s.y;
           } else {
             const uint32_t nbb = (nr + 31) / 32, gb = bd.bits == 16 ? 1 : bd.group_size / 32;
             const float* tb = stage + (bd.t_off / 32) * kPitch;
-            with_bits(bd.bits, [&](auto w) {
-              constexpr int B = decltype(w)::value;
-              const dc_qparam* qa = B == 16 ? nullptr : bd.u_qp + oa * bd.u_row_groups;
-              const dc_qparam* qb = B == 16 ? nullptr : bd.u_qp + ob * bd.u_row_groups;
-              fa += quarter_row_dot<B>(bd.u_codes + oa * bd.u_row_words, qa, gb, nbb, tb, q);
-              fb += quarter_row_dot<B>(bd.u_codes + ob * bd.u_row_words, qb, gb, nbb, tb, q);
-              return 0;
-            });
+            const dc_qparam* qa = bd.bits == 16 ? nullptr : bd.u_qp + oa * bd.u_row_groups;
+            const dc_qparam* qb = bd.bits == 16 ? nullptr : bd.u_qp + ob * bd.u_row_groups;
+            fa += fp32_quarter(bd.bits, bd.u_codes + oa * bd.u_row_words, qa, gb, nbb, tb, q);
+            fb += fp32_quarter(bd.bits, bd.u_codes + ob * bd.u_row_words, qb, gb, nbb, tb, q);
           }
         }
       }
@@ -366,8 +394,14 @@ cudaError_t launch_persist_mma(const LaunchCfg& c, const DeltaSel& s, const Rows
                                                 (uint64_t)digit_bytes(s.max_t_stride) + DC_MAX_BANDS * kMmaChunk * kDigits);
   const uint64_t sums = std::max<uint64_t>(s.max_v_len, s.max_t_stride) / kMmaChunk + 1 + DC_MAX_BANDS;
   a.dig_words = (uint32_t)(dig_bytes / 4);
+  a.sum_floats = (uint32_t)sums;
   a.trace = c.trace;
-  const size_t smem = (size_t)std::max(a.nbx, a.nbt) * kPitch * 4 + dig_bytes + sums * 4;
+  const uint64_t n1 = r.m * a.I1, n2 = r.m * a.G, items = std::max(n1, n2);
+  const uint64_t knob = c.persist_blocks > 0 ? c.persist_blocks : UINT64_MAX;
+  // tile partial sums: at most ⌈n1 / blocks⌉ items per block, blocks ≥ min(items, sms, knob)
+  const uint64_t min_blocks = std::max<uint64_t>(1, std::min<uint64_t>(std::min<uint64_t>(items, knob), (uint64_t)sms));
+  const uint64_t part_bytes = ((n1 + min_blocks - 1) / min_blocks) * kParts * kMmaRows * 4;
+  const size_t smem = (size_t)std::max(a.nbx, a.nbt) * kPitch * 4 + dig_bytes + sums * 4 + part_bytes;
   if (smem > kMSmemLimit) return cudaErrorNotSupported;
   static std::once_flag attr_once;
   static cudaError_t attr_err = cudaSuccess;
@@ -379,10 +413,7 @@ cudaError_t launch_persist_mma(const LaunchCfg& c, const DeltaSel& s, const Rows
   cudaError_t e = mma_occupancy(smem, &occ);
   if (e != cudaSuccess) return e;
   if (occ <= 0) return cudaErrorNotSupported;
-  const uint64_t n1 = r.m * a.I1, n2 = r.m * a.G, items = std::max(n1, n2);
-  const uint64_t knob = c.persist_blocks > 0 ? c.persist_blocks : UINT64_MAX;
-  const unsigned blocks =
-      (unsigned)std::max<uint64_t>(1, std::min<uint64_t>(std::min<uint64_t>((uint64_t)occ * sms, knob), items));
+  const unsigned blocks = (unsigned)std::max<uint64_t>(min_blocks, std::min<uint64_t>(std::min<uint64_t>((uint64_t)occ * sms, knob), items));
   a.q1 = (uint32_t)(n1 / blocks);
   a.rm1 = (uint32_t)(n1 % blocks);
   a.q2 = (uint32_t)(n2 / blocks);

@@ -161,56 +161,55 @@ __device__ __forceinline__ float2 mma_group_sums(const int acc[4]) {
   return make_float2(a, b);
 }
 
-// Σ_k s·(c − z)·v_k over columns [0, len) of the 16 rows rows[g], rows[g + 8] of one band (row
-// stride row_words words, qparams row_groups per row, group size gs), against staged digits (dig,
-// csum; `down` = 2^-e). Lane (g, q) returns the sums of rows g (x) and g + 8 (y) in q = 0.
-// Rows are always valid (the caller clamps). Loads of a batch of 4 chunks are issued before any
-// math, and the next batch's lines are requested into L2.
+// Σ_k s·(c − z)·v_k over chunks [c_begin, c_end) of the 16 rows row_a (lane group g) and row_b
+// (g + 8) of one band (row stride row_words words, qparams row_groups per row, 2^gsh chunks per
+// group; c_begin a multiple of 2^gsh) against staged digits (dig of `chunks` chunks, csum;
+// `down` = 2^-e). Lane (g, q) returns the sums of rows g (x) and g + 8 (y) in q = 0. Rows are
+// always valid (the caller clamps). The loads of a batch of 4 chunks are issued before any math,
+// and the next batch's lines are requested into L2. Sub-steps 0 and 1 accumulate apart (two
+// chains of dependent MMAs, not one).
 template <int BITS>
 __device__ __forceinline__ float2 mma_rows(const uint32_t* __restrict__ codes, uint32_t row_words,
-                                           const dc_qparam* __restrict__ qp, uint32_t row_groups, uint32_t gs,
-                                           uint64_t row_a, uint64_t row_b, uint32_t len, const uint32_t* dig,
-                                           const float* csum, float down) {
+                                           const dc_qparam* __restrict__ qp, uint32_t row_groups, uint32_t gsh,
+                                           uint64_t row_a, uint64_t row_b, uint32_t c_begin, uint32_t c_end,
+                                           uint32_t chunks, const uint32_t* dig, const float* csum, float down) {
   const int lane = threadIdx.x % 32, g = lane / 4, q = lane % 4;
-  const uint32_t chunks = (len + kMmaChunk - 1) / kMmaChunk, cpg = gs / kMmaChunk;
-  const uint32_t* pa = codes + row_a * row_words;
-  const uint32_t* pb = codes + row_b * row_words;
-  const dc_qparam* qa = qp + row_a * row_groups;
-  const dc_qparam* qb = qp + row_b * row_groups;
+  const uint32_t* pa = codes + row_a * row_words + (uint64_t)q * BITS;
+  const uint32_t* pb = codes + row_b * row_words + (uint64_t)q * BITS;
+  const uint32_t* qa = reinterpret_cast<const uint32_t*>(qp + row_a * row_groups);
+  const uint32_t* qb = reinterpret_cast<const uint32_t*>(qp + row_b * row_groups);
   const uint4* bw = reinterpret_cast<const uint4*>(dig) + (g < (int)kDigits ? g * chunks * 8 : 0) + 2 * q;
+  const uint32_t gmask = (1u << gsh) - 1u;
+  // this lane's block of chunk c starts at word 4·BITS·c (+ q·BITS above); it exists while < row_words
+  const uint32_t lim = row_words > (uint32_t)q * BITS ? row_words - (uint32_t)q * BITS : 0u;
   constexpr int kB = 4;  // chunks per batch
   float2 sum = make_float2(0.f, 0.f);
-  int acc[4] = {0, 0, 0, 0};
+  int acc0[4] = {0, 0, 0, 0}, acc1[4] = {0, 0, 0, 0};
   float sx = 0.f;
 #pragma unroll 1
-  for (uint32_t c0 = 0; c0 < chunks; c0 += kB) {
-    uint32_t wa[kB][BITS], wb[kB][BITS], pa_qp[kB], pb_qp[kB];
+  for (uint32_t c0 = c_begin; c0 < c_end; c0 += kB) {
+    uint32_t wa[kB][BITS], wb[kB][BITS], pqa[kB], pqb[kB];
     // the next batch's lines into L2: row g in lane q = 0, row g + 8 in lane q = 1
-    if (q < 2 && c0 + kB < chunks) prefetch_l2((q ? pb : pa) + (uint64_t)(c0 + kB) * 4 * BITS);
+    if (q < 2 && c0 + kB < c_end) prefetch_l2((q ? pb : pa) + (uint64_t)(c0 + kB) * 4 * BITS);
 #pragma unroll
     for (int u = 0; u < kB; ++u) {
-      const uint32_t wo = ((c0 + u) * 4 + q) * BITS;  // this lane's block of the chunk
-      const bool in = c0 + u < chunks && wo < row_words;
+      const uint32_t c = c0 + u, wo = c * 4 * BITS;
 #pragma unroll
-      for (int b = 0; b < BITS; ++b) {
-        wa[u][b] = 0u;
-        wb[u][b] = 0u;
-      }
-      pa_qp[u] = pb_qp[u] = 0u;
-      if (c0 + u < chunks) {  // the chunk's group parameters (read by its last chunk)
-        const uint32_t grp = (c0 + u) / cpg;
-        pa_qp[u] = *reinterpret_cast<const uint32_t*>(qa + grp);
-        pb_qp[u] = *reinterpret_cast<const uint32_t*>(qb + grp);
-      }
-      if (in) {
-        if constexpr (BITS == 2) {
-          const uint2 x = *reinterpret_cast<const uint2*>(pa + wo), y = *reinterpret_cast<const uint2*>(pb + wo);
-          wa[u][0] = x.x; wa[u][1] = x.y; wb[u][0] = y.x; wb[u][1] = y.y;
-        } else {
+      for (int b = 0; b < BITS; ++b) wa[u][b] = wb[u][b] = 0u;
+      pqa[u] = pqb[u] = 0u;
+      if (c < c_end) {
+        pqa[u] = qa[c >> gsh];  // the chunk's group parameters (used by the group's last chunk)
+        pqb[u] = qb[c >> gsh];
+        if (wo < lim) {
+          if constexpr (BITS == 2) {
+            const uint2 x = *reinterpret_cast<const uint2*>(pa + wo), y = *reinterpret_cast<const uint2*>(pb + wo);
+            wa[u][0] = x.x; wa[u][1] = x.y; wb[u][0] = y.x; wb[u][1] = y.y;
+          } else {
 #pragma unroll
-          for (int b = 0; b < BITS; ++b) {
-            wa[u][b] = pa[wo + b];
-            wb[u][b] = pb[wo + b];
+            for (int b = 0; b < BITS; ++b) {
+              wa[u][b] = pa[wo + b];
+              wb[u][b] = pb[wo + b];
+            }
           }
         }
       }
@@ -218,32 +217,42 @@ __device__ __forceinline__ float2 mma_rows(const uint32_t* __restrict__ codes, u
 #pragma unroll
     for (int u = 0; u < kB; ++u) {
       const uint32_t c = c0 + u;
-      if (c >= chunks) break;
+      if (c >= c_end) break;
       uint4 b0 = make_uint4(0u, 0u, 0u, 0u), b1 = b0;
       if (g < (int)kDigits) {
         b0 = bw[c * 8];
         b1 = bw[c * 8 + 1];
       }
       uint32_t ra[4], rb[4];
-#pragma unroll
-      for (int s = 0; s < 2; ++s) {
-        if constexpr (BITS == 2) {
-          regs_2bit(wa[u][s], ra);
-          regs_2bit(wb[u][s], rb);
-        } else {
-          regs_3bit(wa[u][s], wa[u][2], s, ra);
-          regs_3bit(wb[u][s], wb[u][2], s, rb);
-        }
-        mma_substep(acc, ra, rb, s ? b1 : b0);
+      if constexpr (BITS == 2) {
+        regs_2bit(wa[u][0], ra);
+        regs_2bit(wb[u][0], rb);
+      } else {
+        regs_3bit(wa[u][0], wa[u][2], 0, ra);
+        regs_3bit(wb[u][0], wb[u][2], 0, rb);
       }
+      mma_substep(acc0, ra, rb, b0);
+      if constexpr (BITS == 2) {
+        regs_2bit(wa[u][1], ra);
+        regs_2bit(wb[u][1], rb);
+      } else {
+        regs_3bit(wa[u][1], wa[u][2], 1, ra);
+        regs_3bit(wb[u][1], wb[u][2], 1, rb);
+      }
+      mma_substep(acc1, ra, rb, b1);
       sx += csum[c];
-      if ((c + 1) % cpg == 0 || c + 1 == chunks) {  // the group ends: fold it in
-        const float sa = f16_to_f32((uint16_t)pa_qp[u]), za = f16_to_f32((uint16_t)(pa_qp[u] >> 16));
-        const float sb = f16_to_f32((uint16_t)pb_qp[u]), zb = f16_to_f32((uint16_t)(pb_qp[u] >> 16));
+      if ((c & gmask) == gmask || c + 1 == c_end) {  // the group ends: fold it in
+        int acc[4];
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          acc[i] = acc0[i] + acc1[i];
+          acc0[i] = acc1[i] = 0;
+        }
+        const float sa = f16_to_f32((uint16_t)pqa[u]), za = f16_to_f32((uint16_t)(pqa[u] >> 16));
+        const float sb = f16_to_f32((uint16_t)pqb[u]), zb = f16_to_f32((uint16_t)(pqb[u] >> 16));
         const float2 f = mma_group_sums(acc);
         sum.x = fmaf(sa, fmaf(down, f.x, -za * sx), sum.x);
         sum.y = fmaf(sb, fmaf(down, f.y, -zb * sx), sum.y);
-        acc[0] = acc[1] = acc[2] = acc[3] = 0;
         sx = 0.f;
       }
     }

@@ -1,6 +1,7 @@
 set -u
 export OUT
-tools/device-quick.sh none > $OUT/quick.txt 2>&1; tail -2 $OUT/quick.txt
-DELTACOME_GPU_PERSIST_TRACE=1 build-quick/bench_gpu --profile > $OUT/trace.txt 2>&1; cat $OUT/trace.txt | tail -8
-timeout 200 ncu -k regex:mma_batch -c 1 --section SpeedOfLight --section WarpStateStats --section SchedulerStats --section InstructionStats --section Occupancy --section LaunchStats --section MemoryWorkloadAnalysis --section SourceCounters build-quick/bench_gpu --profile > $OUT/ncu_mma.txt 2>&1; echo ncu rc $?
-grep -E "Duration|DRAM Throughput|Issued Ipc|Warp Cycles Per Issued|Executed Instructions |Registers Per|Achieved Occ|No Eligible|Stall|Grid Size|L2 Hit|L1/TEX Hit" $OUT/ncu_mma.txt | head -40
+tools/device-quick.sh test > $OUT/quick.txt 2>&1; tail -4 $OUT/quick.txt
+grep -E "odd shapes|FAIL" $OUT/test.txt | head -20
+DELTACOME_GPU_PERSIST_TRACE=1 build-quick/bench_gpu --profile > $OUT/trace.txt 2>&1; tail -7 $OUT/trace.txt
+timeout 100 build-quick/bench_gpu > $OUT/bench_mma1.txt 2>&1; DELTACOME_GPU_NO_MMA=1 timeout 100 build-quick/bench_gpu > $OUT/bench_nomma1.txt 2>&1
+grep -hE "tenants" $OUT/bench_mma1.txt $OUT/bench_nomma1.txt
