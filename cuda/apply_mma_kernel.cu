@@ -50,7 +50,6 @@ struct MmaArgs {
   uint32_t nbx, nbt;  // staged float blocks of 32: x (max(cols, v_len)), t (max t_stride)
   uint32_t dig_words; // words of the digit area
   uint32_t sum_floats;  // floats of the chunk-sum area
-  bool prefetch;      // bulk L2 prefetch of each block's items (DELTACOME_GPU_MMA_NO_PREFETCH=1: off)
   unsigned long long* trace;  // diagnostics (DELTACOME_GPU_PERSIST_TRACE=1), or null: see mark
 };
 
@@ -130,52 +129,6 @@ __device__ __forceinline__ float quarter_row_dot(const uint32_t* __restrict__ ro
   return acc;
 }
 
-// Requests bytes [p, p + n) into L2 (rounded out to 16 bytes: the arrays are 256-byte aligned
-// ranges of the delta arena). One bulk request on sm_90, a loop of line requests before.
-__device__ __forceinline__ void prefetch_range_l2(const void* p, uint64_t n) {
-  if (n == 0) return;
-  const uintptr_t b = reinterpret_cast<uintptr_t>(p) & ~(uintptr_t)15;
-  const uintptr_t e = (reinterpret_cast<uintptr_t>(p) + n + 15) & ~(uintptr_t)15;
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(b), "r"((uint32_t)(e - b)) : "memory");
-#else
-  for (uintptr_t l = b & ~(uintptr_t)127; l < e; l += 128) prefetch_l2(reinterpret_cast<const void*>(l));
-#endif
-}
-
-// The codes and quantization parameters of the block's phase-1 items [lo, hi) into L2: one thread
-// per item. Before the previous kernel's end (PDL) on purpose: a loaded delta is immutable, and a
-// stale row slot only wastes a prefetch.
-__device__ __forceinline__ void prefetch_items1(const MmaArgs& a, uint32_t lo, uint32_t hi) {
-  for (uint32_t i = lo + threadIdx.x; i < hi; i += blockDim.x) {
-    const uint32_t r = i / a.I1;
-    const DeltaDesc* dp = slot_desc(a, r);
-    uint32_t bi, j;
-    bool tile;
-    if (dp == nullptr || !item1_of(*dp, i - r * a.I1, bi, j, tile)) continue;
-    const BandDesc& bd = dp->bands[bi];
-    const uint32_t n = tile ? min(kMmaRows, bd.r1 - bd.r0 - j) : 1u;
-    prefetch_range_l2(bd.v_codes + (uint64_t)j * bd.v_row_words, (uint64_t)n * bd.v_row_words * 4);
-    if (bd.bits != 16) prefetch_range_l2(bd.v_qp + (uint64_t)j * bd.v_row_groups, (uint64_t)n * bd.v_row_groups * 4);
-  }
-}
-
-// The same for phase-2 items (tiles of 16 output rows, every band's Û rows): issued once the
-// block's phase 1 is done, so they arrive while the grid barrier waits.
-__device__ __forceinline__ void prefetch_items2(const MmaArgs& a, uint32_t lo, uint32_t hi) {
-  for (uint32_t i = lo + threadIdx.x; i < hi; i += blockDim.x) {
-    const uint32_t r = i / a.G;
-    const DeltaDesc* dp = slot_desc(a, r);
-    if (dp == nullptr) continue;
-    const uint64_t o0 = (uint64_t)(i - r * a.G) * kMmaRows, n = umin64(kMmaRows, a.io.rows - o0);
-    for (uint32_t bb = 0; bb < dp->n_bands; ++bb) {
-      const BandDesc& bd = dp->bands[bb];
-      prefetch_range_l2(bd.u_codes + o0 * bd.u_row_words, n * bd.u_row_words * 4);
-      if (bd.bits != 16) prefetch_range_l2(bd.u_qp + o0 * bd.u_row_groups, n * bd.u_row_groups * 4);
-    }
-  }
-}
-
 // The fp32 paths, kept out of line: the tensor-core loop keeps its registers.
 __device__ __noinline__ float fp32_row(uint32_t bits, const uint32_t* row, const dc_qparam* qp, uint32_t gb,
                                        uint32_t nblk, const float* xs, int lane) {
@@ -196,8 +149,22 @@ __device__ __forceinline__ float scale_of(const float* whole, uint32_t span, uin
   return digit_scale(m, down);
 }
 
-__global__ void __launch_bounds__(kMThreads, 2) mma_batch_kernel(const __grid_constant__ MmaArgs a) {
+// The row's descriptor into shared memory (every thread; the caller synchronises): the item and
+// band walks read it many times per item, and from global memory each read is a dependent L1/L2
+// round trip on the warp's critical path.
+__device__ __forceinline__ void copy_desc(DeltaDesc* dst, const DeltaDesc* src) {
+  static_assert(sizeof(DeltaDesc) % 4 == 0, "descriptor copied in words");
+  for (uint32_t k = threadIdx.x; k < sizeof(DeltaDesc) / 4; k += blockDim.x)
+    reinterpret_cast<uint32_t*>(dst)[k] = reinterpret_cast<const uint32_t*>(src)[k];
+}
+
+#ifndef DC_MMA_MIN_BLOCKS
+#  define DC_MMA_MIN_BLOCKS 2  // resident blocks per SM the registers are sized for (build-time tuning)
+#endif
+
+__global__ void __launch_bounds__(kMThreads, DC_MMA_MIN_BLOCKS) mma_batch_kernel(const __grid_constant__ MmaArgs a) {
   extern __shared__ float4 dyn_smem[];
+  __shared__ DeltaDesc sdesc;  // the descriptor of the row being processed
   __shared__ uint32_t red[kMWarps];
   __shared__ uint32_t dig_at[DC_MAX_BANDS], sum_at[DC_MAX_BANDS];  // phase 2: each band's digits
   float* stage = reinterpret_cast<float*>(dyn_smem);                  // x_r, then t_r, as floats
@@ -209,7 +176,6 @@ __global__ void __launch_bounds__(kMThreads, 2) mma_batch_kernel(const __grid_co
   const uint32_t lo1 = b * a.q1 + min(b, a.rm1), hi1 = lo1 + a.q1 + (b < a.rm1);
   const uint32_t lo2 = b * a.q2 + min(b, a.rm2), hi2 = lo2 + a.q2 + (b < a.rm2);
   mark(a, 0);
-  if (a.prefetch) prefetch_items1(a, lo1, hi1);
   pdl_allow_next();
   pdl_wait_prev();  // x, y and the scratch are the previous kernels' from here on
   bool first = true;
@@ -220,9 +186,10 @@ __global__ void __launch_bounds__(kMThreads, 2) mma_batch_kernel(const __grid_co
   for (uint32_t r = r1_first; r < r1_end; ++r) {
     const DeltaDesc* dp = slot_desc(a, r);
     if (dp == nullptr) continue;  // uniform over the block
-    const DeltaDesc& d = *dp;
+    const DeltaDesc& d = sdesc;
     const int rr[1] = {(int)r};
     __syncthreads();  // the previous row's readers are done with the stage
+    copy_desc(&sdesc, dp);
     stage_rows(stage, (int)a.nbx, 0, a.io.x, a.io.xdt, a.io.ldx, rr, 1, xmap, a.xvec);
     __syncthreads();
     float down;
@@ -289,7 +256,6 @@ __global__ void __launch_bounds__(kMThreads, 2) mma_batch_kernel(const __grid_co
         if ((uint32_t)lane < pad) __stcg(trow + d.bands[bb].t_off + nr + lane, 0.f);
       }
   }
-  if (a.prefetch) prefetch_items2(a, lo2, hi2);
   mark(a, 2);
   {
     const BarrierTicket tk = grid_arrive(a.barrier);  // this block's columns of t are written
@@ -305,9 +271,11 @@ __global__ void __launch_bounds__(kMThreads, 2) mma_batch_kernel(const __grid_co
     if (dp == nullptr && a.io.accumulate) continue;  // uniform: nothing to add
     float down = 0.f;
     if (dp != nullptr) {
-      const DeltaDesc& d = *dp;
+      const DeltaDesc& d = sdesc;
       __syncthreads();  // the previous row's readers are done with the stage
+      copy_desc(&sdesc, dp);
       stage_t(stage, a.io.t + (uint64_t)r * a.io.ldt, a.nbt);
+      __syncthreads();  // sdesc written
       if (threadIdx.x == 0) {
         uint32_t w = 0, c = 0;
         for (uint32_t bb = 0; bb < d.n_bands; ++bb) {
@@ -343,7 +311,7 @@ __global__ void __launch_bounds__(kMThreads, 2) mma_batch_kernel(const __grid_co
         for (int h = 0; h < 2; ++h)
           if (o0 + g + 8 * h < a.io.rows) y0[h] = load_any(a.io.y, (uint64_t)r * a.io.ldy + o0 + g + 8 * h, a.io.ydt);
       if (dp != nullptr) {
-        const DeltaDesc& d = *dp;
+        const DeltaDesc& d = sdesc;
         for (uint32_t bb = 0; bb < d.n_bands; ++bb) {
           const BandDesc& bd = d.bands[bb];
           const uint32_t nr = bd.r1 - bd.r0;
@@ -450,7 +418,6 @@ cudaError_t launch_persist_mma(const LaunchCfg& c, const DeltaSel& s, const Rows
   a.dig_words = (uint32_t)(dig_bytes / 4);
   a.sum_floats = (uint32_t)sums;
   a.trace = c.trace;
-  a.prefetch = c.mma_prefetch;
   const uint64_t n1 = r.m * a.I1, n2 = r.m * a.G, items = std::max(n1, n2);
   const uint64_t knob = c.persist_blocks > 0 ? c.persist_blocks : UINT64_MAX;
   // tile partial sums: at most ⌈n1 / blocks⌉ items per block, blocks ≥ min(items, sms, knob)

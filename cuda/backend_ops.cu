@@ -157,7 +157,6 @@ dc_status device_open(void** out, int32_t device, int32_t /*num_threads*/) {
   dev->coop = !env_flag("DELTACOME_GPU_NO_COOP");
   dev->persist_multi = !env_flag("DELTACOME_GPU_TILED");
   dev->mma_batch = !env_flag("DELTACOME_GPU_NO_MMA");
-  dev->mma_prefetch = !env_flag("DELTACOME_GPU_MMA_NO_PREFETCH");
   if (const char* pb = getenv("DELTACOME_GPU_PERSIST_BLOCKS")) dev->persist_blocks = (unsigned)atoi(pb);
   if (const char* pc = getenv("DELTACOME_GPU_PERSIST_COMPACT")) dev->persist_compact = atoi(pc) != 0;
   dev->stage_codes = !env_flag("DELTACOME_GPU_PERSIST_NO_STAGE");
@@ -343,7 +342,7 @@ void delta_free(void* devp, void* p) {
 // The device's launch settings (warp width, PDL, the persistent kernel's switches) for stream s.
 LaunchCfg launch_cfg(const GpuDevice* dev, cudaStream_t s) {
   return LaunchCfg{dev->group, s, dev->pdl, dev->coop, dev->persist_blocks, dev->persist_compact, dev->trace,
-                   dev->stage_codes, dev->persist_wparts, dev->mma_prefetch};
+                   dev->stage_codes, dev->persist_wparts};
 }
 
 dc_status gemm_nt(GpuDevice* dev, cudaStream_t s, uint64_t M, uint64_t N, uint64_t K, const void* A, uint64_t lda,
