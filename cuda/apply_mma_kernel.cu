@@ -129,6 +129,16 @@ __device__ __forceinline__ float quarter_row_dot(const uint32_t* __restrict__ ro
   return acc;
 }
 
+// Requests bytes [p, p + n) into L2, the warp's lanes one 128-byte line each.
+__device__ __forceinline__ void prefetch_lines_l2(const void* p, uint64_t n, int lane) {
+  const uintptr_t b = reinterpret_cast<uintptr_t>(p) & ~(uintptr_t)127, e = reinterpret_cast<uintptr_t>(p) + n;
+  for (uintptr_t l = b + (uintptr_t)lane * 128; l < e; l += 32 * 128) prefetch_l2(reinterpret_cast<const void*>(l));
+}
+
+#ifndef DC_MMA_NEXT_PREFETCH
+#  define DC_MMA_NEXT_PREFETCH 1  // phase 2: request the warp's next tile into L2 (build-time switch)
+#endif
+
 // The fp32 paths, kept out of line: the tensor-core loop keeps its registers.
 __device__ __noinline__ float fp32_row(uint32_t bits, const uint32_t* row, const dc_qparam* qp, uint32_t gb,
                                        uint32_t nblk, const float* xs, int lane) {
@@ -303,6 +313,14 @@ __global__ void __launch_bounds__(kMThreads, DC_MMA_MIN_BLOCKS) mma_batch_kernel
     const uint32_t ilo = max(lo2, r * a.G), ihi = min(hi2, (r + 1) * a.G);
     for (uint32_t i = ilo + warp; i < ihi; i += kMWarps) {
       const uint64_t o0 = (uint64_t)(i - r * a.G) * kMmaRows;
+      if (DC_MMA_NEXT_PREFETCH && dp != nullptr && i + kMWarps < ihi) {  // the warp's next tile, every band
+        const uint64_t on = o0 + kMWarps * kMmaRows, nn = umin64(kMmaRows, a.io.rows - on);
+        for (uint32_t bb = 0; bb < sdesc.n_bands; ++bb) {
+          const BandDesc& bd = sdesc.bands[bb];
+          prefetch_lines_l2(bd.u_codes + on * bd.u_row_words, nn * bd.u_row_words * 4, lane);
+          if (bd.bits != 16) prefetch_lines_l2(bd.u_qp + on * bd.u_row_groups, nn * bd.u_row_groups * 4, lane);
+        }
+      }
       const uint64_t oa = umin64(o0 + g, a.io.rows - 1), ob = umin64(o0 + g + 8, a.io.rows - 1);
       float ya = 0.f, yb = 0.f, fa = 0.f, fb = 0.f;  // tensor-core sums (lane q = 0), fp32 parts (all lanes)
       float y0[2] = {0.f, 0.f};  // the outputs' old values, read first: their round trip overlaps the codes'
