@@ -12,13 +12,17 @@
 //             8q…8q+7 of every block (bands of one or two blocks per row keep all lanes busy).
 //             t_r is staged once per block and row, as floats and as digits per tensor-core band.
 //
-// Why (bench/RESULTS-h100.md, fifth session): the persistent kernel's batch moved 560 GB/s for 32
+// Why (bench/RESULTS-h100.md, sixth session): the persistent kernel's batch moved 560 GB/s for 32
 // tenants (23 % of the copy bandwidth) with DRAM mostly idle — a warp per V̂ row spends ~3
-// instructions per code and waits on one batch of loads at a time. A tile here costs ~0.5
-// instructions per code and keeps 4 chunks (2 KB per warp) in flight plus the next 4 requested
-// into L2. Items are contiguous ranges per block as in the persistent kernel (each block stages
-// one or two rows of x), and a tile is ~16 row-items of bytes at ~1/5 the instructions each, so
-// tiles and fp32 rows cost about the same per item.
+// instructions per code. Here a chunk of 16 rows × 128 codes costs ~100 instructions of the warp
+// (~0.05 per code, the group epilogue included): 90.4 µs against 143.7 µs on the H100 (same call).
+// Items are contiguous ranges per block as in the persistent kernel (each block stages one or two
+// rows of x); a phase-1 tile is cut into kParts work units so that a block's warps get near-equal
+// shares. What still limits it (trace, DELTACOME_GPU_PERSIST_TRACE=1): each warp waits on one
+// batch of loads at a time with 16 warps per SM, and the staging of t takes ~12k cycles after the
+// barrier. Measured and not kept: a bulk L2 prefetch of each block's items (106 vs 95 µs), a
+// prefetch of each warp's next phase-2 tile (92.3 vs 90.4 µs), registers for 3 blocks per SM (spills:
+// 110.8 vs 87.5 µs on an H200).
 #include <algorithm>
 #include <map>
 #include <mutex>
@@ -128,16 +132,6 @@ __device__ __forceinline__ float quarter_row_dot(const uint32_t* __restrict__ ro
   }
   return acc;
 }
-
-// Requests bytes [p, p + n) into L2, the warp's lanes one 128-byte line each.
-__device__ __forceinline__ void prefetch_lines_l2(const void* p, uint64_t n, int lane) {
-  const uintptr_t b = reinterpret_cast<uintptr_t>(p) & ~(uintptr_t)127, e = reinterpret_cast<uintptr_t>(p) + n;
-  for (uintptr_t l = b + (uintptr_t)lane * 128; l < e; l += 32 * 128) prefetch_l2(reinterpret_cast<const void*>(l));
-}
-
-#ifndef DC_MMA_NEXT_PREFETCH
-#  define DC_MMA_NEXT_PREFETCH 1  // phase 2: request the warp's next tile into L2 (build-time switch)
-#endif
 
 // The fp32 paths, kept out of line: the tensor-core loop keeps its registers.
 __device__ __noinline__ float fp32_row(uint32_t bits, const uint32_t* row, const dc_qparam* qp, uint32_t gb,
@@ -313,14 +307,6 @@ __global__ void __launch_bounds__(kMThreads, DC_MMA_MIN_BLOCKS) mma_batch_kernel
     const uint32_t ilo = max(lo2, r * a.G), ihi = min(hi2, (r + 1) * a.G);
     for (uint32_t i = ilo + warp; i < ihi; i += kMWarps) {
       const uint64_t o0 = (uint64_t)(i - r * a.G) * kMmaRows;
-      if (DC_MMA_NEXT_PREFETCH && dp != nullptr && i + kMWarps < ihi) {  // the warp's next tile, every band
-        const uint64_t on = o0 + kMWarps * kMmaRows, nn = umin64(kMmaRows, a.io.rows - on);
-        for (uint32_t bb = 0; bb < sdesc.n_bands; ++bb) {
-          const BandDesc& bd = sdesc.bands[bb];
-          prefetch_lines_l2(bd.u_codes + on * bd.u_row_words, nn * bd.u_row_words * 4, lane);
-          if (bd.bits != 16) prefetch_lines_l2(bd.u_qp + on * bd.u_row_groups, nn * bd.u_row_groups * 4, lane);
-        }
-      }
       const uint64_t oa = umin64(o0 + g, a.io.rows - 1), ob = umin64(o0 + g + 8, a.io.rows - 1);
       float ya = 0.f, yb = 0.f, fa = 0.f, fb = 0.f;  // tensor-core sums (lane q = 0), fp32 parts (all lanes)
       float y0[2] = {0.f, 0.f};  // the outputs' old values, read first: their round trip overlaps the codes'
