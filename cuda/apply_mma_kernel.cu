@@ -26,7 +26,6 @@
 #include <algorithm>
 #include <map>
 #include <mutex>
-#include <tuple>
 
 #include "apply_kernels.cuh"
 #include "mma_int8.cuh"
@@ -57,21 +56,9 @@ struct MmaArgs {
   unsigned long long* trace;  // diagnostics (DELTACOME_GPU_PERSIST_TRACE=1), or null: see mark
 };
 
-// Diagnostics: thread 0 of each block records globaltimer at its start ([0]) and the SM clock at
-// its start ([6]), after phase 1's first staging ([1]), phase 1 ([2]), the barrier ([3]), phase 2's
-// first staging ([4]) and its end ([5]) — device_close prints the spread over blocks.
-__device__ __forceinline__ void mark(const MmaArgs& a, int k) {
-  if (a.trace == nullptr || threadIdx.x != 0 || blockIdx.x >= (unsigned)kTraceBlocks) return;
-  unsigned long long* t = a.trace + blockIdx.x * 8;
-  if (k == 0) {
-    unsigned long long g;
-    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(g));
-    t[0] = g;
-    t[6] = clock64();
-  } else {
-    t[k] = clock64();
-  }
-}
+// Diagnostics (trace_mark): after phase 1's first staging ([1]), phase 1 ([2]), the barrier ([3]),
+// phase 2's first staging ([4]) and its end ([5]).
+__device__ __forceinline__ void mark(const MmaArgs& a, int k) { trace_mark(a.trace, k); }
 
 __device__ __forceinline__ const DeltaDesc* slot_desc(const MmaArgs& a, uint32_t r) {
   const int32_t s = a.sel.row_slot[r];
@@ -355,26 +342,6 @@ __global__ void __launch_bounds__(kMThreads, DC_MMA_MIN_BLOCKS) mma_batch_kernel
   mark(a, 5);
 }
 
-// Resident blocks per multiprocessor, remembered per (device, shared memory).
-cudaError_t mma_occupancy(size_t smem, int* occ) {
-  static std::mutex mu;
-  static std::map<std::tuple<int, size_t>, int> known;
-  int dev = 0;
-  cudaError_t e = cudaGetDevice(&dev);
-  if (e != cudaSuccess) return e;
-  const auto key = std::make_tuple(dev, smem);
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    const auto it = known.find(key);
-    if (it != known.end()) { *occ = it->second; return cudaSuccess; }
-  }
-  e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(occ, mma_batch_kernel, kMThreads, smem);
-  if (e != cudaSuccess) return e;
-  std::lock_guard<std::mutex> lock(mu);
-  known.emplace(key, *occ);
-  return cudaSuccess;
-}
-
 // Whether the device runs the kernel (integer mma.sync: sm_80+), remembered per device.
 bool mma_device_ok() {
   static std::mutex mu;
@@ -436,7 +403,7 @@ cudaError_t launch_persist_mma(const LaunchCfg& c, const DeltaSel& s, const Rows
   });
   if (attr_err != cudaSuccess) return attr_err;
   int occ = 0;
-  cudaError_t e = mma_occupancy(smem, &occ);
+  cudaError_t e = cached_occupancy(reinterpret_cast<const void*>(mma_batch_kernel), kMThreads, smem, &occ);
   if (e != cudaSuccess) return e;
   if (occ <= 0) return cudaErrorNotSupported;
   const unsigned blocks = (unsigned)std::max<uint64_t>(min_blocks, std::min<uint64_t>(std::min<uint64_t>((uint64_t)occ * sms, knob), items));
@@ -444,26 +411,7 @@ cudaError_t launch_persist_mma(const LaunchCfg& c, const DeltaSel& s, const Rows
   a.rm1 = (uint32_t)(n1 % blocks);
   a.q2 = (uint32_t)(n2 / blocks);
   a.rm2 = (uint32_t)(n2 % blocks);
-  cudaLaunchConfig_t cfg{};
-  cfg.gridDim = dim3(blocks);
-  cfg.blockDim = dim3(kMThreads);
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = c.stream;
-  cudaLaunchAttribute attr[2];
-  unsigned n = 0;
-  if (c.coop) {
-    attr[n].id = cudaLaunchAttributeCooperative;
-    attr[n].val.cooperative = 1;
-    ++n;
-  }
-  if (c.pdl) {
-    attr[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[n].val.programmaticStreamSerializationAllowed = 1;
-    ++n;
-  }
-  cfg.attrs = attr;
-  cfg.numAttrs = n;
-  return cudaLaunchKernelEx(&cfg, mma_batch_kernel, a);
+  return launch_persistent(c, mma_batch_kernel, blocks, kMThreads, smem, a);
 #endif
 }
 

@@ -30,9 +30,6 @@
 // Not on HIP: the grid barrier has not been validated on AMD hardware (none here); HIP keeps the
 // two one-token kernels (launch_persist returns cudaErrorNotSupported).
 #include <algorithm>
-#include <map>
-#include <mutex>
-#include <tuple>
 
 #include "apply_kernels.cuh"
 #include "persist_common.cuh"
@@ -75,20 +72,8 @@ struct PersistArgs {
                              // memory; 0: not staged, every code is read from global memory
 };
 
-// Diagnostics (DELTACOME_GPU_PERSIST_TRACE=1): thread 0 of each block records its start time
-// (globaltimer, [0]) and the SM clock at its start ([6]) and after each phase ([1..5]).
-__device__ __forceinline__ void trace_at(const PersistArgs& a, int k) {
-  if (a.trace == nullptr || threadIdx.x != 0 || blockIdx.x >= (unsigned)kTraceBlocks) return;
-  unsigned long long* t = a.trace + blockIdx.x * 8;
-  if (k == 0) {
-    unsigned long long g;
-    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(g));
-    t[0] = g;
-    t[6] = clock64();
-  } else {
-    t[k] = clock64();
-  }
-}
+// Diagnostics: marks after each phase ([1..5]; trace_mark).
+__device__ __forceinline__ void trace_at(const PersistArgs& a, int k) { trace_mark(a.trace, k); }
 
 __device__ __forceinline__ const DeltaDesc* row_desc(const PersistArgs& a, uint32_t r) {
   const DeltaSel& sel = a.sel;
@@ -649,25 +634,8 @@ uint64_t staged_words(const DeltaDesc& d, uint64_t l1, uint64_t orows) {
   return w;
 }
 
-// Resident blocks per multiprocessor, remembered per (device, kernel, shared memory): the query
-// costs host time on every launch otherwise.
 cudaError_t occupancy(void (*kernel)(PersistArgs), size_t smem, int* occ) {
-  static std::mutex mu;
-  static std::map<std::tuple<int, const void*, size_t>, int> known;
-  int dev = 0;
-  cudaError_t e = cudaGetDevice(&dev);
-  if (e != cudaSuccess) return e;
-  const auto key = std::make_tuple(dev, reinterpret_cast<const void*>(kernel), smem);
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    const auto it = known.find(key);
-    if (it != known.end()) { *occ = it->second; return cudaSuccess; }
-  }
-  e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(occ, kernel, kPThreads, smem);
-  if (e != cudaSuccess) return e;
-  std::lock_guard<std::mutex> lock(mu);
-  known.emplace(key, *occ);
-  return cudaSuccess;
+  return cached_occupancy(reinterpret_cast<const void*>(kernel), kPThreads, smem, occ);
 }
 }  // namespace
 #endif
@@ -737,26 +705,7 @@ cudaError_t launch_persist(const LaunchCfg& c, const DeltaSel& s, const RowsArgs
       smem_launch = with;
     }
   }
-  cudaLaunchConfig_t cfg{};
-  cfg.gridDim = dim3(blocks);
-  cfg.blockDim = dim3(kPThreads);
-  cfg.dynamicSmemBytes = smem_launch;
-  cfg.stream = c.stream;
-  cudaLaunchAttribute attr[2];
-  unsigned n = 0;
-  if (c.coop) {
-    attr[n].id = cudaLaunchAttributeCooperative;
-    attr[n].val.cooperative = 1;
-    ++n;
-  }
-  if (c.pdl) {
-    attr[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[n].val.programmaticStreamSerializationAllowed = 1;
-    ++n;
-  }
-  cfg.attrs = attr;
-  cfg.numAttrs = n;
-  return cudaLaunchKernelEx(&cfg, kernel, a);
+  return launch_persistent(c, kernel, blocks, kPThreads, smem_launch, a);
 #endif
 }
 

@@ -146,6 +146,13 @@ __device__ __forceinline__ void regs_3bit(uint32_t lo, uint32_t hi, int s, uint3
   r[3] = ((lo >> 6) & 0x03030303u) | ((v >> 1) & 0x04040404u);
 }
 
+// Sub-step s's A registers of one row's block (BITS words) for either width.
+template <int BITS>
+__device__ __forceinline__ void regs_of(const uint32_t* w, int s, uint32_t r[4]) {
+  if constexpr (BITS == 2) regs_2bit(w[s], r);
+  else regs_3bit(w[s], w[2], s, r);
+}
+
 // One sub-step: two MMAs into acc with rows g (ra) and g + 8 (rb) against the lane's B words.
 __device__ __forceinline__ void mma_substep(int acc[4], const uint32_t ra[4], const uint32_t rb[4], uint4 b) {
   mma_u8s8(acc, ra[0], rb[0], ra[1], rb[1], b.x, b.y);
@@ -224,21 +231,11 @@ __device__ __forceinline__ float2 mma_rows(const uint32_t* __restrict__ codes, u
         b1 = bw[c * 8 + 1];
       }
       uint32_t ra[4], rb[4];
-      if constexpr (BITS == 2) {
-        regs_2bit(wa[u][0], ra);
-        regs_2bit(wb[u][0], rb);
-      } else {
-        regs_3bit(wa[u][0], wa[u][2], 0, ra);
-        regs_3bit(wb[u][0], wb[u][2], 0, rb);
-      }
+      regs_of<BITS>(wa[u], 0, ra);
+      regs_of<BITS>(wb[u], 0, rb);
       mma_substep(acc0, ra, rb, b0);
-      if constexpr (BITS == 2) {
-        regs_2bit(wa[u][1], ra);
-        regs_2bit(wb[u][1], rb);
-      } else {
-        regs_3bit(wa[u][1], wa[u][2], 1, ra);
-        regs_3bit(wb[u][1], wb[u][2], 1, rb);
-      }
+      regs_of<BITS>(wa[u], 1, ra);
+      regs_of<BITS>(wb[u], 1, rb);
       mma_substep(acc1, ra, rb, b1);
       sx += csum[c];
       if ((c & gmask) == gmask || c + 1 == c_end) {  // the group ends: fold it in

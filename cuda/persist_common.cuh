@@ -1,11 +1,33 @@
 // Pieces shared by the persistent kernels (apply_persist_kernel.cu, apply_mma_kernel.cu; CUDA):
-// the grid-wide barrier between phase 1 and phase 2, and the staging of a row of t after it.
+// the grid-wide barrier between phase 1 and phase 2, the staging of a row of t after it, and on the
+// host the cached occupancy query and the cooperative launch.
 #pragma once
 
 #if !defined(DC_USE_HIP)
+#include <map>
+#include <mutex>
+#include <tuple>
+
+#include "apply_kernels.cuh"
 #include "row_dot.cuh"
 
 namespace dcg {
+
+// Diagnostics (DELTACOME_GPU_PERSIST_TRACE=1; trace null otherwise): thread 0 of each block
+// records its start time (globaltimer, [0]) and the SM clock at its start ([6]) and at the
+// kernel's marks k = 1..5 ([k]); device_close prints the spread over blocks.
+__device__ __forceinline__ void trace_mark(unsigned long long* trace, int k) {
+  if (trace == nullptr || threadIdx.x != 0 || blockIdx.x >= (unsigned)kTraceBlocks) return;
+  unsigned long long* t = trace + blockIdx.x * 8;
+  if (k == 0) {
+    unsigned long long g;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(g));
+    t[0] = g;
+    t[6] = clock64();
+  } else {
+    t[k] = clock64();
+  }
+}
 
 // t_r (nbt blocks of 32, 16-byte aligned) into the stage with every block's sum at [32], as
 // stage_rows stages x: eight values per thread, four threads per block. __ldcg: t was written by
@@ -68,6 +90,57 @@ __device__ __forceinline__ void grid_wait(unsigned int* bar, const BarrierTicket
 __device__ __forceinline__ BarrierTicket grid_arrive(unsigned int* bar) {
   __syncthreads();
   return threadIdx.x == 0 ? grid_arrive_thread(bar) : BarrierTicket{0u};
+}
+
+// ---- host side ---------------------------------------------------------------------------------------
+// Resident blocks per multiprocessor of `kernel` (kThreadsPerBlock threads, smem bytes of dynamic
+// shared memory), remembered per (device, kernel, smem): the query costs host time on every launch
+// otherwise.
+inline cudaError_t cached_occupancy(const void* kernel, int threads, size_t smem, int* occ) {
+  static std::mutex mu;
+  static std::map<std::tuple<int, const void*, size_t>, int> known;
+  int dev = 0;
+  cudaError_t e = cudaGetDevice(&dev);
+  if (e != cudaSuccess) return e;
+  const auto key = std::make_tuple(dev, kernel, smem);
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    const auto it = known.find(key);
+    if (it != known.end()) { *occ = it->second; return cudaSuccess; }
+  }
+  e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(occ, kernel, threads, smem);
+  if (e != cudaSuccess) return e;
+  std::lock_guard<std::mutex> lock(mu);
+  known.emplace(key, *occ);
+  return cudaSuccess;
+}
+
+// Launches a persistent kernel: `blocks` blocks of `threads`, cooperative when c.coop (the driver
+// then guarantees co-residency, which the grid barrier needs) and with programmatic dependent
+// launch when c.pdl.
+template <class Args>
+cudaError_t launch_persistent(const LaunchCfg& c, void (*kernel)(Args), unsigned blocks, int threads, size_t smem,
+                              const Args& a) {
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = dim3(blocks);
+  cfg.blockDim = dim3(threads);
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = c.stream;
+  cudaLaunchAttribute attr[2];
+  unsigned n = 0;
+  if (c.coop) {
+    attr[n].id = cudaLaunchAttributeCooperative;
+    attr[n].val.cooperative = 1;
+    ++n;
+  }
+  if (c.pdl) {
+    attr[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[n].val.programmaticStreamSerializationAllowed = 1;
+    ++n;
+  }
+  cfg.attrs = attr;
+  cfg.numAttrs = n;
+  return cudaLaunchKernelEx(&cfg, kernel, a);
 }
 
 }  // namespace dcg
