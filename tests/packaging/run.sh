@@ -64,8 +64,10 @@ cmake -S "$src/examples/downstream" -B "$work/downstream" -DCMAKE_PREFIX_PATH="$
 cmake --build "$work/downstream" >>"$work/downstream.log" 2>&1 || { cat "$work/downstream.log"; fail "build downstream"; }
 "$work/downstream/apply_one_layer_shared" "$fix/model.dcz"
 "$work/downstream/apply_one_layer_static" "$fix/model.dcz" model.layers.1.mlp.down_proj.weight
-ldd "$work/downstream/apply_one_layer_shared" | grep -q 'libdeltacome.so.0' || fail "shared example does not use libdeltacome.so.0"
-! ldd "$work/downstream/apply_one_layer_static" | grep -q libdeltacome || fail "static example links libdeltacome.so"
+# grep without -q reads all of ldd's output: with -q it may exit first, and ldd's SIGPIPE then
+# fails the pipeline under pipefail (a flaky failure seen in a fresh-clone run).
+ldd "$work/downstream/apply_one_layer_shared" | grep 'libdeltacome.so.0' >/dev/null || fail "shared example does not use libdeltacome.so.0"
+! ldd "$work/downstream/apply_one_layer_static" | grep libdeltacome >/dev/null || fail "static example links libdeltacome.so"
 
 step "C example via pkg-config"
 cc=${CC:-cc}
@@ -77,7 +79,7 @@ static_libs=$(pkg-config --static --libs deltacome | sed 's/-ldeltacome\b/-l:lib
 # shellcheck disable=SC2086
 $cc -std=c99 -Wall -Werror -o "$work/apply_pc_static" "$src/examples/00_apply_one_layer.c" \
   $(pkg-config --cflags deltacome) $static_libs -lm
-! ldd "$work/apply_pc_static" | grep -q libdeltacome || fail "pkg-config --static build links libdeltacome.so"
+! ldd "$work/apply_pc_static" | grep libdeltacome >/dev/null || fail "pkg-config --static build links libdeltacome.so"
 "$work/apply_pc_static" "$fix/model.dcz"
 
 if [[ $skip != *" rust "* ]]; then
