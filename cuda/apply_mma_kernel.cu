@@ -82,44 +82,6 @@ __device__ __forceinline__ bool item1_of(const DeltaDesc& d, uint32_t it, uint32
   return false;
 }
 
-// Σ over a packed row of codes 8q…8q+7 of every block against staged t (blocks at pitch kPitch):
-// the fp32 path of a non-tensor-core band in phase 2, four lanes per row.
-template <int BITS>
-__device__ __forceinline__ float quarter_row_dot(const uint32_t* __restrict__ row, const dc_qparam* __restrict__ qp,
-                                                 uint32_t gb, uint32_t nblk, const float* ts, int q) {
-  const int gsh = group_shift(gb);
-  float acc = 0.f;
-#pragma unroll 1
-  for (uint32_t k = 0; k < nblk; ++k) {
-    const uint32_t* w = row + (uint64_t)k * BITS;
-    float s = 1.f, z = 0.f;
-    if (qp) load_qp(qp + group_of(k, gb, gsh), s, z);
-    const float4* xb = reinterpret_cast<const float4*>(ts + k * kPitch + 8 * q);
-    const float4 x0 = xb[0], x1 = xb[1];
-    const float x[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
-    const float bias = 8388608.f + z;  // c − z exactly: the code in the mantissa of 2^23, minus 2^23 + z
-    float cx = 0.f;
-#pragma unroll
-    for (int u = 0; u < 8; ++u) {
-      const int i = 8 * q + u;
-      float c;
-      if constexpr (BITS == 16) {
-        c = f16_to_f32((uint16_t)(w[i / 2] >> (16 * (i % 2))));
-      } else if constexpr (BITS == 3) {
-        const uint32_t code = ((w[i / 16] >> (2 * (i % 16))) & 3u) | (((w[2] >> i) & 1u) << 2);
-        c = __uint_as_float(code | 0x4B000000u) - bias;
-      } else {
-        constexpr int per = 32 / BITS;
-        const uint32_t code = (w[i / per] >> (BITS * (i % per))) & ((1u << BITS) - 1u);
-        c = __uint_as_float(code | 0x4B000000u) - bias;
-      }
-      cx = fmaf(c, x[u], cx);
-    }
-    acc = fmaf(s, cx, acc);
-  }
-  return acc;
-}
-
 // The fp32 paths, kept out of line: the tensor-core loop keeps its registers.
 __device__ __noinline__ float fp32_row(uint32_t bits, const uint32_t* row, const dc_qparam* qp, uint32_t gb,
                                        uint32_t nblk, const float* xs, int lane) {
@@ -127,7 +89,7 @@ __device__ __noinline__ float fp32_row(uint32_t bits, const uint32_t* row, const
 }
 __device__ __noinline__ float fp32_quarter(uint32_t bits, const uint32_t* row, const dc_qparam* qp, uint32_t gb,
                                            uint32_t nblk, const float* ts, int q) {
-  return with_bits(bits, [&](auto w) { return quarter_row_dot<decltype(w)::value>(row, qp, gb, nblk, ts, q); });
+  return with_bits(bits, [&](auto w) { return packed_row_part<decltype(w)::value, 8>(row, qp, gb, nblk, ts, q); });
 }
 
 // Digits of n staged elements at src (blocks at pitch kPitch) with the block-wide scale of the

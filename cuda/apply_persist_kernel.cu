@@ -303,55 +303,6 @@ __device__ __noinline__ float packed_row_loop(const uint32_t* __restrict__ row, 
   return acc;
 }
 
-// Lanes split every block's 32 codes: lane `sub` of kRowLanesV = 8 takes codes 4·sub … 4·sub + 3 of
-// each block. For bands of one or two blocks per row (the 8- and 3-bit bands of the default
-// allocation), where one lane per block leaves the row's other 7 lanes idle for the whole band.
-template <int BITS>
-__device__ __forceinline__ float packed_row_split(const uint32_t* __restrict__ row, const dc_qparam* __restrict__ qp,
-                                                  uint32_t gb, uint32_t nblk, const float* xs, int sub) {
-  static_assert(kRowLanesV == 8, "four codes per lane");
-  const int i0 = 4 * sub, gsh = group_shift(gb);
-  float acc = 0.f;
-#pragma unroll 1
-  for (uint32_t k = 0; k < nblk; ++k) {
-    const uint32_t* w = row + (uint64_t)k * BITS;
-    float s = 1.f, z = 0.f;
-    if (qp) load_qp(qp + group_of(k, gb, gsh), s, z);
-    const float4 xv = *reinterpret_cast<const float4*>(xs + k * kPitch + i0);
-    const float x[4] = {xv.x, xv.y, xv.z, xv.w};
-    float c[4];
-    if constexpr (BITS == 16) {
-      const uint2 h = *reinterpret_cast<const uint2*>(w + i0 / 2);  // 8-byte aligned: i0 / 2 is even
-      c[0] = f16_to_f32((uint16_t)h.x);
-      c[1] = f16_to_f32((uint16_t)(h.x >> 16));
-      c[2] = f16_to_f32((uint16_t)h.y);
-      c[3] = f16_to_f32((uint16_t)(h.y >> 16));
-    } else {
-      // c − z exactly: the code masked into the mantissa of 2^23, minus (2^23 + z) (z is an integer)
-      const float bias = 8388608.f + z;
-      if constexpr (BITS == 3) {  // low 2 bits in words 0..1 (2-bit layout), high bit i in word 2
-        const uint32_t lw = w[i0 / 16], hw = w[2];
-#pragma unroll
-        for (int u = 0; u < 4; ++u) {
-          const int i = i0 + u, j = i % 16, sh = j < 8 ? 2 * j : 16 + 2 * (j - 8);
-          const uint32_t code = ((lw >> sh) & 3u) | (((hw >> i) & 1u) << 2);
-          c[u] = __uint_as_float(code | magic_2p23()) - bias;
-        }
-      } else {
-        constexpr int per = 32 / BITS, half = per / 2;
-        const uint32_t wd = w[i0 / per];  // four consecutive codes share a word (per ≥ 4)
-#pragma unroll
-        for (int u = 0; u < 4; ++u) {
-          const int j = (i0 + u) % per, sh = j < half ? BITS * j : 16 + BITS * (j - half);
-          c[u] = __uint_as_float(((wd >> sh) & ((1u << BITS) - 1u)) | magic_2p23()) - bias;
-        }
-      }
-    }
-    acc = fmaf(s, fmaf(c[3], x[3], fmaf(c[2], x[2], fmaf(c[1], x[1], c[0] * x[0]))), acc);
-  }
-  return acc;
-}
-
 // Σ over one packed row of a band of width `bits` (runtime) against staged blocks: lanes `lane` of
 // `lanes` take blocks lane, lane + lanes, …; kCompact: the small loop (see packed_row_loop).
 template <bool kCompact>
@@ -365,7 +316,8 @@ __device__ __forceinline__ float band_row_dot(uint32_t bits, const uint32_t* row
 
 __device__ __forceinline__ float band_row_split(uint32_t bits, const uint32_t* row, const dc_qparam* qp, uint32_t gb,
                                                 uint32_t nblk, const float* xs, int sub) {
-  return with_bits(bits, [&](auto b) { return packed_row_split<decltype(b)::value>(row, qp, gb, nblk, xs, sub); });
+  static_assert(kRowLanesV == 8, "four codes per lane");
+  return with_bits(bits, [&](auto b) { return packed_row_part<decltype(b)::value, 4>(row, qp, gb, nblk, xs, sub); });
 }
 
 // kStaged: codes from shared memory (a.codes_at; a single delta at m = 1, always with the compact

@@ -109,4 +109,68 @@ __device__ __forceinline__ float packed_row_smem(const uint32_t* __restrict__ ro
   return acc;
 }
 
+// Lanes split every block's 32 codes: lane `part` of 32 / N takes codes N·part … N·part + N − 1 of
+// each block (N = 4: eight lanes per row, the persistent kernel; N = 8: four lanes per row, the
+// tensor-core batch kernel's fp32 bands). For bands of one or two blocks per row (the 8- and 3-bit
+// bands of the default allocation), where one lane per block leaves the row's other lanes idle for
+// the whole band. Blocks at pitch kPitch in xs.
+template <int BITS, int N>
+__device__ __forceinline__ float packed_row_part(const uint32_t* __restrict__ row, const dc_qparam* __restrict__ qp,
+                                                 uint32_t gb, uint32_t nblk, const float* xs, int part) {
+  static_assert(N == 4 || N == 8, "four or eight codes per lane");
+  const int i0 = N * part, gsh = group_shift(gb);
+  float acc = 0.f;
+#pragma unroll 1
+  for (uint32_t k = 0; k < nblk; ++k) {
+    const uint32_t* w = row + (uint64_t)k * BITS;
+    float s = 1.f, z = 0.f;
+    if (qp) load_qp(qp + group_of(k, gb, gsh), s, z);
+    float x[N];
+#pragma unroll
+    for (int h = 0; h < N / 4; ++h) {
+      const float4 xv = *reinterpret_cast<const float4*>(xs + k * kPitch + i0 + 4 * h);
+      x[4 * h] = xv.x; x[4 * h + 1] = xv.y; x[4 * h + 2] = xv.z; x[4 * h + 3] = xv.w;
+    }
+    float c[N];
+    if constexpr (BITS == 16) {
+#pragma unroll
+      for (int h = 0; h < N / 4; ++h) {
+        const uint2 v = *reinterpret_cast<const uint2*>(w + i0 / 2 + 2 * h);  // 8-byte aligned: i0 / 2 is even
+        c[4 * h] = f16_to_f32((uint16_t)v.x);
+        c[4 * h + 1] = f16_to_f32((uint16_t)(v.x >> 16));
+        c[4 * h + 2] = f16_to_f32((uint16_t)v.y);
+        c[4 * h + 3] = f16_to_f32((uint16_t)(v.y >> 16));
+      }
+    } else {
+      // c − z exactly: the code masked into the mantissa of 2^23, minus (2^23 + z) (z is an integer)
+      const float bias = 8388608.f + z;
+      if constexpr (BITS == 3) {  // low 2 bits in words 0..1 (2-bit layout), high bit i in word 2
+        const uint32_t lw = w[i0 / 16], hw = w[2];  // a lane's codes lie in one half of the block
+#pragma unroll
+        for (int u = 0; u < N; ++u) {
+          const int i = i0 + u, j = i % 16, sh = j < 8 ? 2 * j : 16 + 2 * (j - 8);
+          const uint32_t code = ((lw >> sh) & 3u) | (((hw >> i) & 1u) << 2);
+          c[u] = __uint_as_float(code | magic_2p23()) - bias;
+        }
+      } else {
+        constexpr int per = 32 / BITS, half = per / 2;
+#pragma unroll
+        for (int h = 0; h < (N > per ? N / per : 1); ++h) {  // the words a lane's N codes span
+          const uint32_t wd = w[i0 / per + h];
+#pragma unroll
+          for (int v = 0; v < (N > per ? per : N); ++v) {
+            const int u = h * per + v, j = (i0 + u) % per, sh = j < half ? BITS * j : 16 + BITS * (j - half);
+            c[u] = __uint_as_float(((wd >> sh) & ((1u << BITS) - 1u)) | magic_2p23()) - bias;
+          }
+        }
+      }
+    }
+    float cx = c[0] * x[0];
+#pragma unroll
+    for (int u = 1; u < N; ++u) cx = fmaf(c[u], x[u], cx);
+    acc = fmaf(s, cx, acc);
+  }
+  return acc;
+}
+
 }  // namespace dcg
