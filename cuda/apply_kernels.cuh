@@ -70,9 +70,16 @@ DC_HOST_DEVICE uint32_t p1_blocks_of(const DeltaDesc& d) {
 // (the compressor's default) — a power of two of them, so a chunk's group is a shift. Its phase-1
 // items for one row of x: 16 V̂ rows of such a band per item, one V̂ row of any other band per item.
 constexpr uint32_t kMmaChunk = 128;  // codes per row and chunk (a chunk lies inside one group)
+constexpr uint32_t kMmaRows = 16;    // rows of one tile
 DC_HOST_DEVICE bool mma_band(uint32_t bits, uint32_t group_size) {
   const uint32_t cpg = group_size / kMmaChunk;
   return (bits == 2 || bits == 3) && group_size % kMmaChunk == 0 && cpg != 0 && (cpg & (cpg - 1)) == 0;
+}
+// Chunks that hold n codes (or vector elements).
+DC_HOST_DEVICE uint32_t mma_chunks(uint32_t n) { return (n + kMmaChunk - 1) / kMmaChunk; }
+// Phase-1 items of one band: tiles of kMmaRows V̂ rows on the tensor cores, else one per V̂ row.
+DC_HOST_DEVICE uint32_t mma_band_items1(uint32_t bits, uint32_t group_size, uint32_t nr) {
+  return mma_band(bits, group_size) ? (nr + kMmaRows - 1) / kMmaRows : nr;
 }
 // log2 of a tensor-core band's chunks per group.
 DC_HOST_DEVICE uint32_t mma_group_shift(uint32_t group_size) {
@@ -82,10 +89,8 @@ DC_HOST_DEVICE uint32_t mma_group_shift(uint32_t group_size) {
 }
 DC_HOST_DEVICE uint32_t mma_items1(const DeltaDesc& d) {
   uint32_t n = 0;
-  for (uint32_t b = 0; b < d.n_bands; ++b) {
-    const uint32_t nr = d.bands[b].r1 - d.bands[b].r0;
-    n += mma_band(d.bands[b].bits, d.bands[b].group_size) ? (nr + 15) / 16 : nr;
-  }
+  for (uint32_t b = 0; b < d.n_bands; ++b)
+    n += mma_band_items1(d.bands[b].bits, d.bands[b].group_size, d.bands[b].r1 - d.bands[b].r0);
   return n;
 }
 

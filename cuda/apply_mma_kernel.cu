@@ -68,9 +68,8 @@ __device__ __forceinline__ const DeltaDesc* slot_desc(const MmaArgs& a, uint32_t
 // Phase-1 item `it` of a row with delta d: band, first V̂ row j, and whether it is a tile.
 __device__ __forceinline__ bool item1_of(const DeltaDesc& d, uint32_t it, uint32_t& band, uint32_t& j, bool& tile) {
   for (uint32_t b = 0; b < d.n_bands; ++b) {
-    const uint32_t nr = d.bands[b].r1 - d.bands[b].r0;
     const bool mma = mma_band(d.bands[b].bits, d.bands[b].group_size);
-    const uint32_t n = mma ? (nr + kMmaRows - 1) / kMmaRows : nr;
+    const uint32_t n = mma_band_items1(d.bands[b].bits, d.bands[b].group_size, d.bands[b].r1 - d.bands[b].r0);
     if (it < n) {
       band = b;
       j = mma ? it * kMmaRows : it;
@@ -92,8 +91,8 @@ __device__ __noinline__ float fp32_quarter(uint32_t bits, const uint32_t* row, c
   return with_bits(bits, [&](auto w) { return packed_row_part<decltype(w)::value, 8>(row, qp, gb, nblk, ts, q); });
 }
 
-// Digits of n staged elements at src (blocks at pitch kPitch) with the block-wide scale of the
-// first `span` staged elements at `whole`: every thread takes part.
+// The digit scale 2^e (and 2^-e in *down, digit_scale) of the first `span` elements staged at
+// `whole` (blocks at pitch kPitch): a block-wide maximum, every thread takes part.
 __device__ __forceinline__ float scale_of(const float* whole, uint32_t span, uint32_t* red, float* down) {
   uint32_t m = 0;
   for (uint32_t k = threadIdx.x; k < span; k += blockDim.x)
@@ -152,7 +151,7 @@ __global__ void __launch_bounds__(kMThreads, DC_MMA_MIN_BLOCKS) mma_batch_kernel
     if (first) mark(a, 1);
     first = false;
     const uint32_t nblk_v = (uint32_t)((d.v_len + 31) / 32);
-    const uint32_t chunks_v = ((uint32_t)d.v_len + kMmaChunk - 1) / kMmaChunk;
+    const uint32_t chunks_v = mma_chunks((uint32_t)d.v_len);
     const uint32_t per = (chunks_v + kParts - 1) / kParts;  // chunks per part of a tile
     float* trow = a.io.t + (uint64_t)r * a.io.ldt;
     const uint32_t ilo = max(lo1, r * a.I1), ihi = min(hi1, (r + 1) * a.I1);
@@ -170,10 +169,8 @@ __global__ void __launch_bounds__(kMThreads, DC_MMA_MIN_BLOCKS) mma_batch_kernel
         if (tile) {
           const uint32_t ja = min(j + g, nr - 1), jb = min(j + g + 8, nr - 1);
           const uint32_t cb = min(p * per, chunks_v), ce = min(cb + per, chunks_v), gsh = mma_group_shift(bd.group_size);
-          const float2 s = bd.bits == 2 ? mma_rows<2>(bd.v_codes, bd.v_row_words, bd.v_qp, bd.v_row_groups, gsh, ja,
-                                                      jb, cb, ce, chunks_v, dig, csum, down)
-                                        : mma_rows<3>(bd.v_codes, bd.v_row_words, bd.v_qp, bd.v_row_groups, gsh, ja,
-                                                      jb, cb, ce, chunks_v, dig, csum, down);
+          const float2 s = mma_rows_any(bd.bits, bd.v_codes, bd.v_row_words, bd.v_qp, bd.v_row_groups, gsh, ja, jb, cb,
+                                        ce, chunks_v, dig, csum, down);
           if (q == 0) {
             float* pp = part + ((i - ilo) * kParts + p) * kMmaRows;
             pp[g] = s.x;
@@ -238,7 +235,7 @@ __global__ void __launch_bounds__(kMThreads, DC_MMA_MIN_BLOCKS) mma_batch_kernel
           sum_at[bb] = c;
           if (mma_band(bd.bits, bd.group_size)) {
             w += digit_bytes(nr) / 4;
-            c += (nr + kMmaChunk - 1) / kMmaChunk;
+            c += mma_chunks(nr);
           }
         }
       }
@@ -269,11 +266,9 @@ __global__ void __launch_bounds__(kMThreads, DC_MMA_MIN_BLOCKS) mma_batch_kernel
           const BandDesc& bd = d.bands[bb];
           const uint32_t nr = bd.r1 - bd.r0;
           if (mma_band(bd.bits, bd.group_size)) {
-            const uint32_t ch = (nr + kMmaChunk - 1) / kMmaChunk, gsh = mma_group_shift(bd.group_size);
-            const float2 s = bd.bits == 2 ? mma_rows<2>(bd.u_codes, bd.u_row_words, bd.u_qp, bd.u_row_groups, gsh, oa,
-                                                        ob, 0, ch, ch, dig + dig_at[bb], csum + sum_at[bb], down)
-                                          : mma_rows<3>(bd.u_codes, bd.u_row_words, bd.u_qp, bd.u_row_groups, gsh, oa,
-                                                        ob, 0, ch, ch, dig + dig_at[bb], csum + sum_at[bb], down);
+            const uint32_t ch = mma_chunks(nr), gsh = mma_group_shift(bd.group_size);
+            const float2 s = mma_rows_any(bd.bits, bd.u_codes, bd.u_row_words, bd.u_qp, bd.u_row_groups, gsh, oa, ob, 0, ch,
+                                          ch, dig + dig_at[bb], csum + sum_at[bb], down);
             ya += s.x;
             yb += s.y;
           } else {

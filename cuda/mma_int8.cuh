@@ -33,12 +33,12 @@
 
 namespace dcg {
 
-constexpr uint32_t kMmaRows = 16;  // rows of one tile
-constexpr uint32_t kDigits = 3;    // B columns holding the vector's digits
-// kMmaChunk and mma_band (which bands take this path): apply_kernels.cuh, shared with the host.
+constexpr uint32_t kDigits = 3;  // B columns holding the vector's digits
+// kMmaChunk, kMmaRows and mma_band (which bands take this path): apply_kernels.cuh, shared with
+// the host.
 
 // Bytes of the staged digits of n vector elements (three columns of whole chunks).
-DC_HOST_DEVICE uint32_t digit_bytes(uint32_t n) { return (n + kMmaChunk - 1) / kMmaChunk * kMmaChunk * kDigits; }
+DC_HOST_DEVICE uint32_t digit_bytes(uint32_t n) { return mma_chunks(n) * kMmaChunk * kDigits; }
 
 __device__ __forceinline__ void mma_u8s8(int c[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
                                          uint32_t b1) {
@@ -85,7 +85,7 @@ __device__ __forceinline__ float digit_scale(uint32_t m, float* down) {
 // of each chunk's elements into csum[c]. `up` = 2^e from digit_scale. Every thread takes part
 // (shuffles inside); the caller synchronises before the digits are read.
 __device__ __forceinline__ void stage_digits(const float* src, uint32_t n, float up, uint32_t* dig, float* csum) {
-  const uint32_t chunks = (n + kMmaChunk - 1) / kMmaChunk, units = chunks * 8;  // unit = (chunk, q, s)
+  const uint32_t chunks = mma_chunks(n), units = chunks * 8;  // unit = (chunk, q, s)
   for (uint32_t u0 = 0; u0 < units; u0 += blockDim.x) {  // same trip count in every thread (shuffles)
     const uint32_t u = u0 + threadIdx.x;
     const uint32_t c = u / 8, qs = u % 8;  // qs = 2q + s: elements 128c + 16·qs + i, i = 4e + j
@@ -170,7 +170,8 @@ __device__ __forceinline__ float2 mma_group_sums(const int acc[4]) {
 
 // Σ_k s·(c − z)·v_k over chunks [c_begin, c_end) of the 16 rows row_a (lane group g) and row_b
 // (g + 8) of one band (row stride row_words words, qparams row_groups per row, 2^gsh chunks per
-// group; c_begin a multiple of 2^gsh) against staged digits (dig of `chunks` chunks, csum;
+// group; a range may start or end inside a group: the partial sums of a group add up) against
+// staged digits (dig of `chunks` chunks, csum;
 // `down` = 2^-e). Lane (g, q) returns the sums of rows g (x) and g + 8 (y) in q = 0. Rows are
 // always valid (the caller clamps). The loads of a batch of 4 chunks are issued before any math,
 // and the next batch's lines are requested into L2. Sub-steps 0 and 1 accumulate apart (two
@@ -255,6 +256,15 @@ __device__ __forceinline__ float2 mma_rows(const uint32_t* __restrict__ codes, u
     }
   }
   return sum;
+}
+
+// mma_rows for a band width known at run time (2 or 3: mma_band).
+__device__ __forceinline__ float2 mma_rows_any(uint32_t bits, const uint32_t* codes, uint32_t row_words,
+                                               const dc_qparam* qp, uint32_t row_groups, uint32_t gsh, uint64_t row_a,
+                                               uint64_t row_b, uint32_t c_begin, uint32_t c_end, uint32_t chunks,
+                                               const uint32_t* dig, const float* csum, float down) {
+  return bits == 2 ? mma_rows<2>(codes, row_words, qp, row_groups, gsh, row_a, row_b, c_begin, c_end, chunks, dig, csum, down)
+                   : mma_rows<3>(codes, row_words, qp, row_groups, gsh, row_a, row_b, c_begin, c_end, chunks, dig, csum, down);
 }
 
 }  // namespace dcg

@@ -93,7 +93,7 @@ __device__ __forceinline__ BarrierTicket grid_arrive(unsigned int* bar) {
 }
 
 // ---- host side ---------------------------------------------------------------------------------------
-// Resident blocks per multiprocessor of `kernel` (kThreadsPerBlock threads, smem bytes of dynamic
+// Resident blocks per multiprocessor of `kernel` (`threads` per block, `smem` bytes of dynamic
 // shared memory), remembered per (device, kernel, smem): the query costs host time on every launch
 // otherwise.
 inline cudaError_t cached_occupancy(const void* kernel, int threads, size_t smem, int* occ) {
