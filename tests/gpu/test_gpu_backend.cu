@@ -63,6 +63,7 @@ struct ApplyOpts {
   float scale = 1.f;
   bool workspace = true;
   uint64_t pad = 0;  // extra elements in ldx / ldy (strided operands)
+  uint64_t base_pad = 0;  // extra elements in ld_base (a strided base weight)
 };
 
 // One apply case against the float64 reference. Returns the relative error.
@@ -78,7 +79,8 @@ double apply_case(Gpu& g, std::mt19937_64& rng, const HostDelta& h, const RefFac
   HostArray y0 = random_array(rng, o.ydt, m * ldy, 0.1f);
   if (o.base) for (size_t i = 0; i < y0.size(); ++i) y0.set(i, NAN);  // must be overwritten
   HostArray w;
-  if (o.base) w = random_array(rng, o.base_dt, v.rows * v.cols, 0.02f);
+  const uint64_t ldw = v.cols + o.base_pad;
+  if (o.base) w = random_array(rng, o.base_dt, v.rows * ldw, 0.02f);
   void* dx = dmalloc_copy(x.data(), x.bytes.size());
   void* dy = dmalloc_copy(y0.data(), y0.bytes.size());
   void* dw = o.base ? dmalloc_copy(w.data(), w.bytes.size()) : nullptr;
@@ -97,6 +99,7 @@ double apply_case(Gpu& g, std::mt19937_64& rng, const HostDelta& h, const RefFac
   p.ldy = ldy;
   p.base_weight = dw;
   p.base_dtype = (dc_dtype)o.base_dt;
+  p.ld_base = o.base_pad ? ldw : 0;
   p.scale = o.scale;
   p.workspace = dws;
   p.workspace_bytes = dws ? ws_bytes : 0;
@@ -117,7 +120,7 @@ double apply_case(Gpu& g, std::mt19937_64& rng, const HostDelta& h, const RefFac
       double b;
       if (o.base) {
         b = 0;
-        for (uint64_t c = 0; c < v.cols; ++c) b += (double)w.get(r * v.cols + c) * xf[i * v.cols + c];
+        for (uint64_t c = 0; c < v.cols; ++c) b += (double)w.get(r * ldw + c) * xf[i * v.cols + c];
       } else {
         b = y0.get(i * ldy + r);
       }
@@ -229,6 +232,27 @@ void test_base_and_kinds(Gpu& g, std::mt19937_64& rng, bool quick) {
     o.xdt = DC_DTYPE_F32;
     o.ydt = DC_DTYPE_F32;
     apply_case(g, rng, h, &f, m, o, "include_base lowrank W bf16, x/y f32");
+  }
+  // The fused base at m = 1 (one kernel: delta + x·Wᵀ, the base rows streamed between the grid
+  // barrier's arrive and wait): square and long rows (11008 columns), tall W in bf16, a ragged
+  // 1000-row shape, and strided base weights (ld_base > cols).
+  if (!quick) {
+    struct F {
+      uint64_t r, c, pad;
+      int dt;
+    };
+    for (const F& s : {F{4096, 4096, 0, DC_DTYPE_F16}, F{4096, 11008, 0, DC_DTYPE_F16}, F{11008, 4096, 0, DC_DTYPE_BF16},
+                       F{1000, 3000, 0, DC_DTYPE_BF16}, F{1000, 3000, 8, DC_DTYPE_F16}, F{24, 11008, 16, DC_DTYPE_F16}}) {
+      HostDelta hf;
+      make_lowrank(hf, rng, s.r, s.c, default_bands(s.r, s.c), 128);
+      const RefFactors ff = ref_factors(hf.view);
+      ApplyOpts o;
+      o.base = true;
+      o.xdt = o.ydt = o.base_dt = s.dt;
+      o.base_pad = s.pad;
+      apply_case(g, rng, hf, &ff, 1, o,
+                 shape_name((std::string("include_base m=1 ") + dtype_name(s.dt) + (s.pad ? " strided W" : "")).c_str(), s.r, s.c));
+    }
   }
   {
     HostDelta b;
