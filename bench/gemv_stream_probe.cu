@@ -49,6 +49,25 @@ __device__ __forceinline__ float dot8(uint4 w, const float* xv) {
   return s;
 }
 
+// y[r] = W[r]·x by one warp, NL 16-byte loads per lane in flight at a time.
+template <int NL>
+__device__ __forceinline__ void row_dot_warp(const __half* __restrict__ W, const float* xs, float* y, int r, int lane) {
+  constexpr int PER = C / 8 / 32;  // 16-byte loads per lane per row
+  const char* row = reinterpret_cast<const char*>(W + (size_t)r * C);
+  float s = 0.f;
+#pragma unroll
+  for (int j0 = 0; j0 < PER; j0 += NL) {
+    uint4 w[NL];
+#pragma unroll
+    for (int j = 0; j < NL; ++j) w[j] = ldnc(row + ((j0 + j) * 32 + lane) * 16);
+#pragma unroll
+    for (int j = 0; j < NL; ++j) s += dot8(w[j], xs + ((j0 + j) * 32 + lane) * 8);
+  }
+#pragma unroll
+  for (int o = 16; o; o >>= 1) s += __shfl_xor_sync(~0u, s, o);
+  if (lane == 0) y[r] = s;
+}
+
 // (1) a warp per row, all NL loads of the row's slice in flight; grid-stride over rows (persistent if grid small)
 template <int NL>
 __global__ void __launch_bounds__(256) rowwarp(const __half* __restrict__ W, const __half* __restrict__ x, float* y) {
@@ -57,21 +76,8 @@ __global__ void __launch_bounds__(256) rowwarp(const __half* __restrict__ W, con
   __syncthreads();
   const int lane = threadIdx.x % 32;
   const int gw = blockIdx.x * 8 + threadIdx.x / 32, nw = gridDim.x * 8;
-  constexpr int PER = C / 8 / 32;  // uint4 per lane per row = 16
   for (int r = gw; r < R; r += nw) {
-    const char* row = reinterpret_cast<const char*>(W + (size_t)r * C);
-    float s = 0.f;
-#pragma unroll
-    for (int j0 = 0; j0 < PER; j0 += NL) {
-      uint4 w[NL];
-#pragma unroll
-      for (int j = 0; j < NL; ++j) w[j] = ldnc(row + ((j0 + j) * 32 + lane) * 16);
-#pragma unroll
-      for (int j = 0; j < NL; ++j) s += dot8(w[j], xs + ((j0 + j) * 32 + lane) * 8);
-    }
-#pragma unroll
-    for (int o = 16; o; o >>= 1) s += __shfl_xor_sync(~0u, s, o);
-    if (lane == 0) y[r] = s;
+    row_dot_warp<NL>(W, xs, y, r, lane);
   }
 }
 
@@ -159,21 +165,8 @@ __global__ void __launch_bounds__(256) pf_rows(const __half* __restrict__ W, con
   for (int i = threadIdx.x; i < C; i += 256) xs[i] = __half2float(x[i]);
   __syncthreads();
   const int lane = threadIdx.x % 32;
-  constexpr int PER = C / 8 / 32;
   for (int r = r0 + threadIdx.x / 32; r < r1; r += 8) {
-    const char* row = reinterpret_cast<const char*>(W + (size_t)r * C);
-    float s = 0.f;
-#pragma unroll
-    for (int j0 = 0; j0 < PER; j0 += NL) {
-      uint4 w[NL];
-#pragma unroll
-      for (int j = 0; j < NL; ++j) w[j] = ldnc(row + ((j0 + j) * 32 + lane) * 16);
-#pragma unroll
-      for (int j = 0; j < NL; ++j) s += dot8(w[j], xs + ((j0 + j) * 32 + lane) * 8);
-    }
-#pragma unroll
-    for (int o = 16; o; o >>= 1) s += __shfl_xor_sync(~0u, s, o);
-    if (lane == 0) y[r] = s;
+    row_dot_warp<NL>(W, xs, y, r, lane);
   }
 }
 
