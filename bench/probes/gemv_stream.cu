@@ -3,7 +3,7 @@
 // rotating over 8 copies of W (256 MB, L2 is 50 MB: every call reads HBM), results checked
 // against the first variant. It answers how much of the fused apply's time (base + delta at M = 1)
 // is the base stream itself (bench/RESULTS-h100.md, seventh session):
-//   nvcc -O3 -std=c++17 -arch=sm_90 bench/gemv_stream_probe.cu -lcublas -o /tmp/gemv_probe && /tmp/gemv_probe
+//   nvcc -O3 -std=c++17 -arch=sm_90 bench/probes/gemv_stream.cu -lcublas -o /tmp/gemv_stream && /tmp/gemv_stream
 // Variants: a warp per row with all its loads in flight (full grid or a persistent 2–4 blocks per
 // SM); contiguous row ranges per block with and without a bulk L2 prefetch; a ring of
 // cp.async.bulk stages per block (RS rows per stage, S stages, BPS blocks per SM).
