@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Kernel iteration on a GPU machine without CMake or FlatBuffers: builds the CUDA backend sources,
 # the GPU correctness test (vs float64) and the apply benchmark with plain nvcc for one
-# architecture, then runs them. Usage: tools/device-quick.sh [test|bench|ncu|sanitize ...]
+# architecture, then runs them. Usage: tools/device-quick.sh [test|bench|ncu|sanitize|ab|none ...]
 # (default: test bench). Outputs go to $OUT (or /tmp/device-quick).
+# ab: the benchmark once per variant in $AB (';'-separated environment settings, '-' for none),
+# ROUNDS times alternating (default 2), one line of the key rows each — A/B in one process order:
+#   AB='-;DELTACOME_GPU_NO_MMA=1' tools/device-quick.sh ab
 set -uo pipefail
 OUT=${OUT:-/tmp/device-quick}; mkdir -p "$OUT"
 A=${ARCH:-90}
@@ -29,5 +32,17 @@ for s in "${steps[@]}"; do
               # racecheck reports hazards inside cuBLAS's own nvjet_sm90 kernels (the base GEMM of m > 1
               # and of batches), which it does not model: with the portable GEMM only deltacome's run
               DELTACOME_GPU_PORTABLE_GEMM=1 timeout 300 compute-sanitizer --tool racecheck --error-exitcode 3 "$B/test_gpu" --quick > "$OUT/racecheck.txt" 2>&1; echo "racecheck: rc $?"; tail -3 "$OUT/racecheck.txt" ;;
+    ab) IFS=';' read -ra variants <<< "${AB:--}"
+        echo "variant: cuBLAS M=1 | delta M=1 | fused M=1 | 32 tenants | bmm (us)"
+        for ((round = 0; round < ${ROUNDS:-2}; ++round)); do
+          for v in "${variants[@]}"; do
+            [ "$v" = "-" ] && v=""
+            env $v timeout 120 "$B/bench_gpu" > "$OUT/ab.txt" 2>&1
+            row() { grep -E "$1" "$OUT/ab.txt" | head -1 | awk '{print $(NF-1)}'; }
+            printf "%-44s %s | %s | %s | %s | %s\n" "${v:-default}" "$(row 'cuBLAS fp16 base .*M=1 ')" \
+              "$(row 'delta only\), M=1 ')" "$(row 'fused base\+delta, M=1 ')" "$(row '32 tenants x 1 token')" \
+              "$(row 'bmm 32 tenants')"
+          done
+        done ;;
   esac
 done
