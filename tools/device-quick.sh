@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # Kernel iteration on a GPU machine without CMake or FlatBuffers: builds the CUDA backend sources,
 # the GPU correctness test (vs float64) and the apply benchmark with plain nvcc for one
-# architecture, then runs them. Usage: tools/device-quick.sh [test|bench|ncu|sanitize|ab|none ...]
+# architecture, then runs them. Usage: tools/device-quick.sh [test|bench|ncu|ncu-src|sanitize|ab|none ...]
 # (default: test bench). Outputs go to $OUT (or /tmp/device-quick).
 # ab: the benchmark once per variant in $AB (';'-separated environment settings, '-' for none),
 # ROUNDS times alternating (default 2), one line of the key rows each — A/B in one process order:
 #   AB='-;DELTACOME_GPU_NO_MMA=1' tools/device-quick.sh ab
+# ncu-src: build with EXTRA=-lineinfo; profiles launch NCU_S (default 0) of the kernels matching
+# NCU_K in `bench_gpu --profile` (three single M=1 applies, then one 32-tenant batch) with the full
+# set, keeps the details page and the per-line source CSV in $OUT, and prints the lines with the
+# most stall samples (tools/ncu_lines.py):
+#   EXTRA=-lineinfo NCU_K=regex:mma_batch tools/device-quick.sh ncu-src
 set -uo pipefail
 OUT=${OUT:-/tmp/device-quick}; mkdir -p "$OUT"
 A=${ARCH:-90}
@@ -32,6 +37,13 @@ for s in "${steps[@]}"; do
               # racecheck reports hazards inside cuBLAS's own nvjet_sm90 kernels (the base GEMM of m > 1
               # and of batches), which it does not model: with the portable GEMM only deltacome's run
               DELTACOME_GPU_PORTABLE_GEMM=1 timeout 300 compute-sanitizer --tool racecheck --error-exitcode 3 "$B/test_gpu" --quick > "$OUT/racecheck.txt" 2>&1; echo "racecheck: rc $?"; tail -3 "$OUT/racecheck.txt" ;;
+    ncu-src) timeout 300 ncu --set full -k "${NCU_K:-regex:mma_batch}" -s ${NCU_S:-0} -c 1 -f -o "$OUT/kernel" "$B/bench_gpu" --profile \
+               > "$OUT/ncu_run.txt" 2>&1; echo "ncu-src: rc $?"
+             ncu --import "$OUT/kernel.ncu-rep" --page details > "$OUT/kernel_details.txt" 2>&1
+             ncu --import "$OUT/kernel.ncu-rep" --page source --csv --print-source cuda,sass > "$OUT/kernel_source.csv" 2>&1
+             rm -f "$OUT/kernel.ncu-rep"
+             grep -E "Duration|Registers Per|Warp Cycles Per Issued|Issued Ipc Active|Eligible Warps" "$OUT/kernel_details.txt" | head -8
+             python3 tools/ncu_lines.py "$OUT/kernel_source.csv" --top ${NCU_TOP:-25} ;;
     ab) IFS=';' read -ra variants <<< "${AB:--}"
         echo "variant: cuBLAS M=1 | delta M=1 | fused M=1 | 32 tenants | bmm (us)"
         for ((round = 0; round < ${ROUNDS:-2}; ++round)); do
