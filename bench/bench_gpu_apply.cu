@@ -83,7 +83,7 @@ struct Row {
 int main(int argc, char** argv) {
   double torch_us = 0;
   bool profile = false;  // --profile: one M=1 apply and one 32-tenant batch, untimed (for ncu)
-  bool profile_fused = false;  // --profile-fused: the same with the M=1 applies fused with the base layer
+  bool profile_fused = false;  // --profile-fused: only the three M=1 applies, fused with the base layer
   for (int i = 1; i < argc; ++i) {
     if (!strcmp(argv[i], "--profile")) profile = true;
     if (!strcmp(argv[i], "--profile-fused")) profile = profile_fused = true;
