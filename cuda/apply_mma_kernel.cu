@@ -49,7 +49,7 @@ struct MmaArgs {
   bool xvec;          // x rows 16-byte aligned
   uint32_t I1;        // phase-1 items per row: the largest mma_items1
   uint32_t G;         // phase-2 items per row: tiles of kMmaRows outputs
-  uint32_t q1, rm1, q2, rm2;  // items per block (see PersistArgs)
+  ItemSplit split;    // the phase-1 and phase-2 items over the blocks
   uint32_t nbx, nbt;  // staged float blocks of 32: x (max(cols, v_len)), t (max t_stride)
   uint32_t dig_words; // words of the digit area
   uint32_t sum_floats;  // floats of the chunk-sum area
@@ -125,8 +125,9 @@ __global__ void __launch_bounds__(kMThreads, DC_MMA_MIN_BLOCKS) mma_batch_kernel
   float* part = csum + a.sum_floats;  // phase 1: [item][part][row] partial sums of the tiles
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, q = lane % 4;
   const uint32_t b = blockIdx.x;
-  const uint32_t lo1 = b * a.q1 + min(b, a.rm1), hi1 = lo1 + a.q1 + (b < a.rm1);
-  const uint32_t lo2 = b * a.q2 + min(b, a.rm2), hi2 = lo2 + a.q2 + (b < a.rm2);
+  uint32_t lo1, hi1, lo2, hi2;  // this block's phase-1 and phase-2 items
+  a.split.phase1(b, lo1, hi1);
+  a.split.phase2(b, lo2, hi2);
   mark(a, 0);
   pdl_allow_next();
   pdl_wait_prev();  // x, y and the scratch are the previous kernels' from here on
@@ -347,9 +348,8 @@ cudaError_t launch_persist_mma(const LaunchCfg& c, const DeltaSel& s, const Rows
   a.sum_floats = (uint32_t)sums;
   a.trace = c.trace;
   const uint64_t n1 = r.m * a.I1, n2 = r.m * a.G, items = std::max(n1, n2);
-  const uint64_t knob = c.persist_blocks > 0 ? c.persist_blocks : UINT64_MAX;
-  // tile partial sums: at most ⌈n1 / blocks⌉ items per block, blocks ≥ min(items, sms, knob)
-  const uint64_t min_blocks = std::max<uint64_t>(1, std::min<uint64_t>(std::min<uint64_t>(items, knob), (uint64_t)sms));
+  // tile partial sums: at most ⌈n1 / blocks⌉ items per block
+  const uint64_t min_blocks = persist_min_blocks(c, items, sms);
   const uint64_t part_bytes = ((n1 + min_blocks - 1) / min_blocks) * kParts * kMmaRows * 4;
   const size_t smem = (size_t)std::max(a.nbx, a.nbt) * kPitch * 4 + dig_bytes + sums * 4 + part_bytes;
   if (smem > kMSmemLimit) return cudaErrorNotSupported;
@@ -363,11 +363,8 @@ cudaError_t launch_persist_mma(const LaunchCfg& c, const DeltaSel& s, const Rows
   cudaError_t e = cached_occupancy(reinterpret_cast<const void*>(mma_batch_kernel), kMThreads, smem, &occ);
   if (e != cudaSuccess) return e;
   if (occ <= 0) return cudaErrorNotSupported;
-  const unsigned blocks = (unsigned)std::max<uint64_t>(min_blocks, std::min<uint64_t>(std::min<uint64_t>((uint64_t)occ * sms, knob), items));
-  a.q1 = (uint32_t)(n1 / blocks);
-  a.rm1 = (uint32_t)(n1 % blocks);
-  a.q2 = (uint32_t)(n2 / blocks);
-  a.rm2 = (uint32_t)(n2 % blocks);
+  const unsigned blocks = persist_grid_blocks(c, min_blocks, items, occ, sms);
+  a.split = split_items(n1, n2, blocks);
   return launch_persistent(c, mma_batch_kernel, blocks, kMThreads, smem, a);
 #endif
 }

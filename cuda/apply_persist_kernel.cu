@@ -61,10 +61,7 @@ struct PersistArgs {
   bool wvec;                 // W 16-bit, rows 16-byte aligned, cols % 16 == 0 (two halves of 8s)
   uint32_t T;                // phase-1 items per row: the largest t_stride
   uint32_t G;                // phase-2 items per row: groups of kGroupRows outputs
-  // The m·T phase-1 items and m·G phase-2 items split over the blocks: block b takes q + (b < rm)
-  // of them from b·q + min(b, rm) (no division in the kernel: a 64-bit one is ~70 instructions,
-  // and every instruction before the first load is latency at decode sizes).
-  uint32_t q1, rm1, q2, rm2;
+  ItemSplit split;           // the m·T phase-1 and m·G phase-2 items over the blocks
   uint32_t nbx, nbt;         // staged blocks of 32 of x (max(cols, v_len)) and of t (T)
   unsigned long long* trace; // diagnostics (see trace_at), or null
   uint32_t w_parts;          // fused base: column pieces per group of output rows (1..64)
@@ -338,8 +335,9 @@ __global__ void __launch_bounds__(kPThreads, kStaged ? DC_PERSIST_STAGED_MIN_BLO
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int sub = lane % kRowLanesV, rsub = lane / kRowLanesV;
   const uint32_t b = blockIdx.x;
-  const uint32_t lo1 = b * a.q1 + min(b, a.rm1), hi1 = lo1 + a.q1 + (b < a.rm1);  // this block's phase-1 items
-  const uint32_t lo2 = b * a.q2 + min(b, a.rm2), hi2 = lo2 + a.q2 + (b < a.rm2);  // and phase-2 items
+  uint32_t lo1, hi1, lo2, hi2;  // this block's phase-1 and phase-2 items
+  a.split.phase1(b, lo1, hi1);
+  a.split.phase2(b, lo2, hi2);
   const uint32_t w1 = lo1 + warp, w2 = lo2 + (kPWarps - 1 - warp);  // this warp's first items
   // staged (single delta, m = 1: item = column of t, resp. group of output rows; rows < 2^32 there)
   const uint32_t olo = (uint32_t)umin64((uint64_t)lo2 * kGroupRows, a.io.rows);
@@ -614,9 +612,8 @@ cudaError_t launch_persist(const LaunchCfg& c, const DeltaSel& s, const RowsArgs
   const uint64_t n1 = r.m * a.T, n2 = r.m * a.G;
   const uint64_t items = std::max(n1, n2);
   const size_t stage_bytes = (size_t)std::max(a.nbx, a.nbt) * kPitch * 4;
-  // base partial sums: at most ⌈n2 / blocks⌉ items per block, blocks ≥ min(items, sms)
-  const uint64_t knob = c.persist_blocks > 0 ? c.persist_blocks : UINT64_MAX;
-  const uint64_t min_blocks = std::max<uint64_t>(1, std::min<uint64_t>(std::min<uint64_t>(items, knob), (uint64_t)sms));
+  // base partial sums: at most ⌈n2 / blocks⌉ items per block
+  const uint64_t min_blocks = persist_min_blocks(c, items, sms);
   const size_t wpart_bytes = r.W ? (size_t)((n2 + min_blocks - 1) / min_blocks) * kGroupRows * 4 : 0;
   const size_t smem = stage_bytes + wpart_bytes;
   if (smem > kPSmemLimit) return cudaErrorNotSupported;
@@ -635,13 +632,8 @@ cudaError_t launch_persist(const LaunchCfg& c, const DeltaSel& s, const RowsArgs
   cudaError_t e = occupancy(kernel, smem, &occ);
   if (e != cudaSuccess) return e;
   if (occ <= 0) return cudaErrorNotSupported;
-  // Every block must be resident at once (grid barrier): at most occupancy × SMs blocks.
-  const uint64_t cap = std::min<uint64_t>((uint64_t)occ * sms, knob);
-  const unsigned blocks = (unsigned)std::max<uint64_t>(min_blocks, std::min<uint64_t>(cap, items));
-  a.q1 = (uint32_t)(n1 / blocks);
-  a.rm1 = (uint32_t)(n1 % blocks);
-  a.q2 = (uint32_t)(n2 / blocks);
-  a.rm2 = (uint32_t)(n2 % blocks);
+  const unsigned blocks = persist_grid_blocks(c, min_blocks, items, occ, sms);
+  a.split = split_items(n1, n2, blocks);
   // A single delta at m = 1 stages each block's codes in shared memory (stage_codes) when they fit
   // next to the stage without costing residency; the codes start 16-byte aligned (smem is a
   // multiple of 16: pitch 144 bytes, base sums 16 per item).

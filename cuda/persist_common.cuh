@@ -4,6 +4,8 @@
 #pragma once
 
 #if !defined(DC_USE_HIP)
+#include <algorithm>
+#include <cstdint>
 #include <map>
 #include <mutex>
 #include <tuple>
@@ -12,6 +14,22 @@
 #include "row_dot.cuh"
 
 namespace dcg {
+
+// How a persistent launch cuts each phase's items into contiguous ranges, one per block: block b
+// takes q + (b < rm) of them from b·q + min(b, rm). The quotients and remainders come from the
+// host (split_items): a 64-bit division in the kernel is ~70 instructions, and every instruction
+// before the first load is latency at decode sizes.
+struct ItemSplit {
+  uint32_t q1, rm1, q2, rm2;  // phase 1, phase 2
+  __device__ __forceinline__ void phase1(uint32_t b, uint32_t& lo, uint32_t& hi) const {
+    lo = b * q1 + min(b, rm1);
+    hi = lo + q1 + (b < rm1);
+  }
+  __device__ __forceinline__ void phase2(uint32_t b, uint32_t& lo, uint32_t& hi) const {
+    lo = b * q2 + min(b, rm2);
+    hi = lo + q2 + (b < rm2);
+  }
+};
 
 // Diagnostics (DELTACOME_GPU_PERSIST_TRACE=1; trace null otherwise): thread 0 of each block
 // records its start time (globaltimer, [0]) and the SM clock at its start ([6]) and at the
@@ -113,6 +131,23 @@ inline cudaError_t cached_occupancy(const void* kernel, int threads, size_t smem
   std::lock_guard<std::mutex> lock(mu);
   known.emplace(key, *occ);
   return cudaSuccess;
+}
+
+// The grid of a persistent launch with `items` work items per phase at most. persist_min_blocks:
+// a lower bound on the blocks (min(items, SMs, the DELTACOME_GPU_PERSIST_BLOCKS knob), at least
+// 1), known before the occupancy, for sizing per-block shared memory by ⌈n / min_blocks⌉ items.
+// persist_grid_blocks: every block must be resident at once (grid barrier), so at most occupancy × SMs
+// (and the knob), never more than the items, never fewer than min_blocks.
+inline uint64_t persist_knob(const LaunchCfg& c) { return c.persist_blocks > 0 ? c.persist_blocks : UINT64_MAX; }
+inline uint64_t persist_min_blocks(const LaunchCfg& c, uint64_t items, int sms) {
+  return std::max<uint64_t>(1, std::min<uint64_t>(std::min<uint64_t>(items, persist_knob(c)), (uint64_t)sms));
+}
+inline unsigned persist_grid_blocks(const LaunchCfg& c, uint64_t min_blocks, uint64_t items, int occ, int sms) {
+  const uint64_t cap = std::min<uint64_t>((uint64_t)occ * sms, persist_knob(c));
+  return (unsigned)std::max<uint64_t>(min_blocks, std::min<uint64_t>(cap, items));
+}
+inline ItemSplit split_items(uint64_t n1, uint64_t n2, unsigned blocks) {
+  return ItemSplit{(uint32_t)(n1 / blocks), (uint32_t)(n1 % blocks), (uint32_t)(n2 / blocks), (uint32_t)(n2 % blocks)};
 }
 
 // Launches a persistent kernel: `blocks` blocks of `threads`, cooperative when c.coop (the driver
