@@ -139,9 +139,9 @@ cudaError_t launch_persist(const LaunchCfg& c, const DeltaSel& sel, const RowsAr
 
 // The tensor-core batch kernel (apply_mma_kernel.cu; CUDA, sm_80+): the same result as
 // launch_persist for a multi-tenant batch (`sel.row_slot` non-null, every delta low-rank without
-// act-order or column offset — the caller checks — and no base, a.W null), in one launch with the
-// 2- and 3-bit bands on the integer tensor cores. cudaErrorNotSupported (nothing launched) when
-// it does not apply.
+// act-order or column offset, an sm_80+ device — the caller checks both — and no base, a.W null),
+// in one launch with the 2- and 3-bit bands on the integer tensor cores. cudaErrorNotSupported
+// (nothing launched) when it does not apply.
 cudaError_t launch_persist_mma(const LaunchCfg& c, const DeltaSel& sel, const RowsArgs& a, unsigned int* barrier,
                                int sms);
 

@@ -24,7 +24,6 @@
 // prefetch of each warp's next phase-2 tile (92.3 vs 90.4 µs), registers for 3 blocks per SM (spills:
 // 110.8 vs 87.5 µs on an H200).
 #include <algorithm>
-#include <map>
 #include <mutex>
 
 #include "apply_kernels.cuh"
@@ -300,21 +299,6 @@ __global__ void __launch_bounds__(kMThreads, DC_MMA_MIN_BLOCKS) mma_batch_kernel
   mark(a, 5);
 }
 
-// Whether the device runs the kernel (integer mma.sync: sm_80+), remembered per device.
-bool mma_device_ok() {
-  static std::mutex mu;
-  static std::map<int, bool> known;
-  int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess) return false;
-  std::lock_guard<std::mutex> lock(mu);
-  const auto it = known.find(dev);
-  if (it != known.end()) return it->second;
-  int major = 0;
-  const bool ok = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess && major >= 8;
-  known.emplace(dev, ok);
-  return ok;
-}
-
 }  // namespace
 #endif  // !DC_USE_HIP
 
@@ -325,7 +309,7 @@ cudaError_t launch_persist_mma(const LaunchCfg& c, const DeltaSel& s, const Rows
   return cudaErrorNotSupported;
 #else
   if (s.row_slot == nullptr || r.W != nullptr || r.m == 0 || r.m > (uint64_t)kMaxTokens || s.max_t_stride == 0 ||
-      s.max_mma_items1 == 0 || barrier == nullptr || sms <= 0 || r.rows == 0 || !mma_device_ok())
+      s.max_mma_items1 == 0 || barrier == nullptr || sms <= 0 || r.rows == 0)
     return cudaErrorNotSupported;
   // the kernel counts items (m·I1, m·⌈rows/16⌉) and vector elements in 32 bits
   if (r.rows / kMmaRows + 1 > UINT32_MAX / kMaxTokens || s.max_mma_items1 > UINT32_MAX / kMaxTokens ||

@@ -14,7 +14,7 @@ struct GpuDevice {
   bool fused = false;          // persistent one-launch kernel (CUDA; DELTACOME_GPU_NO_FUSED=1 turns it off)
   bool persist_multi = true;   // ... also for one delta at 1 < m ≤ 64 (DELTACOME_GPU_TILED=1: tiled kernels)
   bool coop = true;            // ... launched cooperatively (DELTACOME_GPU_NO_COOP=1: plain launch)
-  bool mma_batch = true;       // batches on the tensor-core batch kernel (DELTACOME_GPU_NO_MMA=1 turns it off)
+  bool mma_batch = true;       // batches on the tensor-core batch kernel (sm_80+; DELTACOME_GPU_NO_MMA=1 turns it off)
   int sms = 0;                 // multiprocessors (the persistent kernel's grid bound)
   unsigned int* barrier = nullptr;  // its grid-barrier state (kBarrierBytes of device memory)
   int persist_compact = -1;         // its code variant (DELTACOME_GPU_PERSIST_COMPACT=0/1; -1: by shape)
