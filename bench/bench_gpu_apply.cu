@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "../tests/gpu/gpu_test_util.h"
+#include "graph_timer.h"
 #include "vendors/cuda.h"
 
 extern "C" const dc_backend_ops* dc_backend_module_get(uint32_t abi_version, const dc_backend_host* host);
@@ -15,45 +16,10 @@ extern "C" const dc_backend_ops* dc_backend_module_get(uint32_t abi_version, con
 namespace {
 void on_error(const char* m) { fprintf(stderr, "backend error: %s\n", m); }
 const dc_backend_host kHost = {DC_BACKEND_ABI_VERSION, on_error};
-#define CU(x)                                                                          \
-  do {                                                                                 \
-    cudaError_t e_ = (x);                                                              \
-    if (e_ != cudaSuccess) {                                                           \
-      fprintf(stderr, "CUDA %s at line %d: %s\n", cudaGetErrorString(e_), __LINE__, #x); \
-      exit(2);                                                                         \
-    }                                                                                  \
-  } while (0)
-
 cudaStream_t g_stream;
 
-// Median µs per call of `calls` invocations of body(i) captured in one graph, 7 replays.
-double time_graph(int calls, const std::function<void(int)>& body) {
-  cudaGraph_t g;
-  cudaGraphExec_t ge;
-  CU(cudaStreamBeginCapture(g_stream, cudaStreamCaptureModeThreadLocal));
-  for (int i = 0; i < calls; ++i) body(i);
-  CU(cudaStreamEndCapture(g_stream, &g));
-  CU(cudaGraphInstantiate(&ge, g, 0));
-  CU(cudaGraphLaunch(ge, g_stream));  // warm-up
-  CU(cudaStreamSynchronize(g_stream));
-  cudaEvent_t a, b;
-  CU(cudaEventCreate(&a));
-  CU(cudaEventCreate(&b));
-  std::vector<float> ms;
-  for (int r = 0; r < 7; ++r) {
-    CU(cudaEventRecord(a, g_stream));
-    CU(cudaGraphLaunch(ge, g_stream));
-    CU(cudaEventRecord(b, g_stream));
-    CU(cudaEventSynchronize(b));
-    float t;
-    CU(cudaEventElapsedTime(&t, a, b));
-    ms.push_back(t);
-  }
-  std::sort(ms.begin(), ms.end());
-  cudaGraphExecDestroy(ge);
-  cudaGraphDestroy(g);
-  return ms[ms.size() / 2] * 1000.0 / calls;
-}
+// Median µs per call of `calls` invocations of body(i) in one graph on the benchmark's stream.
+double time_graph(int calls, const std::function<void(int)>& body) { return bench::time_graph(g_stream, calls, body); }
 
 void* dalloc(size_t bytes) {
   void* p;

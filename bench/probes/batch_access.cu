@@ -6,12 +6,10 @@
 // layout (each chunk's 16 rows × 8 words contiguous: one 16-byte load per lane), with a fake decode
 // of `work` dependent integer ops per chunk and lane (bench/RESULTS-h100.md, seventh session):
 //   nvcc -O3 -std=c++17 -arch=sm_90 bench/probes/batch_access.cu -o /tmp/batch_access && /tmp/batch_access
-#include <cuda_runtime.h>
-#include <cstdio>
 #include <cstdint>
 #include <vector>
-#include <algorithm>
-#define CU(x) do { cudaError_t e_ = (x); if (e_ != cudaSuccess) { printf("CUDA %s at %d\n", cudaGetErrorString(e_), __LINE__); exit(1);} } while (0)
+
+#include "../graph_timer.h"  // CU
 
 constexpr int NT = 32, RA = 1008, WA = 256, RB = 4096, WB = 64;
 struct Work { const uint32_t* base; uint32_t row_words; uint32_t tile; uint32_t c0, c1; };

@@ -9,32 +9,17 @@
 // cp.async.bulk stages per block (RS rows per stage, S stages, BPS blocks per SM).
 #include <cublas_v2.h>
 #include <cuda_fp16.h>
-#include <cstdio>
-#include <cstdint>
-#include <vector>
-#include <algorithm>
-#include <functional>
 
-#define CU(x) do { cudaError_t e_ = (x); if (e_ != cudaSuccess) { printf("CUDA %s at %d\n", cudaGetErrorString(e_), __LINE__); exit(1);} } while (0)
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "../graph_timer.h"
+
 constexpr int R = 4096, C = 4096, kW = 8;
 cudaStream_t st;
 
-double time_graph(int calls, const std::function<void(int)>& body) {
-  cudaGraph_t g; cudaGraphExec_t ge;
-  CU(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
-  for (int i = 0; i < calls; ++i) body(i);
-  CU(cudaStreamEndCapture(st, &g));
-  CU(cudaGraphInstantiate(&ge, g, 0));
-  CU(cudaGraphLaunch(ge, st)); CU(cudaStreamSynchronize(st));
-  cudaEvent_t a, b; CU(cudaEventCreate(&a)); CU(cudaEventCreate(&b));
-  std::vector<float> ms;
-  for (int r = 0; r < 7; ++r) {
-    CU(cudaEventRecord(a, st)); CU(cudaGraphLaunch(ge, st)); CU(cudaEventRecord(b, st)); CU(cudaEventSynchronize(b));
-    float t; CU(cudaEventElapsedTime(&t, a, b)); ms.push_back(t);
-  }
-  std::sort(ms.begin(), ms.end());
-  return ms[3] * 1000.0 / calls;
-}
+double time_graph(int calls, const std::function<void(int)>& body) { return bench::time_graph(st, calls, body); }
 
 __device__ __forceinline__ uint4 ldnc(const void* p) {
   uint4 v;
