@@ -50,6 +50,13 @@ struct DeltaSel {
   uint64_t max_v_len;     // largest v_len
   uint32_t max_p1_blocks; // largest p1_blocks_of (one-token phase-1 grid)
   uint32_t max_mma_items1;  // largest mma_items1 (the tensor-core batch kernel's phase-1 items per row)
+
+  // Batched: the descriptor of row r's delta in the table, or null (its slot outside [0, count)).
+  template <class Row>
+  __device__ __forceinline__ const DeltaDesc* slot_desc(Row r) const {
+    const int32_t s = row_slot[r];
+    return (s >= 0 && (uint32_t)s < count) ? table + s : nullptr;
+  }
 };
 
 #ifndef P1_ROWS_NARROW

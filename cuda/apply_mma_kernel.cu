@@ -59,11 +59,6 @@ struct MmaArgs {
 // phase 2's first staging ([4]) and its end ([5]).
 __device__ __forceinline__ void mark(const MmaArgs& a, int k) { trace_mark(a.trace, k); }
 
-__device__ __forceinline__ const DeltaDesc* slot_desc(const MmaArgs& a, uint32_t r) {
-  const int32_t s = a.sel.row_slot[r];
-  return (s >= 0 && (uint32_t)s < a.sel.count) ? a.sel.table + s : nullptr;
-}
-
 // Phase-1 item `it` of a row with delta d: band, first V̂ row j, and whether it is a tile.
 __device__ __forceinline__ bool item1_of(const DeltaDesc& d, uint32_t it, uint32_t& band, uint32_t& j, bool& tile) {
   for (uint32_t b = 0; b < d.n_bands; ++b) {
@@ -136,7 +131,7 @@ __global__ void __launch_bounds__(kMThreads, DC_MMA_MIN_BLOCKS) mma_batch_kernel
   const ColMap xmap{nullptr, 0, a.io.cols, a.io.cols};
   const uint32_t r1_first = lo1 / a.I1, r1_end = hi1 == lo1 ? r1_first : (hi1 - 1) / a.I1 + 1;
   for (uint32_t r = r1_first; r < r1_end; ++r) {
-    const DeltaDesc* dp = slot_desc(a, r);
+    const DeltaDesc* dp = a.sel.slot_desc(r);
     if (dp == nullptr) continue;  // uniform over the block
     const DeltaDesc& d = sdesc;
     const int rr[1] = {(int)r};
@@ -217,7 +212,7 @@ __global__ void __launch_bounds__(kMThreads, DC_MMA_MIN_BLOCKS) mma_batch_kernel
   // ---- phase 2 ----
   const uint32_t r2_first = lo2 / a.G, r2_end = hi2 == lo2 ? r2_first : (hi2 - 1) / a.G + 1;
   for (uint32_t r = r2_first; r < r2_end; ++r) {
-    const DeltaDesc* dp = slot_desc(a, r);
+    const DeltaDesc* dp = a.sel.slot_desc(r);
     if (dp == nullptr && a.io.accumulate) continue;  // uniform: nothing to add
     float down = 0.f;
     if (dp != nullptr) {

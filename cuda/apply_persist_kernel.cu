@@ -75,8 +75,7 @@ __device__ __forceinline__ void trace_at(const PersistArgs& a, int k) { trace_ma
 __device__ __forceinline__ const DeltaDesc* row_desc(const PersistArgs& a, uint32_t r) {
   const DeltaSel& sel = a.sel;
   if (sel.row_slot == nullptr) return &sel.one;  // parameter space, read in place (__grid_constant__)
-  const int32_t s = sel.row_slot[r];
-  return (s >= 0 && (uint32_t)s < sel.count) ? sel.table + s : nullptr;
+  return sel.slot_desc(r);
 }
 
 __device__ __forceinline__ uint32_t band_of(const DeltaDesc& d, uint32_t kv) {

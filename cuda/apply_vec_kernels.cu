@@ -54,9 +54,8 @@ __device__ __forceinline__ const DeltaDesc* desc_of(const VecArgs& a, int y) {
     src = &s.one;
 #endif
   } else {
-    const int32_t slot = s.row_slot[y];
-    if (slot < 0 || (uint32_t)slot >= s.count) return nullptr;
-    src = s.table + slot;
+    src = s.slot_desc(y);
+    if (src == nullptr) return nullptr;
 #if defined(DC_DESC_IN_PARAMS)
     return src;
 #endif
