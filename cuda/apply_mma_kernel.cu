@@ -18,11 +18,12 @@
 // (~0.05 per code, the group epilogue included): 90.4 µs against 143.7 µs on the H100 (same call).
 // Items are contiguous ranges per block as in the persistent kernel (each block stages one or two
 // rows of x); a phase-1 tile is cut into kParts work units so that a block's warps get near-equal
-// shares. What still limits it (trace, DELTACOME_GPU_PERSIST_TRACE=1): each warp waits on one
-// batch of loads at a time with 16 warps per SM, and the staging of t takes ~12k cycles after the
-// barrier. Measured and not kept: a bulk L2 prefetch of each block's items (106 vs 95 µs), a
-// prefetch of each warp's next phase-2 tile (92.3 vs 90.4 µs), registers for 3 blocks per SM (spills:
-// 110.8 vs 87.5 µs on an H200).
+// shares. What still limits it (ncu, seventh session): ~0.7 eligible warps per scheduler, 45 % of
+// the stalls on the long scoreboard, each warp's batch a chain of ~640 instructions — yet the
+// access pattern alone streams at 2.3 TB/s (bench/probes/batch_access.cu). Measured and not kept:
+// more codes in flight per warp (L2 or L1 prefetches, 8-chunk batches, per-warp cp.async rings in
+// shared memory: 92–115 µs against 90), registers for 3 blocks per SM (spills: 110.8 vs 87.5 µs on
+// an H200), a leaner group epilogue (no change).
 #include <algorithm>
 #include <mutex>
 
