@@ -442,6 +442,9 @@ __global__ void __launch_bounds__(kPThreads, kStaged ? DC_PERSIST_STAGED_MIN_BLO
     // as soon as it has no phase-1 item left: the block's output rows of x·Wᵀ (x_0 is staged) in
     // pieces of (4 rows, 1/kWParts of the columns) taken from a shared counter, so the warps
     // without phase-1 items start at once and the barrier's latency hides behind the stream.
+    // This stream already runs at ~2.3 TB/s (within 6 % of the best stand-alone GEMV,
+    // bench/probes/gemv_stream.cu); a ring of bulk copies instead of these loads delayed phase 1's
+    // own traffic and was slower (22.9–25.4 vs 20.8 µs, bench/RESULTS-h100.md, seventh session).
     const uint32_t p1_warps = min(hi1 - lo1, (uint32_t)kPWarps);
     if (warp < p1_warps) {
       __syncwarp();
