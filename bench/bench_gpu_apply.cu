@@ -50,9 +50,11 @@ int main(int argc, char** argv) {
   double torch_us = 0;
   bool profile = false;  // --profile: one M=1 apply and one 32-tenant batch, untimed (for ncu)
   bool profile_fused = false;  // --profile-fused: only the three M=1 applies, fused with the base layer
+  bool profile_m1 = false;     // --profile-m1: only the three M=1 applies, delta only (the trace keeps the last)
   for (int i = 1; i < argc; ++i) {
     if (!strcmp(argv[i], "--profile")) profile = true;
     if (!strcmp(argv[i], "--profile-fused")) profile = profile_fused = true;
+    if (!strcmp(argv[i], "--profile-m1")) profile = profile_m1 = true;
   }
   for (int i = 1; i + 1 < argc; ++i)
     if (!strcmp(argv[i], "--torch-us")) {
@@ -139,7 +141,7 @@ int main(int argc, char** argv) {
       ops->apply(dev, deltas[i], &p);
     }
     p.flags = 0;
-    if (!profile_fused) {  // (fused: the trace keeps the last persistent launch's clocks, so no batch after)
+    if (!profile_fused && !profile_m1) {  // (the trace keeps the last persistent launch's clocks: no batch after)
       void* pb = nullptr;
       ops->batch_create(dev, deltas.data(), 32, &pb);
       std::vector<int32_t> ps(32);

@@ -35,7 +35,8 @@ struct LaunchCfg {
 // kBarrierLines 128-byte lines, zeroed once.
 constexpr int kBarrierLines = 1;
 constexpr size_t kBarrierBytes = kBarrierLines * 128;
-constexpr int kTraceBlocks = 4096;  // diagnostics buffer: blocks traced (8 clocks each)
+constexpr int kTraceBlocks = 4096;  // diagnostics buffer: blocks traced (kTraceSlots clocks each)
+constexpr int kTraceSlots = 24;     // [0] globaltimer, [6] start clock, [1..5] phase marks, [8..23] extra marks
 
 // Which delta(s) a launch applies. Single delta (row_slot null, count 1): `one`, passed by value
 // as a kernel parameter so no block waits on a descriptor fetch before its first code load.
@@ -50,6 +51,7 @@ struct DeltaSel {
   uint64_t max_v_len;     // largest v_len
   uint32_t max_p1_blocks; // largest p1_blocks_of (one-token phase-1 grid)
   uint32_t max_mma_items1;  // largest mma_items1 (the tensor-core batch kernel's phase-1 items per row)
+  const DeltaDesc* one_dev = nullptr;  // single delta: the device copy of `one` (null: none; see persist_kernel)
 
   // Batched: the descriptor of row r's delta in the table, or null (its slot outside [0, count)).
   template <class Row>

@@ -57,7 +57,7 @@ struct MmaArgs {
 };
 
 // Diagnostics (trace_mark): after phase 1's first staging ([1]), phase 1 ([2]), the barrier ([3]),
-// phase 2's first staging ([4]) and its end ([5]).
+// phase 2's first staging ([4]) and its end ([5]); extra marks inside the first stagings ([8..12]).
 __device__ __forceinline__ void mark(const MmaArgs& a, int k) { trace_mark(a.trace, k); }
 
 // Phase-1 item `it` of a row with delta d: band, first V̂ row j, and whether it is a tile.
@@ -140,6 +140,7 @@ __global__ void __launch_bounds__(kMThreads, DC_MMA_MIN_BLOCKS) mma_batch_kernel
     copy_desc(&sdesc, dp);
     stage_rows(stage, (int)a.nbx, 0, a.io.x, a.io.xdt, a.io.ldx, rr, 1, xmap, a.xvec);
     __syncthreads();
+    if (first) mark(a, 11);  // x staged
     float down;
     const float up = scale_of(stage, (uint32_t)d.v_len, red, &down);
     stage_digits(stage, (uint32_t)d.v_len, up, dig, csum);
@@ -181,6 +182,7 @@ __global__ void __launch_bounds__(kMThreads, DC_MMA_MIN_BLOCKS) mma_batch_kernel
         }
       }
     }
+    if (r == r1_first) mark(a, 12);  // warp 0's work units of the first row done
     __syncthreads();
     // The tiles' parts summed in a fixed order (deterministic), scaled by σ, into t; and the
     // padding columns of t (read by phase 2's block sums) zeroed by the block holding item 0.
@@ -222,6 +224,7 @@ __global__ void __launch_bounds__(kMThreads, DC_MMA_MIN_BLOCKS) mma_batch_kernel
       copy_desc(&sdesc, dp);
       stage_t(stage, a.io.t + (uint64_t)r * a.io.ldt, a.nbt);
       __syncthreads();  // sdesc written
+      if (first) mark(a, 8);  // descriptor and t staged
       if (threadIdx.x == 0) {
         uint32_t w = 0, c = 0;
         for (uint32_t bb = 0; bb < d.n_bands; ++bb) {
@@ -236,7 +239,9 @@ __global__ void __launch_bounds__(kMThreads, DC_MMA_MIN_BLOCKS) mma_batch_kernel
         }
       }
       __syncthreads();
+      if (first) mark(a, 9);  // band offsets
       const float up = scale_of(stage, d.t_stride, red, &down);
+      if (first) mark(a, 10);  // scale
       for (uint32_t bb = 0; bb < d.n_bands; ++bb) {
         const BandDesc& bd = d.bands[bb];
         if (mma_band(bd.bits, bd.group_size))

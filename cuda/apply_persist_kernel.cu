@@ -69,7 +69,10 @@ struct PersistArgs {
                              // memory; 0: not staged, every code is read from global memory
 };
 
-// Diagnostics: marks after each phase ([1..5]; trace_mark).
+// Diagnostics: marks after each phase ([1..5]; trace_mark) and, finer, the staged single delta's
+// steps: descriptor in shared memory [14], copies issued [15], prologue done [8], x staged and V̂
+// in [9], warp 0's phase-1 items done [10], barrier arrival [11], t loaded [12], warp 0's phase-2
+// items done [13].
 __device__ __forceinline__ void trace_at(const PersistArgs& a, int k) { trace_mark(a.trace, k); }
 
 __device__ __forceinline__ const DeltaDesc* row_desc(const PersistArgs& a, uint32_t r) {
@@ -141,57 +144,91 @@ __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commi
 template <int N>
 __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory"); }
 
-// One piece: n words from global src to the staged area at word `at`, copied by warp
-// piece % kPWarps alone (lanes take 16, 8 or 4 bytes each, the widest the source's alignment
-// allows): the other warps only add its size, so a block's ~15 pieces cost each thread a few
-// instructions instead of a loop per piece. Advances the cursor to the next 16-byte aligned offset.
-struct PieceCursor {
-  uint32_t at = 0, piece = 0;
-};
-__device__ __forceinline__ void stage_piece(uint32_t* area, PieceCursor& c, const void* src, uint32_t n) {
-  const uint32_t lane = threadIdx.x % 32;
-  if ((c.piece++ % kPWarps) == threadIdx.x / 32 && n != 0) {
-    const uint32_t dst = (uint32_t)__cvta_generic_to_shared(area + c.at);
-    const char* s = static_cast<const char*>(src);
-    const uint32_t bytes = n * 4, al = (uint32_t)reinterpret_cast<uintptr_t>(s) | bytes;
-    if ((al & 15) == 0) {
-      for (uint32_t e = lane * 16; e < bytes; e += 32 * 16) cp_async(dst + e, s + e, 16);
-    } else if ((al & 7) == 0) {
-      for (uint32_t e = lane * 8; e < bytes; e += 32 * 8) cp_async(dst + e, s + e, 8);
-    } else {
-      for (uint32_t e = lane * 4; e < bytes; e += 32 * 4) cp_async(dst + e, s + e, 4);
-    }
+// One piece: n words from global src to shared memory at byte address dst, by the calling warp
+// (lanes take 16, 8 or 4 bytes each, the widest the source's alignment allows).
+__device__ __forceinline__ void copy_piece(uint32_t dst, const char* s, uint32_t n) {
+  const uint32_t lane = threadIdx.x % 32, bytes = n * 4, al = (uint32_t)reinterpret_cast<uintptr_t>(s) | bytes;
+  if ((al & 15) == 0) {
+    for (uint32_t e = lane * 16; e < bytes; e += 32 * 16) cp_async(dst + e, s + e, 16);
+  } else if ((al & 7) == 0) {
+    for (uint32_t e = lane * 8; e < bytes; e += 32 * 8) cp_async(dst + e, s + e, 8);
+  } else {
+    for (uint32_t e = lane * 4; e < bytes; e += 32 * 4) cp_async(dst + e, s + e, 4);
   }
-  c.at += (n + 3) & ~3u;
 }
 
 // Issues the copies of the block's pieces (phase-1 items [lo1, hi1), output rows [olo, ohi)) and
-// records where they go in tab (thread 0).
+// records where they go in tab (warp 0). Layout: the V̂ pieces of every band (codes, quantization
+// parameters, σ), then the Û pieces (codes, parameters), each rounded up to 16 bytes; piece
+// p = 5b + k (band b, kind k) is copied by warp p mod 8.
+// Why this shape (trace, eighth session): the descriptor lives in the launch's parameter space,
+// cold in the constant cache at every launch (~1.2k cycles per miss), and the walk over the bands
+// in program order, then a loop over every piece in every warp, took 3.3–3.5k cycles before the
+// last copy was issued. Here lane b reads band b's fields, for every band slot at once (not
+// waiting on n_bands: the unused slots are zero-filled by the host), the offsets are a prefix sum
+// over the lanes, and each warp fetches only its own pieces' addresses.
 __device__ __forceinline__ void stage_codes(const DeltaDesc& d, uint32_t* area, uint32_t lo1, uint32_t hi1, uint32_t olo,
                                             uint32_t ohi, StagedBand* tab) {
-  const bool rec = threadIdx.x == 0;
-  PieceCursor c;
-  for (uint32_t b = 0; b < d.n_bands; ++b) {
-    const BandDesc& bd = d.bands[b];
+  constexpr uint32_t kPieces = 5;  // per band: V̂ codes, V̂ parameters, σ, Û codes, Û parameters
+  const uint32_t lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const char* src[kPieces] = {};
+  uint32_t words[kPieces] = {}, jlo = 0;
+  if (lane < DC_MAX_BANDS) {
+    const BandDesc& bd = d.bands[lane];
     const uint32_t nr = bd.r1 - bd.r0;
-    const uint32_t jlo = lo1 > bd.t_off ? min(lo1 - bd.t_off, nr) : 0;
-    const uint32_t jhi = hi1 > bd.t_off ? min(hi1 - bd.t_off, nr) : 0;
-    if (rec) { tab[b].jlo = jlo; tab[b].v_codes = c.at; }
-    stage_piece(area, c, bd.v_codes + (uint64_t)jlo * bd.v_row_words, (jhi - jlo) * bd.v_row_words);
-    if (rec) tab[b].v_qp = c.at;
-    if (bd.bits != 16) stage_piece(area, c, bd.v_qp + (uint64_t)jlo * bd.v_row_groups, (jhi - jlo) * bd.v_row_groups);
-    if (rec) tab[b].sigma = c.at;
-    stage_piece(area, c, d.sigma + bd.r0 + jlo, jhi - jlo);
+    jlo = lo1 > bd.t_off ? min(lo1 - bd.t_off, nr) : 0;
+    const uint32_t jhi = hi1 > bd.t_off ? min(hi1 - bd.t_off, nr) : 0, nj = jhi - jlo, no = ohi - olo;
+    const bool q = bd.bits != 16;
+    src[0] = reinterpret_cast<const char*>(bd.v_codes + (uint64_t)jlo * bd.v_row_words);
+    src[1] = reinterpret_cast<const char*>(bd.v_qp + (uint64_t)jlo * bd.v_row_groups);
+    src[2] = reinterpret_cast<const char*>(d.sigma + bd.r0 + jlo);
+    src[3] = reinterpret_cast<const char*>(bd.u_codes + (uint64_t)olo * bd.u_row_words);
+    src[4] = reinterpret_cast<const char*>(bd.u_qp + (uint64_t)olo * bd.u_row_groups);
+    words[0] = nj * bd.v_row_words;
+    words[1] = q ? nj * bd.v_row_groups : 0u;
+    words[2] = nj;
+    words[3] = no * bd.u_row_words;
+    words[4] = q ? no * bd.u_row_groups : 0u;
   }
-  cp_async_commit();
-  for (uint32_t b = 0; b < d.n_bands; ++b) {
-    const BandDesc& bd = d.bands[b];
-    if (rec) tab[b].u_codes = c.at;
-    stage_piece(area, c, bd.u_codes + (uint64_t)olo * bd.u_row_words, (ohi - olo) * bd.u_row_words);
-    if (rec) tab[b].u_qp = c.at;
-    if (bd.bits != 16) stage_piece(area, c, bd.u_qp + (uint64_t)olo * bd.u_row_groups, (ohi - olo) * bd.u_row_groups);
+  const uint32_t nb = d.n_bands;
+  if (lane >= nb)
+#pragma unroll
+    for (uint32_t k = 0; k < kPieces; ++k) words[k] = 0;
+  uint32_t at[kPieces];
+  at[0] = 0;
+#pragma unroll
+  for (uint32_t k = 1; k < kPieces; ++k) at[k] = k == 3 ? 0u : at[k - 1] + ((words[k - 1] + 3) & ~3u);
+  const uint32_t vw = at[2] + ((words[2] + 3) & ~3u), uw = at[4] + ((words[4] + 3) & ~3u);
+  uint32_t vx = vw, ux = uw;  // inclusive prefix sums over the lanes (bands)
+#pragma unroll
+  for (int o = 1; o < DC_MAX_BANDS; o <<= 1) {
+    const uint32_t pv = __shfl_up_sync(0xffffffffu, vx, o), pu = __shfl_up_sync(0xffffffffu, ux, o);
+    if (lane >= (uint32_t)o) {
+      vx += pv;
+      ux += pu;
+    }
   }
-  cp_async_commit();
+  const uint32_t u_base = __shfl_sync(0xffffffffu, vx, DC_MAX_BANDS - 1) + ux - uw, v_base = vx - vw;
+#pragma unroll
+  for (uint32_t k = 0; k < kPieces; ++k) at[k] += k < 3 ? v_base : u_base;
+  if (warp == 0 && lane < nb) tab[lane] = StagedBand{at[0], at[1], at[2], at[3], at[4], jlo};
+  const uint32_t area_s = (uint32_t)__cvta_generic_to_shared(area);
+  // this warp's pieces: the V̂ ones first (the first commit group), then the Û ones
+#pragma unroll
+  for (int pass = 0; pass < 2; ++pass) {
+#pragma unroll 1
+    for (uint32_t p = warp; p < kPieces * nb; p += kPWarps) {
+      const uint32_t b = p / kPieces, k = p % kPieces;
+      if ((k < 3) != (pass == 0)) continue;
+      const uint32_t wv = k == 0 ? words[0] : k == 1 ? words[1] : k == 2 ? words[2] : k == 3 ? words[3] : words[4];
+      const uint32_t av = k == 0 ? at[0] : k == 1 ? at[1] : k == 2 ? at[2] : k == 3 ? at[3] : at[4];
+      const char* sv = k == 0 ? src[0] : k == 1 ? src[1] : k == 2 ? src[2] : k == 3 ? src[3] : src[4];
+      const uint32_t n = __shfl_sync(0xffffffffu, wv, b), dst = __shfl_sync(0xffffffffu, av, b);
+      const char* s = reinterpret_cast<const char*>(__shfl_sync(0xffffffffu, reinterpret_cast<unsigned long long>(sv), b));
+      if (n != 0) copy_piece(area_s + dst * 4, s, n);
+    }
+    cp_async_commit();
+  }
 }
 
 // x_0 (m = 1, 16-byte aligned rows, no column map) into the stage as stage_rows does, without its
@@ -324,6 +361,7 @@ __global__ void __launch_bounds__(kPThreads, kStaged ? DC_PERSIST_STAGED_MIN_BLO
     persist_kernel(const __grid_constant__ PersistArgs a) {
   extern __shared__ float4 dyn_smem[];
   __shared__ StagedBand tab[DC_MAX_BANDS];                    // where the staged pieces are
+  __shared__ DeltaDesc sdesc;  // staged: the delta's descriptor (see the prologue)
   __shared__ float tsum[kPWarps], ysum[kPWarps * kGroupRows];  // split items' sums (staged)
   __shared__ unsigned int p1_done, w_next;  // fused base: see after phase 1
   __shared__ BarrierTicket ticket;           // ... its grid-barrier arrival, by whichever warp made it
@@ -346,7 +384,21 @@ __global__ void __launch_bounds__(kPThreads, kStaged ? DC_PERSIST_STAGED_MIN_BLO
   // prologue (immutable delta data only): the block's codes into shared memory, or the first two
   // items of each phase into L2
   if (staged) {
-    stage_codes(a.sel.one, const_cast<uint32_t*>(codes), lo1, hi1, olo, ohi, tab);
+    // The descriptor into shared memory first, one word per thread from its device copy (one
+    // coalesced round trip): stage_codes and both phases read its fields again and again, and
+    // from the launch's parameter space each read of a new line was a constant-cache miss on the
+    // warp's critical path, one after another (3.3k cycles before the last copy was issued, and
+    // long-scoreboard stalls in the phases; trace and ncu, eighth session).
+    static_assert(sizeof(DeltaDesc) % 4 == 0 && sizeof(DeltaDesc) / 4 <= kPThreads, "descriptor in one pass");
+    if (threadIdx.x < sizeof(DeltaDesc) / 4) {
+      const uint32_t* src = a.sel.one_dev ? reinterpret_cast<const uint32_t*>(a.sel.one_dev)
+                                          : reinterpret_cast<const uint32_t*>(&a.sel.one);
+      reinterpret_cast<uint32_t*>(&sdesc)[threadIdx.x] = src[threadIdx.x];
+    }
+    __syncthreads();
+    trace_at(a, 14);
+    stage_codes(sdesc, const_cast<uint32_t*>(codes), lo1, hi1, olo, ohi, tab);
+    trace_at(a, 15);
   } else {
     for (uint32_t i = w1; i < hi1 && i < w1 + 2 * kPWarps; i += kPWarps) {
       const uint32_t r = i / a.T;
@@ -371,6 +423,7 @@ __global__ void __launch_bounds__(kPThreads, kStaged ? DC_PERSIST_STAGED_MIN_BLO
     ysum[threadIdx.x] = 0.f;
     if (threadIdx.x < kPWarps) tsum[threadIdx.x] = 0.f;
   }
+  trace_at(a, 8);  // copies issued
   pdl_allow_next();
   pdl_wait_prev();  // x, y and the scratch are the previous kernels' from here on
   trace_at(a, 1);
@@ -381,7 +434,7 @@ __global__ void __launch_bounds__(kPThreads, kStaged ? DC_PERSIST_STAGED_MIN_BLO
   // the base (m = 1) needs x_0 staged even in a block without phase-1 items
   const uint32_t r_first = a.io.W ? 0 : r1_first, r_end = a.io.W ? 1 : r1_end;
   for (uint32_t r = r_first; r < r_end; ++r) {
-    const DeltaDesc* dp = row_desc(a, (uint32_t)r);
+    const DeltaDesc* dp = staged ? &sdesc : row_desc(a, (uint32_t)r);
     if (dp == nullptr && a.io.W == nullptr) continue;  // uniform: no delta on this row
     const int rr[1] = {(int)r};
     __syncthreads();  // the previous row's readers are done with the stage
@@ -389,6 +442,7 @@ __global__ void __launch_bounds__(kPThreads, kStaged ? DC_PERSIST_STAGED_MIN_BLO
     else stage_rows(stage, (int)a.nbx, 0, a.io.x, a.io.xdt, a.io.ldx, rr, 1, xmap, a.xvec);
     if (staged) cp_async_wait<1>();  // this thread's V̂ pieces (the barrier below publishes everyone's)
     __syncthreads();
+    trace_at(a, 9);  // x staged, V̂ pieces in
     if (dp == nullptr) continue;
     const DeltaDesc& d = *dp;
     const uint32_t nblk_v = (uint32_t)((d.v_len + 31) / 32);
@@ -428,6 +482,7 @@ __global__ void __launch_bounds__(kPThreads, kStaged ? DC_PERSIST_STAGED_MIN_BLO
       }
     }
   }
+  trace_at(a, 10);  // warp 0's phase-1 items done
   if (a.io.W == nullptr) {
     if (split1 > 1) {  // staged: m = 1, one row
       __syncthreads();
@@ -435,6 +490,7 @@ __global__ void __launch_bounds__(kPThreads, kStaged ? DC_PERSIST_STAGED_MIN_BLO
     }
     trace_at(a, 2);
     const BarrierTicket tk = grid_arrive(a.barrier);  // this block's columns of t are written
+    trace_at(a, 11);  // arrived
     grid_wait(a.barrier, tk);                         // every column of t is written
   } else {
     // Fused base (m = 1, split1 = 1: warp w holds phase-1 items w, w + 8, …): the last phase-1
@@ -486,11 +542,12 @@ __global__ void __launch_bounds__(kPThreads, kStaged ? DC_PERSIST_STAGED_MIN_BLO
   // ---- phase 2 ----
   const uint32_t r2_first = staged ? 0 : lo2 / a.G, r2_end = staged ? 1 : hi2 == lo2 ? r2_first : (hi2 - 1) / a.G + 1;
   for (uint32_t r = r2_first; r < r2_end; ++r) {
-    const DeltaDesc* dp = row_desc(a, (uint32_t)r);
+    const DeltaDesc* dp = staged ? &sdesc : row_desc(a, (uint32_t)r);
     if (dp == nullptr && a.io.accumulate && a.io.W == nullptr) continue;  // uniform: nothing to add
     if (dp != nullptr) {
       __syncthreads();  // the previous row's readers are done with the stage
       stage_t(stage, a.io.t + (uint64_t)r * a.io.ldt, a.nbt);
+      trace_at(a, 12);  // t loaded
       if (staged) cp_async_wait<0>();  // this thread's Û pieces
       __syncthreads();
       trace_at(a, 4);
@@ -536,6 +593,7 @@ __global__ void __launch_bounds__(kPThreads, kStaged ? DC_PERSIST_STAGED_MIN_BLO
       }
     }
   }
+  trace_at(a, 13);  // warp 0's phase-2 items done
   if (split2 > 1) {  // staged: m = 1, one row; output rows [olo, ohi)
     __syncthreads();
     if (threadIdx.x < ohi - olo) {

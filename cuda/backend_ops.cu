@@ -77,21 +77,33 @@ void device_close(void* p) {
   select_device(dev->ordinal);
   cudaDeviceSynchronize();
   if (dev->trace) {  // diagnostics (DELTACOME_GPU_PERSIST_TRACE=1): the last single m = 1 launch
-    std::vector<unsigned long long> h(kTraceBlocks * 8);
+    std::vector<unsigned long long> h(kTraceBlocks * kTraceSlots);
     cudaMemcpy(h.data(), dev->trace, h.size() * 8, cudaMemcpyDeviceToHost);
+    auto at = [&](int b, int k) { return h[(size_t)b * kTraceSlots + k]; };
     unsigned long long g0 = ~0ull, g1 = 0;
     int n = 0;
     for (int b = 0; b < kTraceBlocks; ++b)
-      if (h[b * 8]) { g0 = std::min(g0, h[b * 8]); g1 = std::max(g1, h[b * 8]); ++n; }
+      if (at(b, 0)) { g0 = std::min(g0, at(b, 0)); g1 = std::max(g1, at(b, 0)); ++n; }
     fprintf(stderr, "persist trace: %d blocks, start skew %.2f us (globaltimer)\n", n, (g1 - g0) / 1e3);
+    auto line = [&](const char* name, std::vector<double> v) {
+      std::sort(v.begin(), v.end());
+      if (!v.empty())
+        fprintf(stderr, "  %-32s cycles min %.0f median %.0f max %.0f\n", name, v.front(), v[v.size() / 2], v.back());
+    };
     const char* names[] = {"", "prologue+pdl", "phase 1 (x staged, t written)", "barrier (+ base rows, fused)", "t staged", "phase 2 end"};
     for (int k = 1; k <= 5; ++k) {
       std::vector<double> v;
       for (int b = 0; b < kTraceBlocks; ++b)
-        if (h[b * 8]) v.push_back((double)(h[b * 8 + k] - h[b * 8 + k - 1 + (k == 1 ? 6 : 0)]));
-      std::sort(v.begin(), v.end());
-      if (!v.empty())
-        fprintf(stderr, "  %-32s cycles min %.0f median %.0f max %.0f\n", names[k], v.front(), v[v.size() / 2], v.back());
+        if (at(b, 0)) v.push_back((double)(at(b, k) - at(b, k == 1 ? 6 : k - 1)));
+      line(names[k], v);
+    }
+    for (int k = 8; k < kTraceSlots; ++k) {  // extra marks (trace_mark k >= 8): cycles since the block's start
+      std::vector<double> v;
+      for (int b = 0; b < kTraceBlocks; ++b)
+        if (at(b, 0) && at(b, k)) v.push_back((double)(at(b, k) - at(b, 6)));
+      char name[32];
+      snprintf(name, sizeof name, "extra mark %d (since start)", k);
+      line(name, v);
     }
     cudaFree(dev->trace);
   }
@@ -161,8 +173,8 @@ dc_status device_open(void** out, int32_t device, int32_t /*num_threads*/) {
   if (const char* pc = getenv("DELTACOME_GPU_PERSIST_COMPACT")) dev->persist_compact = atoi(pc) != 0;
   dev->stage_codes = !env_flag("DELTACOME_GPU_PERSIST_NO_STAGE");
   if (const char* wp = getenv("DELTACOME_GPU_PERSIST_WPARTS")) dev->persist_wparts = (unsigned)atoi(wp);
-  if (env_flag("DELTACOME_GPU_PERSIST_TRACE") && cudaMalloc(&dev->trace, kTraceBlocks * 8 * 8) == cudaSuccess)
-    cudaMemset(dev->trace, 0, kTraceBlocks * 8 * 8);
+  if (env_flag("DELTACOME_GPU_PERSIST_TRACE") && cudaMalloc(&dev->trace, kTraceBlocks * kTraceSlots * 8) == cudaSuccess)
+    cudaMemset(dev->trace, 0, kTraceBlocks * kTraceSlots * 8);
   if (!env_flag("DELTACOME_GPU_NO_FUSED")) {
     e = cudaMalloc(&dev->barrier, kBarrierBytes);
     if (e == cudaSuccess) e = cudaMemset(dev->barrier, 0, kBarrierBytes);
@@ -452,7 +464,8 @@ dc_status apply(void* devp, const void* dp, const dc_apply_params* p) {
     if (d.kind == DC_KIND_LOWRANK && p->m > (uint64_t)kMaxTokens && p->workspace &&
         p->workspace_bytes >= prefill_layout(d, p->m).total)
       return apply_prefill(dev, d, p, s, ldx, ldy, ldb);
-    const DeltaSel sel{d, nullptr, 1, nullptr, d.kind == DC_KIND_LOWRANK ? d.t_stride : 0, d.v_len, p1_blocks_of(d)};
+    DeltaSel sel{d, nullptr, 1, nullptr, d.kind == DC_KIND_LOWRANK ? d.t_stride : 0, d.v_len, p1_blocks_of(d)};
+    sel.one_dev = gd->ddesc;
     for (uint64_t i0 = 0; i0 < p->m; i0 += kMaxTokens) {
       const uint64_t n = p->m - i0 < (uint64_t)kMaxTokens ? p->m - i0 : (uint64_t)kMaxTokens;
       const void* x = static_cast<const char*>(p->x) + i0 * ldx * xes;

@@ -33,10 +33,11 @@ struct ItemSplit {
 
 // Diagnostics (DELTACOME_GPU_PERSIST_TRACE=1; trace null otherwise): thread 0 of each block
 // records its start time (globaltimer, [0]) and the SM clock at its start ([6]) and at the
-// kernel's marks k = 1..5 ([k]); device_close prints the spread over blocks.
+// kernel's marks k = 1..5 ([k]) and extra marks k = 8..23 (finer steps, where a kernel sets them);
+// device_close prints the spread over blocks.
 __device__ __forceinline__ void trace_mark(unsigned long long* trace, int k) {
   if (trace == nullptr || threadIdx.x != 0 || blockIdx.x >= (unsigned)kTraceBlocks) return;
-  unsigned long long* t = trace + blockIdx.x * 8;
+  unsigned long long* t = trace + blockIdx.x * kTraceSlots;
   if (k == 0) {
     unsigned long long g;
     asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(g));
