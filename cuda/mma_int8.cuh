@@ -86,7 +86,12 @@ __device__ __forceinline__ float digit_scale(uint32_t m, float* down) {
 // (shuffles inside); the caller synchronises before the digits are read.
 __device__ __forceinline__ void stage_digits(const float* src, uint32_t n, float up, uint32_t* dig, float* csum) {
   const uint32_t chunks = mma_chunks(n), units = chunks * 8;  // unit = (chunk, q, s)
-  for (uint32_t u0 = 0; u0 < units; u0 += blockDim.x) {  // same trip count in every thread (shuffles)
+  for (uint32_t u0 = 0; u0 < units; u0 += blockDim.x) {  // same trip count in every lane of a warp (shuffles)
+    // A warp without units skips the pass: with t's short bands (1 and 8 chunks at the default
+    // allocation) most warps have none, and their ~200 predicated-off instructions per pass took
+    // issue slots from the warps that do (the batch kernel's phase-2 staging: 6.6k cycles for two
+    // bands, trace, eighth session).
+    if (u0 + (threadIdx.x & ~31u) >= units) continue;
     const uint32_t u = u0 + threadIdx.x;
     const uint32_t c = u / 8, qs = u % 8;  // qs = 2q + s: elements 128c + 16·qs + i, i = 4e + j
     const uint32_t k0 = c * kMmaChunk + 16 * qs;
