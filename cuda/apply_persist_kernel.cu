@@ -44,10 +44,11 @@ constexpr int kPThreads = 256;
 constexpr int kPWarps = kPThreads / 32;
 constexpr int kGroupRows = 32 / kRowLanesV;  // output rows of one phase-2 item (one warp)
 constexpr size_t kPSmemLimit = 100 * 1024;   // two blocks per SM fit next to L1
-// Blocks per SM the staged (m = 1) instance's registers are sized for (build-time tuning; the host
-// sizes the grid from the occupancy query either way). 2: up to 128 registers per thread. 3
-// (sm_90 ptxas: 80 registers, no spills) gives 24 warps per SM — shorter chains per warp at
-// decode sizes; not yet measured (bench/RESULTS-h100.md). The other instances spill at 3.
+// Blocks per SM the staged (m = 1) instance's registers are sized for (build-time tuning; the grid
+// comes from the non-staged instance's occupancy, 2 per SM). 2: up to 128 registers per thread.
+// Measured on the H100 (bench/RESULTS-h100.md, eighth session): 3 (80 registers) 11.98–12.02 µs and
+// 4 (64 registers, small spills) 11.43 µs against 11.47 µs, fused slower with both — the spare
+// room for the next launch's blocks under PDL bought nothing. The other instances spill at 3.
 #ifndef DC_PERSIST_STAGED_MIN_BLOCKS
 #  define DC_PERSIST_STAGED_MIN_BLOCKS 2
 #endif
@@ -501,6 +502,9 @@ __global__ void __launch_bounds__(kPThreads, kStaged ? DC_PERSIST_STAGED_MIN_BLO
     // This stream already runs at ~2.3 TB/s (within 6 % of the best stand-alone GEMV,
     // bench/probes/gemv_stream.cu); a ring of bulk copies instead of these loads delayed phase 1's
     // own traffic and was slower (22.9–25.4 vs 20.8 µs, bench/RESULTS-h100.md, seventh session).
+    // Phase 2 as dynamic units taken by the warps that leave the stream first (t staged by the
+    // first of them, no block barrier in between) hid little: 20.27–20.37 against 20.43–20.48 µs
+    // (eighth session) — with ~2 base pieces per warp the first warp leaves late.
     const uint32_t p1_warps = min(hi1 - lo1, (uint32_t)kPWarps);
     if (warp < p1_warps) {
       __syncwarp();

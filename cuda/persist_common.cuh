@@ -86,6 +86,8 @@ struct BarrierTicket {
 // arrival, the poll that sees the flip); the two-level tree it replaced (16 sub-counters, a top
 // counter, a generation word, each reset by its last arrival behind a fence) took four plus the
 // fences: delta-only M=1 11.24–11.33 µs against 12.32–12.46 µs on the H100 (bench/RESULTS-h100.md).
+// An arrival without the answer (a reduction, the generation read earlier) saves the last block one
+// round trip but measured within noise (10.79–10.82 against 10.84–10.86 µs, eighth session).
 //
 // grid_arrive_thread: the block's arrival, by one thread, after every write of the block that the
 // barrier must publish is ordered before it (__syncthreads, or a __threadfence by each writer
