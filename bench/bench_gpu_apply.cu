@@ -3,6 +3,9 @@
 // copies totalling > 200 MB, so each call reads cold (HBM) data; the time per call is the graph's
 // time divided by the calls in it (launch overhead amortised by the graph, not hidden by L2).
 // Usage: bench_gpu_apply [--torch-us FILE]  (FILE: µs of bench/torch_baseline.py for the same delta)
+//        bench_gpu_apply --profile | --profile-m1 | --profile-fused  (untimed runs for ncu or for
+//        DELTACOME_GPU_PERSIST_TRACE=1: three M=1 applies then a 32-tenant batch, three delta-only
+//        M=1 applies, or three fused M=1 applies; the trace prints the last persistent launch)
 #include <algorithm>
 #include <functional>
 #include <vector>
