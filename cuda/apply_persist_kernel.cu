@@ -264,15 +264,6 @@ __device__ __forceinline__ void stage_row0(float* xs, uint32_t nb, const void* x
   }
 }
 
-// 16 bytes of a streamed-once array (the base weights): read-only path, not kept in L1.
-__device__ __forceinline__ uint4 ld_stream16(const void* p) {
-  uint4 v;
-  asm("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
-      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-      : "l"(p));
-  return v;
-}
-
 // Σ over columns [c0, c1) of base row `wrow` times the staged x (kRowLanesV lanes per row).
 // Vector path: c0, c1 multiples of 8, eight 16-byte loads per lane in flight.
 __device__ __forceinline__ float base_row_part(const PersistArgs& a, const char* wrow, const float* xs, uint64_t c0,

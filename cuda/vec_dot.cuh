@@ -29,6 +29,28 @@ __device__ __forceinline__ void prefetch_l2(const void* p) {
 #endif
 }
 
+// 16, 8 or 4 bytes of an array read once per launch (the base weights, a batch's band codes):
+// read-only path, not kept in L1, which keeps what is read again (CUDA only: inline PTX).
+#if !defined(DC_USE_HIP)
+__device__ __forceinline__ uint4 ld_stream16(const void* p) {
+  uint4 v;
+  asm("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+      : "l"(p));
+  return v;
+}
+__device__ __forceinline__ uint2 ld_stream8(const void* p) {
+  uint2 v;
+  asm("ld.global.nc.L1::no_allocate.v2.u32 {%0, %1}, [%2];" : "=r"(v.x), "=r"(v.y) : "l"(p));
+  return v;
+}
+__device__ __forceinline__ uint32_t ld_stream4(const void* p) {
+  uint32_t v;
+  asm("ld.global.nc.L1::no_allocate.u32 %0, [%1];" : "=r"(v) : "l"(p));
+  return v;
+}
+#endif
+
 constexpr int kRowLanesV = 8;  // lanes per output row (32 measured slower on the H100: RESULTS-h100.md)
 
 // c − z for one code field (see code_at): the FMA that removes the 2^23 bias also subtracts z.
