@@ -39,7 +39,9 @@ constexpr int kTraceBlocks = 4096;  // diagnostics buffer: blocks traced (kTrace
 constexpr int kTraceSlots = 24;     // [0] globaltimer, [6] start clock, [1..5] phase marks, [8..23] extra marks
 
 // Which delta(s) a launch applies. Single delta (row_slot null, count 1): `one`, passed by value
-// as a kernel parameter so no block waits on a descriptor fetch before its first code load.
+// as a kernel parameter so no block waits on a descriptor fetch before its first code load — except
+// the staged m = 1 kernel, which copies `one_dev` into shared memory first: it reads the fields so
+// often that the parameter space's cold constant-cache lines cost more (bench/RESULTS-h100.md).
 // Batched (row_slot non-null): table[row_slot[i]] for row i (device table; slots outside
 // [0, count): no delta). count 0: no delta at all (a GEMV).
 struct DeltaSel {
@@ -51,7 +53,8 @@ struct DeltaSel {
   uint64_t max_v_len;     // largest v_len
   uint32_t max_p1_blocks; // largest p1_blocks_of (one-token phase-1 grid)
   uint32_t max_mma_items1;  // largest mma_items1 (the tensor-core batch kernel's phase-1 items per row)
-  const DeltaDesc* one_dev = nullptr;  // single delta: the device copy of `one` (null: none; see persist_kernel)
+  const DeltaDesc* one_dev = nullptr;  // single delta: the device copy of `one` (the staged m = 1 kernel
+                                       // reads it; null: that kernel is not used)
 
   // Batched: the descriptor of row r's delta in the table, or null (its slot outside [0, count)).
   template <class Row>

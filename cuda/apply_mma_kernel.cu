@@ -96,15 +96,6 @@ __device__ __forceinline__ float scale_of(const float* whole, uint32_t span, uin
   return digit_scale(m, down);
 }
 
-// The row's descriptor into shared memory (every thread; the caller synchronises): the item and
-// band walks read it many times per item, and from global memory each read is a dependent L1/L2
-// round trip on the warp's critical path.
-__device__ __forceinline__ void copy_desc(DeltaDesc* dst, const DeltaDesc* src) {
-  static_assert(sizeof(DeltaDesc) % 4 == 0, "descriptor copied in words");
-  for (uint32_t k = threadIdx.x; k < sizeof(DeltaDesc) / 4; k += blockDim.x)
-    reinterpret_cast<uint32_t*>(dst)[k] = reinterpret_cast<const uint32_t*>(src)[k];
-}
-
 #ifndef DC_MMA_MIN_BLOCKS
 #  define DC_MMA_MIN_BLOCKS 2  // resident blocks per SM the registers are sized for (build-time tuning)
 #endif

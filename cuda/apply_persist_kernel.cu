@@ -376,17 +376,11 @@ __global__ void __launch_bounds__(kPThreads, kStaged ? DC_PERSIST_STAGED_MIN_BLO
   // prologue (immutable delta data only): the block's codes into shared memory, or the first two
   // items of each phase into L2
   if (staged) {
-    // The descriptor into shared memory first, one word per thread from its device copy (one
-    // coalesced round trip): stage_codes and both phases read its fields again and again, and
-    // from the launch's parameter space each read of a new line was a constant-cache miss on the
+    // The descriptor into shared memory first, from its device copy (one coalesced round trip):
+    // read from the launch's parameter space, each new line was a constant-cache miss on the
     // warp's critical path, one after another (3.3k cycles before the last copy was issued, and
     // long-scoreboard stalls in the phases; trace and ncu, eighth session).
-    static_assert(sizeof(DeltaDesc) % 4 == 0 && sizeof(DeltaDesc) / 4 <= kPThreads, "descriptor in one pass");
-    if (threadIdx.x < sizeof(DeltaDesc) / 4) {
-      const uint32_t* src = a.sel.one_dev ? reinterpret_cast<const uint32_t*>(a.sel.one_dev)
-                                          : reinterpret_cast<const uint32_t*>(&a.sel.one);
-      reinterpret_cast<uint32_t*>(&sdesc)[threadIdx.x] = src[threadIdx.x];
-    }
+    copy_desc(&sdesc, a.sel.one_dev);
     __syncthreads();
     trace_at(a, 14);
     stage_codes(sdesc, const_cast<uint32_t*>(codes), lo1, hi1, olo, ohi, tab);
@@ -693,7 +687,7 @@ cudaError_t launch_persist(const LaunchCfg& c, const DeltaSel& s, const RowsArgs
   // next to the stage without costing residency; the codes start 16-byte aligned (smem is a
   // multiple of 16: pitch 144 bytes, base sums 16 per item).
   size_t smem_launch = smem;
-  if (c.stage_codes && s.row_slot == nullptr && r.m == 1) {
+  if (c.stage_codes && s.row_slot == nullptr && s.one_dev != nullptr && r.m == 1) {
     const uint64_t per1 = (n1 + blocks - 1) / blocks, rows2 = (n2 + blocks - 1) / blocks * kGroupRows;
     const size_t with = smem + (size_t)staged_words(s.one, per1, rows2) * 4;
     int occ2 = 0;
