@@ -162,19 +162,18 @@ __device__ __forceinline__ void copy_piece(uint32_t dst, const char* s, uint32_t
 // records where they go in tab (warp 0). Layout: the V̂ pieces of every band (codes, quantization
 // parameters, σ), then the Û pieces (codes, parameters), each rounded up to 16 bytes; piece
 // p = 5b + k (band b, kind k) is copied by warp p mod 8.
-// Why this shape (trace, eighth session): the descriptor lives in the launch's parameter space,
-// cold in the constant cache at every launch (~1.2k cycles per miss), and the walk over the bands
-// in program order, then a loop over every piece in every warp, took 3.3–3.5k cycles before the
-// last copy was issued. Here lane b reads band b's fields, for every band slot at once (not
-// waiting on n_bands: the unused slots are zero-filled by the host), the offsets are a prefix sum
+// Why this shape (trace, eighth session): a walk over the bands in program order, then a loop over
+// every piece in every warp, took 3.3–3.5k cycles before the last copy was issued. Here lane b
+// computes band b's pieces (d is the block's shared-memory copy), the offsets are a prefix sum
 // over the lanes, and each warp fetches only its own pieces' addresses.
 __device__ __forceinline__ void stage_codes(const DeltaDesc& d, uint32_t* area, uint32_t lo1, uint32_t hi1, uint32_t olo,
                                             uint32_t ohi, StagedBand* tab) {
   constexpr uint32_t kPieces = 5;  // per band: V̂ codes, V̂ parameters, σ, Û codes, Û parameters
   const uint32_t lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const uint32_t nb = d.n_bands;
   const char* src[kPieces] = {};
-  uint32_t words[kPieces] = {}, jlo = 0;
-  if (lane < DC_MAX_BANDS) {
+  uint32_t words[kPieces] = {}, jlo = 0;  // lanes ≥ nb: no pieces
+  if (lane < nb) {
     const BandDesc& bd = d.bands[lane];
     const uint32_t nr = bd.r1 - bd.r0;
     jlo = lo1 > bd.t_off ? min(lo1 - bd.t_off, nr) : 0;
@@ -191,10 +190,6 @@ __device__ __forceinline__ void stage_codes(const DeltaDesc& d, uint32_t* area, 
     words[3] = no * bd.u_row_words;
     words[4] = q ? no * bd.u_row_groups : 0u;
   }
-  const uint32_t nb = d.n_bands;
-  if (lane >= nb)
-#pragma unroll
-    for (uint32_t k = 0; k < kPieces; ++k) words[k] = 0;
   uint32_t at[kPieces];
   at[0] = 0;
 #pragma unroll
@@ -221,9 +216,16 @@ __device__ __forceinline__ void stage_codes(const DeltaDesc& d, uint32_t* area, 
     for (uint32_t p = warp; p < kPieces * nb; p += kPWarps) {
       const uint32_t b = p / kPieces, k = p % kPieces;
       if ((k < 3) != (pass == 0)) continue;
-      const uint32_t wv = k == 0 ? words[0] : k == 1 ? words[1] : k == 2 ? words[2] : k == 3 ? words[3] : words[4];
-      const uint32_t av = k == 0 ? at[0] : k == 1 ? at[1] : k == 2 ? at[2] : k == 3 ? at[3] : at[4];
-      const char* sv = k == 0 ? src[0] : k == 1 ? src[1] : k == 2 ? src[2] : k == 3 ? src[3] : src[4];
+      // piece k of lane b (k selected without indexing the arrays at run time: they stay in registers)
+      uint32_t wv = words[0], av = at[0];
+      const char* sv = src[0];
+#pragma unroll
+      for (uint32_t kk = 1; kk < kPieces; ++kk)
+        if (k == kk) {
+          wv = words[kk];
+          av = at[kk];
+          sv = src[kk];
+        }
       const uint32_t n = __shfl_sync(0xffffffffu, wv, b), dst = __shfl_sync(0xffffffffu, av, b);
       const char* s = reinterpret_cast<const char*>(__shfl_sync(0xffffffffu, reinterpret_cast<unsigned long long>(sv), b));
       if (n != 0) copy_piece(area_s + dst * 4, s, n);
