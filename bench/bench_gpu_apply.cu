@@ -51,7 +51,7 @@ struct Row {
 
 int main(int argc, char** argv) {
   double torch_us = 0;
-  bool profile = false;  // --profile: one M=1 apply and one 32-tenant batch, untimed (for ncu)
+  bool profile = false;  // --profile: three M=1 applies and one 32-tenant batch, untimed (for ncu)
   bool profile_fused = false;  // --profile-fused: only the three M=1 applies, fused with the base layer
   bool profile_m1 = false;     // --profile-m1: only the three M=1 applies, delta only (the trace keeps the last)
   for (int i = 1; i < argc; ++i) {
