@@ -57,7 +57,7 @@ struct MmaArgs {
 };
 
 // Diagnostics (trace_mark): after phase 1's first staging ([1]), phase 1 ([2]), the barrier ([3]),
-// phase 2's first staging ([4]) and its end ([5]); extra marks inside the first stagings ([8..12]).
+// phase 2's first staging ([4]) and its end ([5]); extra marks inside the first stagings ([8], [10..12]).
 __device__ __forceinline__ void mark(const MmaArgs& a, int k) { trace_mark(a.trace, k); }
 
 // Phase-1 item `it` of a row with delta d: band, first V̂ row j, and whether it is a tile.
@@ -229,14 +229,20 @@ __global__ void __launch_bounds__(kMThreads, DC_MMA_MIN_BLOCKS) mma_batch_kernel
           }
         }
       }
-      __syncthreads();
-      if (first) mark(a, 9);  // band offsets
+      // (scale_of's first block barrier publishes dig_at and sum_at)
       const float up = scale_of(stage, d.t_stride, red, &down);
       if (first) mark(a, 10);  // scale
-      for (uint32_t bb = 0; bb < d.n_bands; ++bb) {
+      // every tensor-core band's chunks at once, a warp per chunk (sum_at: the chunks before band bb)
+      for (uint32_t gc = warp;; gc += kMWarps) {
+        uint32_t bb = 0;
+        for (; bb < d.n_bands; ++bb)
+          if (mma_band(d.bands[bb].bits, d.bands[bb].group_size) && gc < sum_at[bb] + mma_chunks(d.bands[bb].r1 - d.bands[bb].r0))
+            break;
+        if (bb == d.n_bands) break;  // past the last band's chunks
         const BandDesc& bd = d.bands[bb];
-        if (mma_band(bd.bits, bd.group_size))
-          stage_digits(stage + (bd.t_off / 32) * kPitch, bd.r1 - bd.r0, up, dig + dig_at[bb], csum + sum_at[bb]);
+        const uint32_t nr = bd.r1 - bd.r0;
+        stage_digit_chunk(stage + (bd.t_off / 32) * kPitch, nr, gc - sum_at[bb], mma_chunks(nr), up, dig + dig_at[bb],
+                          csum + sum_at[bb]);
       }
       __syncthreads();
       if (first) mark(a, 4);

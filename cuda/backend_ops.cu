@@ -2,8 +2,14 @@
 // dc_backend_module_get. The core library dlopens this module; nothing here links the core.
 //
 // Apply paths (dc_apply_delta_linear):
-//   m ≤ 64       : phase 1 (x·V̂ ⊙ σ into the device's t scratch) + phase 2 (t·Ûᵀ, fused with the
-//                  base GEMV under DC_APPLY_INCLUDE_BASE): two launches, no allocation.
+//   m = 1        : the persistent kernel (apply_persist_kernel.cu), one launch, with the base GEMV
+//                  fused under DC_APPLY_INCLUDE_BASE; no allocation.
+//   1 < m ≤ 64   : the base (cuBLAS) if asked, then the tensor-core batch kernel
+//                  (apply_mma_kernel.cu) with every row in slot 0 of a one-delta table: 52 µs at
+//                  m = 16 and 125 µs at m = 64 against 71 and 243 µs on the persistent kernel
+//                  (4096², H100, bench/RESULTS-h100.md, ninth session). Where neither runs (HIP,
+//                  act-order, shard offsets, BitDelta): phase 1 (x·V̂ ⊙ σ into the device's t
+//                  scratch) + phase 2 (t·Ûᵀ, with the base GEMV), two launches.
 //   m > 64       : with a workspace of dc_apply_workspace_size bytes, Û and V̂ are dequantized into
 //                  it and two GEMMs run (cuBLAS tensor cores, or the portable tiled GEMM on HIP);
 //                  without one, the fused path runs in chunks of 64 rows (correct, slower).
@@ -97,6 +103,18 @@ void device_close(void* p) {
         if (at(b, 0)) v.push_back((double)(at(b, k) - at(b, k == 1 ? 6 : k - 1)));
       line(names[k], v);
     }
+    {  // the barrier waits for the last block: phase 1's end since the block's start, the slowest blocks
+      std::vector<std::pair<double, int>> e;
+      for (int b = 0; b < kTraceBlocks; ++b)
+        if (at(b, 0)) e.push_back({(double)(at(b, 2) - at(b, 6)), b});
+      std::sort(e.begin(), e.end());
+      if (!e.empty()) {
+        fprintf(stderr, "  phase 1 end since start: p10 %.0f median %.0f p90 %.0f max %.0f; slowest blocks:",
+                e[e.size() / 10].first, e[e.size() / 2].first, e[e.size() * 9 / 10].first, e.back().first);
+        for (size_t i = e.size() > 6 ? e.size() - 6 : 0; i < e.size(); ++i) fprintf(stderr, " %d (%.0f)", e[i].second, e[i].first);
+        fprintf(stderr, "\n");
+      }
+    }
     for (int k = 8; k < kTraceSlots; ++k) {  // extra marks (trace_mark k >= 8): cycles since the block's start
       std::vector<double> v;
       for (int b = 0; b < kTraceBlocks; ++b)
@@ -115,6 +133,7 @@ void device_close(void* p) {
 #endif
   cudaFree(dev->t_scratch);
   cudaFree(dev->barrier);
+  cudaFree(dev->slot_zero);
   if (dev->upload_done) cudaEventDestroy(dev->upload_done);
   cudaFreeHost(dev->pinned);
   delete dev;
@@ -169,6 +188,7 @@ dc_status device_open(void** out, int32_t device, int32_t /*num_threads*/) {
   dev->coop = !env_flag("DELTACOME_GPU_NO_COOP");
   dev->persist_multi = !env_flag("DELTACOME_GPU_TILED");
   dev->mma_batch = prop.major >= 8 && !env_flag("DELTACOME_GPU_NO_MMA");  // integer mma.sync: sm_80+
+  dev->mma_multi = dev->mma_batch && !env_flag("DELTACOME_GPU_NO_MMA_MULTI");
   if (const char* pb = getenv("DELTACOME_GPU_PERSIST_BLOCKS")) dev->persist_blocks = (unsigned)atoi(pb);
   if (const char* pc = getenv("DELTACOME_GPU_PERSIST_COMPACT")) dev->persist_compact = atoi(pc) != 0;
   dev->stage_codes = !env_flag("DELTACOME_GPU_PERSIST_NO_STAGE");
@@ -181,6 +201,12 @@ dc_status device_open(void** out, int32_t device, int32_t /*num_threads*/) {
     if (e != cudaSuccess) {
       device_close(dev);
       return gpu_fail(e, "allocating the grid-barrier counter");
+    }
+    e = cudaMalloc(&dev->slot_zero, kMaxTokens * sizeof(int32_t));
+    if (e == cudaSuccess) e = cudaMemset(dev->slot_zero, 0, kMaxTokens * sizeof(int32_t));
+    if (e != cudaSuccess) {
+      device_close(dev);
+      return gpu_fail(e, "allocating the slot table of single applies");
     }
     dev->fused = true;
   }
@@ -488,6 +514,21 @@ dc_status apply(void* devp, const void* dp, const dc_apply_params* p) {
       a.alpha_w = 1.f;
       a.scale = p->scale;
       a.accumulate = !with_base;  // with the base, y = x·Wᵀ + delta (y's old value is not read)
+      if (dev->fused && dev->mma_multi && n > 1 && d.kind == DC_KIND_LOWRANK && mma_items1(d) > 0 &&
+          persist_supported(sel, without_base(a))) {
+        // Several rows of one delta: the tensor-core batch kernel with every row in slot 0 of a
+        // one-entry table (the delta's device descriptor). Each row still decodes the codes, but
+        // from L2 after the first, at ~0.05 instructions per code instead of ~3.
+        if (a.W) {
+          const dc_status st = base_layer(dev, c, a);
+          if (st != DC_OK) return st;
+          a = without_base(a);
+        }
+        DeltaSel ms{DeltaDesc{}, gd->ddesc, 1, dev->slot_zero, d.t_stride, d.v_len, p1_blocks_of(d), mma_items1(d)};
+        const cudaError_t e = launch_persist_mma(c, ms, a, dev->barrier, dev->sms);
+        if (e == cudaSuccess) continue;
+        if (e != cudaErrorNotSupported) return gpu_fail(e, "tensor-core apply kernel");
+      }
       if (dev->fused && (n == 1 || dev->persist_multi) && persist_supported(sel, a.W && n > 1 ? without_base(a) : a)) {
         // one launch (apply_persist_kernel.cu); with several rows the base is one GEMV first
         if (a.W && n > 1) {

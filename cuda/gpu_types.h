@@ -15,6 +15,8 @@ struct GpuDevice {
   bool persist_multi = true;   // ... also for one delta at 1 < m ≤ 64 (DELTACOME_GPU_TILED=1: tiled kernels)
   bool coop = true;            // ... launched cooperatively (DELTACOME_GPU_NO_COOP=1: plain launch)
   bool mma_batch = true;       // batches on the tensor-core batch kernel (sm_80+; DELTACOME_GPU_NO_MMA=1 turns it off)
+  bool mma_multi = true;       // ... also one delta at 1 < m ≤ 64 (DELTACOME_GPU_NO_MMA_MULTI=1: persistent kernel)
+  int32_t* slot_zero = nullptr;  // kMaxTokens zeros on the device: every row's slot for one delta on that kernel
   int sms = 0;                 // multiprocessors (the persistent kernel's grid bound)
   unsigned int* barrier = nullptr;  // its grid-barrier state (kBarrierBytes of device memory)
   int persist_compact = -1;         // its code variant (DELTACOME_GPU_PERSIST_COMPACT=0/1; -1: by shape)

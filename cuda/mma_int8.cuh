@@ -80,57 +80,43 @@ __device__ __forceinline__ float digit_scale(uint32_t m, float* down) {
   return __uint_as_float((uint32_t)(127 + e) << 23);
 }
 
-// Digits of n elements of a staged vector (element k at src[(k >> 5)·kPitch + (k & 31)], k ≥ n
-// reads as 0) into dig (digit_bytes(n) bytes, 16-byte aligned) in the B order above, and the sum
-// of each chunk's elements into csum[c]. `up` = 2^e from digit_scale. Every thread takes part
-// (shuffles inside); the caller synchronises before the digits are read.
-__device__ __forceinline__ void stage_digits(const float* src, uint32_t n, float up, uint32_t* dig, float* csum) {
-  const uint32_t chunks = mma_chunks(n), units = chunks * 8;  // unit = (chunk, q, s)
-  for (uint32_t u0 = 0; u0 < units; u0 += blockDim.x) {  // same trip count in every lane of a warp (shuffles)
-    // A warp without units skips the pass: with t's short bands (1 and 8 chunks at the default
-    // allocation) most warps have none, and their ~200 predicated-off instructions per pass took
-    // issue slots from the warps that do (the batch kernel's phase-2 staging: 6.6k cycles for two
-    // bands, trace, eighth session).
-    if (u0 + (threadIdx.x & ~31u) >= units) continue;
-    const uint32_t u = u0 + threadIdx.x;
-    const uint32_t c = u / 8, qs = u % 8;  // qs = 2q + s: elements 128c + 16·qs + i, i = 4e + j
-    const uint32_t k0 = c * kMmaChunk + 16 * qs;
-    float v[16];
+// Digits of chunk c of n elements of a staged vector (element k at src[(k >> 5)·kPitch + (k & 31)],
+// k ≥ n reads as 0) into dig (`chunks` chunks, digit_bytes; the B order above) and the sum of the
+// chunk's elements into csum[c], by one warp: lane 4·qs + j takes elements 128c + 16·qs + 4e + j
+// (e = 0..3), i.e. byte e of B word (qs, j) of each digit column, and stores those three words.
+// `up` = 2^e from digit_scale. Why a warp per chunk (bench/RESULTS-h100.md, ninth session): with a
+// thread per 16 elements, t's short bands kept one or two warps busy on a chain of ~250
+// instructions each, and the batch kernel's phase-2 staging took ~10k cycles.
+__device__ __noinline__ void stage_digit_chunk(const float* src, uint32_t n, uint32_t c, uint32_t chunks, float up,
+                                                  uint32_t* dig, float* csum) {
+  const uint32_t lane = threadIdx.x % 32, qs = lane / 4, j = lane % 4;
+  float s = 0.f;
+  uint32_t w0 = 0u, w1 = 0u, w2 = 0u;
 #pragma unroll
-    for (int i = 0; i < 16; ++i) v[i] = 0.f;
-    if (u < units && k0 < n) {
-      const float4* p = reinterpret_cast<const float4*>(src + (k0 >> 5) * kPitch + (k0 & 31));
-#pragma unroll
-      for (int h = 0; h < 4; ++h) {
-        const float4 f = p[h];
-        v[4 * h] = f.x; v[4 * h + 1] = f.y; v[4 * h + 2] = f.z; v[4 * h + 3] = f.w;
-      }
-#pragma unroll
-      for (int i = 0; i < 16; ++i)
-        if (k0 + i >= n) v[i] = 0.f;
-    }
-    float s = 0.f;
-    uint32_t w[kDigits][4] = {};
-#pragma unroll
-    for (int i = 0; i < 16; ++i) {
-      s += v[i];
-      const int q = __float2int_rn(v[i] * up);  // |q| ≤ 2^22
-      const int lo = ((q + 128) & 255) - 128, r = (q - lo) >> 8;
-      const int mid = ((r + 128) & 255) - 128, hi = (r - mid) >> 8;
-      const int e = i / 4, j = i % 4;
-      w[0][j] |= (uint32_t)(hi & 255) << (8 * e);
-      w[1][j] |= (uint32_t)(mid & 255) << (8 * e);
-      w[2][j] |= (uint32_t)(lo & 255) << (8 * e);
-    }
-    s = seg_sum<8>(s);
-    if (u < units) {
-      // word index ((n·chunks + c)·4 + q)·8 + s·4 + j = (n·chunks + c)·32 + qs·4 + j
-#pragma unroll
-      for (uint32_t d = 0; d < kDigits; ++d)
-        reinterpret_cast<uint4*>(dig)[(d * chunks + c) * 8 + qs] = make_uint4(w[d][0], w[d][1], w[d][2], w[d][3]);
-      if (qs == 0) csum[c] = s;
-    }
+  for (uint32_t e = 0; e < 4; ++e) {
+    const uint32_t k = c * kMmaChunk + 16 * qs + 4 * e + j;
+    const float v = k < n ? src[(k >> 5) * kPitch + (k & 31)] : 0.f;
+    s += v;
+    const int q = __float2int_rn(v * up);  // |q| ≤ 2^22
+    const int lo = ((q + 128) & 255) - 128, r = (q - lo) >> 8;
+    const int mid = ((r + 128) & 255) - 128, hi = (r - mid) >> 8;
+    w0 |= (uint32_t)(hi & 255) << (8 * e);
+    w1 |= (uint32_t)(mid & 255) << (8 * e);
+    w2 |= (uint32_t)(lo & 255) << (8 * e);
   }
+  s = seg_sum<32>(s);
+  // word index ((d·chunks + c)·4 + q)·8 + s·4 + j = (d·chunks + c)·32 + lane
+  dig[(0 * chunks + c) * 32 + lane] = w0;
+  dig[(1 * chunks + c) * 32 + lane] = w1;
+  dig[(2 * chunks + c) * 32 + lane] = w2;
+  if (lane == 0) csum[c] = s;
+}
+
+// Every chunk of n elements (stage_digit_chunk), warp w taking chunks w, w + warps, … The caller
+// synchronises before the digits are read.
+__device__ __forceinline__ void stage_digits(const float* src, uint32_t n, float up, uint32_t* dig, float* csum) {
+  const uint32_t chunks = mma_chunks(n);
+  for (uint32_t c = threadIdx.x / 32; c < chunks; c += blockDim.x / 32) stage_digit_chunk(src, n, c, chunks, up, dig, csum);
 }
 
 // The four A registers of one sub-step from a 2-bit word: R_j = (w >> 2j) & 0x03030303.

@@ -650,6 +650,15 @@ int main(int argc, char** argv) {
     if (!quick) test_memory(g, rng);
     ops->device_close(g.dev);
   }
+  {  // one delta at 1 < m ≤ 64 on the persistent kernel (by default the tensor-core kernel serves it)
+    setenv("DELTACOME_GPU_NO_MMA_MULTI", "1", 1);
+    Gpu g{ops, nullptr, "persistent kernel for m > 1"};
+    GT_CHECK(ops->device_open(&g.dev, 0, 0) == DC_OK, "device_open");
+    test_widths(g, rng, true);
+    test_base_and_kinds(g, rng, true);
+    ops->device_close(g.dev);
+    unsetenv("DELTACOME_GPU_NO_MMA_MULTI");
+  }
   {  // the wave64 code path (logical groups of 64 = two NVIDIA warps) and the portable GEMM
     setenv("DELTACOME_GPU_GROUP", "64", 1);
     setenv("DELTACOME_GPU_PORTABLE_GEMM", "1", 1);
