@@ -330,9 +330,13 @@ cudaError_t launch_persist_mma(const LaunchCfg& c, const DeltaSel& s, const Rows
   a.sum_floats = (uint32_t)sums;
   a.trace = c.trace;
   const uint64_t n1 = r.m * a.I1, n2 = r.m * a.G, items = std::max(n1, n2);
-  // tile partial sums: at most ⌈n1 / blocks⌉ items per block
+  // Row staging as virtual items (ItemSplit): x's staging in phase 1 costs about one work item,
+  // t's in phase 2 about four tiles (trace of 32 tenants, ninth session: the slowest blocks were
+  // those whose range crossed into a second row and staged it too).
+  const uint32_t w1 = r.m > 1 ? c.mma_stage_w1 : 0u, w2 = r.m > 1 ? c.mma_stage_w2 : 0u;
+  // tile partial sums: at most ⌈virtual n1 / blocks⌉ items per block
   const uint64_t min_blocks = persist_min_blocks(c, items, sms);
-  const uint64_t part_bytes = ((n1 + min_blocks - 1) / min_blocks) * kParts * kMmaRows * 4;
+  const uint64_t part_bytes = ((r.m * (a.I1 + w1) + min_blocks - 1) / min_blocks) * kParts * kMmaRows * 4;
   const size_t smem = (size_t)std::max(a.nbx, a.nbt) * kPitch * 4 + dig_bytes + sums * 4 + part_bytes;
   if (smem > kMSmemLimit) return cudaErrorNotSupported;
   static std::once_flag attr_once;
@@ -346,7 +350,7 @@ cudaError_t launch_persist_mma(const LaunchCfg& c, const DeltaSel& s, const Rows
   if (e != cudaSuccess) return e;
   if (occ <= 0) return cudaErrorNotSupported;
   const unsigned blocks = persist_grid_blocks(c, min_blocks, items, occ, sms);
-  a.split = split_items(n1, n2, blocks);
+  a.split = split_items_weighted(r.m, a.I1, w1, a.G, w2, blocks);
   return launch_persistent(c, mma_batch_kernel, blocks, kMThreads, smem, a);
 #endif
 }

@@ -189,6 +189,13 @@ dc_status device_open(void** out, int32_t device, int32_t /*num_threads*/) {
   dev->persist_multi = !env_flag("DELTACOME_GPU_TILED");
   dev->mma_batch = prop.major >= 8 && !env_flag("DELTACOME_GPU_NO_MMA");  // integer mma.sync: sm_80+
   dev->mma_multi = dev->mma_batch && !env_flag("DELTACOME_GPU_NO_MMA_MULTI");
+  if (const char* sw = getenv("DELTACOME_GPU_MMA_STAGE_W")) {  // tuning: "w1,w2" (each 0..64)
+    unsigned w1 = 0, w2 = 0;
+    if (sscanf(sw, "%u,%u", &w1, &w2) == 2 && w1 <= 64 && w2 <= 64) {
+      dev->mma_stage_w1 = w1;
+      dev->mma_stage_w2 = w2;
+    }
+  }
   if (const char* pb = getenv("DELTACOME_GPU_PERSIST_BLOCKS")) dev->persist_blocks = (unsigned)atoi(pb);
   if (const char* pc = getenv("DELTACOME_GPU_PERSIST_COMPACT")) dev->persist_compact = atoi(pc) != 0;
   dev->stage_codes = !env_flag("DELTACOME_GPU_PERSIST_NO_STAGE");
@@ -380,7 +387,7 @@ void delta_free(void* devp, void* p) {
 // The device's launch settings (warp width, PDL, the persistent kernel's switches) for stream s.
 LaunchCfg launch_cfg(const GpuDevice* dev, cudaStream_t s) {
   return LaunchCfg{dev->group, s, dev->pdl, dev->coop, dev->persist_blocks, dev->persist_compact, dev->trace,
-                   dev->stage_codes, dev->persist_wparts};
+                   dev->stage_codes, dev->persist_wparts, dev->mma_stage_w1, dev->mma_stage_w2};
 }
 
 dc_status gemm_nt(GpuDevice* dev, cudaStream_t s, uint64_t M, uint64_t N, uint64_t K, const void* A, uint64_t lda,

@@ -11,25 +11,10 @@
 #include <tuple>
 
 #include "apply_kernels.cuh"
+#include "item_split.h"
 #include "row_dot.cuh"
 
 namespace dcg {
-
-// How a persistent launch cuts each phase's items into contiguous ranges, one per block: block b
-// takes q + (b < rm) of them from b·q + min(b, rm). The quotients and remainders come from the
-// host (split_items): a 64-bit division in the kernel is ~70 instructions, and every instruction
-// before the first load is latency at decode sizes.
-struct ItemSplit {
-  uint32_t q1, rm1, q2, rm2;  // phase 1, phase 2
-  __device__ __forceinline__ void phase1(uint32_t b, uint32_t& lo, uint32_t& hi) const {
-    lo = b * q1 + min(b, rm1);
-    hi = lo + q1 + (b < rm1);
-  }
-  __device__ __forceinline__ void phase2(uint32_t b, uint32_t& lo, uint32_t& hi) const {
-    lo = b * q2 + min(b, rm2);
-    hi = lo + q2 + (b < rm2);
-  }
-};
 
 // A delta's descriptor from device memory into shared memory, one word per thread and pass (every
 // thread calls this; the caller synchronises). The kernels' item and band walks read its fields
@@ -159,10 +144,6 @@ inline unsigned persist_grid_blocks(const LaunchCfg& c, uint64_t min_blocks, uin
   const uint64_t cap = std::min<uint64_t>((uint64_t)occ * sms, persist_knob(c));
   return (unsigned)std::max<uint64_t>(min_blocks, std::min<uint64_t>(cap, items));
 }
-inline ItemSplit split_items(uint64_t n1, uint64_t n2, unsigned blocks) {
-  return ItemSplit{(uint32_t)(n1 / blocks), (uint32_t)(n1 % blocks), (uint32_t)(n2 / blocks), (uint32_t)(n2 % blocks)};
-}
-
 // Launches a persistent kernel: `blocks` blocks of `threads`, cooperative when c.coop (the driver
 // then guarantees co-residency, which the grid barrier needs) and with programmatic dependent
 // launch when c.pdl.
