@@ -29,7 +29,7 @@ struct LaunchCfg {
   unsigned long long* trace = nullptr;  // diagnostics: per-block phase clocks of single m = 1 launches
   bool stage_codes = true;      // persistent kernel, single delta at m = 1: codes copied to shared memory first
   unsigned persist_wparts = 0;  // its fused base: column pieces per group of output rows (0: kWParts)
-  unsigned mma_stage_w1 = 2, mma_stage_w2 = 8;  // tensor-core batch kernel: row staging as items (ItemSplit)
+  unsigned mma_stage_w1 = 2, mma_stage_w2 = 8;  // tensor-core batch kernel: row staging as items (RowSplit)
 };
 
 // Device memory of the persistent kernel's grid barrier (one counter, apply_persist_kernel.cu):

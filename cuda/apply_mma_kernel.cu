@@ -49,7 +49,7 @@ struct MmaArgs {
   bool xvec;          // x rows 16-byte aligned
   uint32_t I1;        // phase-1 items per row: the largest mma_items1
   uint32_t G;         // phase-2 items per row: tiles of kMmaRows outputs
-  ItemSplit split;    // the phase-1 and phase-2 items over the blocks
+  RowSplit split;     // the phase-1 and phase-2 items over the blocks (row staging charged)
   uint32_t nbx, nbt;  // staged float blocks of 32: x (max(cols, v_len)), t (max t_stride)
   uint32_t dig_words; // words of the digit area
   uint32_t sum_floats;  // floats of the chunk-sum area
@@ -330,7 +330,7 @@ cudaError_t launch_persist_mma(const LaunchCfg& c, const DeltaSel& s, const Rows
   a.sum_floats = (uint32_t)sums;
   a.trace = c.trace;
   const uint64_t n1 = r.m * a.I1, n2 = r.m * a.G, items = std::max(n1, n2);
-  // Row staging as virtual items (ItemSplit): x's staging in phase 1 costs about one work item,
+  // Row staging as virtual items (RowSplit): x's staging in phase 1 costs about one work item,
   // t's in phase 2 about four tiles (trace of 32 tenants, ninth session: the slowest blocks were
   // those whose range crossed into a second row and staged it too).
   const uint32_t w1 = r.m > 1 ? c.mma_stage_w1 : 0u, w2 = r.m > 1 ? c.mma_stage_w2 : 0u;
@@ -350,7 +350,7 @@ cudaError_t launch_persist_mma(const LaunchCfg& c, const DeltaSel& s, const Rows
   if (e != cudaSuccess) return e;
   if (occ <= 0) return cudaErrorNotSupported;
   const unsigned blocks = persist_grid_blocks(c, min_blocks, items, occ, sms);
-  a.split = split_items_weighted(r.m, a.I1, w1, a.G, w2, blocks);
+  a.split = split_rows(r.m, a.I1, w1, a.G, w2, blocks);
   return launch_persistent(c, mma_batch_kernel, blocks, kMThreads, smem, a);
 #endif
 }

@@ -18,20 +18,42 @@ namespace dcg {
 // host (split_items): a 64-bit division in the kernel is ~70 instructions, and every instruction
 // before the first load is latency at decode sizes.
 struct ItemSplit {
-  uint32_t q1, rm1, q2, rm2;  // phase 1, phase 2: the (virtual) items over the blocks, evenly
-  // Row staging charged as virtual items (0: none): each row of x has per1 (phase 1) or per2
-  // (phase 2) items, and w1 or w2 virtual ones before them, so a block whose range crosses into a
-  // new row — and stages that row too — gets that many items fewer (see virtual_to_item).
-  uint32_t per1 = 1, w1 = 0, per2 = 1, w2 = 0;
+  uint32_t q1, rm1, q2, rm2;  // phase 1, phase 2
   DC_SPLIT_FN void phase1(uint32_t b, uint32_t& lo, uint32_t& hi) const {
-    const uint32_t vlo = b * q1 + (b < rm1 ? b : rm1), vhi = vlo + q1 + (b < rm1 ? 1u : 0u);
-    lo = virtual_to_item(vlo, per1, w1);
-    hi = virtual_to_item(vhi, per1, w1);
+    lo = b * q1 + min_of(b, rm1);
+    hi = lo + q1 + (b < rm1);
   }
   DC_SPLIT_FN void phase2(uint32_t b, uint32_t& lo, uint32_t& hi) const {
-    const uint32_t vlo = b * q2 + (b < rm2 ? b : rm2), vhi = vlo + q2 + (b < rm2 ? 1u : 0u);
-    lo = virtual_to_item(vlo, per2, w2);
-    hi = virtual_to_item(vhi, per2, w2);
+    lo = b * q2 + min_of(b, rm2);
+    hi = lo + q2 + (b < rm2);
+  }
+  // min.u32 on the device (a select there is two instructions), plain on the host
+  DC_SPLIT_FN static uint32_t min_of(uint32_t a, uint32_t b) {
+#if defined(__CUDA_ARCH__) || defined(__HIP_DEVICE_COMPILE__)
+    return min(a, b);
+#else
+    return a < b ? a : b;
+#endif
+  }
+};
+
+// The same with row staging charged as virtual items (the tensor-core batch kernel): each row of
+// x has per1 (phase 1) or per2 (phase 2) items and w1 or w2 virtual ones before them, the virtual
+// items are split evenly, so a block whose range crosses into a new row — and stages that row
+// too — gets that many items fewer. (The persistent kernel keeps ItemSplit: at m = 1 the mapping's
+// few instructions before the first load cost the fused call ~0.1 µs, ninth session.)
+struct RowSplit {
+  ItemSplit v;                               // the virtual items
+  uint32_t per1 = 1, w1 = 0, per2 = 1, w2 = 0;
+  DC_SPLIT_FN void phase1(uint32_t b, uint32_t& lo, uint32_t& hi) const {
+    v.phase1(b, lo, hi);
+    lo = virtual_to_item(lo, per1, w1);
+    hi = virtual_to_item(hi, per1, w1);
+  }
+  DC_SPLIT_FN void phase2(uint32_t b, uint32_t& lo, uint32_t& hi) const {
+    v.phase2(b, lo, hi);
+    lo = virtual_to_item(lo, per2, w2);
+    hi = virtual_to_item(hi, per2, w2);
   }
   // The first real item at or after virtual item v: row r's virtual items are
   // [r·(per + w), (r + 1)·(per + w)), the first w of them standing for its staging.
@@ -46,13 +68,13 @@ inline ItemSplit split_items(uint64_t n1, uint64_t n2, unsigned blocks) {
   return ItemSplit{(uint32_t)(n1 / blocks), (uint32_t)(n1 % blocks), (uint32_t)(n2 / blocks), (uint32_t)(n2 % blocks)};
 }
 
-// The same for m rows of per1 and per2 items with row staging charged as w1 and w2 virtual items
-// (ItemSplit); the weights drop to 0 where the virtual counts would not fit 32 bits.
-inline ItemSplit split_items_weighted(uint64_t m, uint32_t per1, uint32_t w1, uint32_t per2, uint32_t w2,
-                                      unsigned blocks) {
+// A RowSplit of m rows of per1 and per2 items with staging weights w1 and w2; the weights drop to
+// 0 where the virtual counts would not fit 32 bits.
+inline RowSplit split_rows(uint64_t m, uint32_t per1, uint32_t w1, uint32_t per2, uint32_t w2, unsigned blocks) {
   if (m * ((uint64_t)per1 + w1) > UINT32_MAX) w1 = 0;
   if (m * ((uint64_t)per2 + w2) > UINT32_MAX) w2 = 0;
-  ItemSplit s = split_items(m * (per1 + w1), m * (per2 + w2), blocks);
+  RowSplit s;
+  s.v = split_items(m * (per1 + w1), m * (per2 + w2), blocks);
   s.per1 = per1;
   s.w1 = w1;
   s.per2 = per2;

@@ -1,5 +1,6 @@
-// dcg::ItemSplit (cuda/item_split.h): how the persistent GPU kernels cut each phase's items into
-// one contiguous range per block, checked on the host (the same arithmetic runs in the kernels).
+// dcg::ItemSplit and dcg::RowSplit (cuda/item_split.h): how the persistent GPU kernels cut each
+// phase's items into one contiguous range per block, checked on the host (the same arithmetic runs
+// in the kernels).
 #include <gtest/gtest.h>
 
 #include <cstdint>
@@ -15,7 +16,8 @@ struct Range {
   uint32_t lo, hi;
 };
 
-std::vector<Range> ranges(const ItemSplit& s, unsigned blocks, bool phase2) {
+template <class Split>
+std::vector<Range> ranges(const Split& s, unsigned blocks, bool phase2) {
   std::vector<Range> out(blocks);
   for (unsigned b = 0; b < blocks; ++b) {
     if (phase2) s.phase2(b, out[b].lo, out[b].hi);
@@ -57,7 +59,7 @@ TEST(ItemSplit, WeightedSplitIsAPartition) {
     for (uint32_t per : {1u, 2u, 5u, 65u, 256u, 688u})
       for (uint32_t w : {0u, 1u, 2u, 8u, 64u})
         for (unsigned blocks : {1u, 7u, 264u}) {
-          const ItemSplit s = dcg::split_items_weighted(m, per, w, per + 3, 4 * w, blocks);
+          const dcg::RowSplit s = dcg::split_rows(m, per, w, per + 3, 4 * w, blocks);
           check_partition(ranges(s, blocks, false), m * per);
           check_partition(ranges(s, blocks, true), m * (per + 3));
         }
@@ -67,15 +69,15 @@ TEST(ItemSplit, VirtualItemsMapOntoRows) {
   // row r: virtual [r·(per + w), (r + 1)·(per + w)); its first w stand for the staging
   const uint32_t per = 5, w = 2;
   const uint32_t expect[] = {0, 0, 0, 1, 2, 3, 4, 5, 5, 5, 6, 7, 8, 9, 10};
-  for (uint32_t v = 0; v < 15; ++v) EXPECT_EQ(ItemSplit::virtual_to_item(v, per, w), expect[v]) << v;
-  for (uint32_t v = 0; v < 50; ++v) EXPECT_EQ(ItemSplit::virtual_to_item(v, per, 0), v);
+  for (uint32_t v = 0; v < 15; ++v) EXPECT_EQ(dcg::RowSplit::virtual_to_item(v, per, w), expect[v]) << v;
+  for (uint32_t v = 0; v < 50; ++v) EXPECT_EQ(dcg::RowSplit::virtual_to_item(v, per, 0), v);
 }
 
 TEST(ItemSplit, BlocksStagingTwoRowsGetFewerItems) {
   // 32 tenants of the default 4096² delta on the tensor-core kernel: 65 phase-1 items per row,
   // 256 phase-2 tiles per row, 264 blocks, the default weights (2, 8)
   const unsigned blocks = 264;
-  const ItemSplit s = dcg::split_items_weighted(32, 65, 2, 256, 8, blocks);
+  const dcg::RowSplit s = dcg::split_rows(32, 65, 2, 256, 8, blocks);
   for (int phase = 0; phase < 2; ++phase) {
     const uint32_t per = phase ? 256 : 65, w = phase ? 8 : 2;
     const auto r = ranges(s, blocks, phase == 1);
@@ -105,7 +107,7 @@ TEST(ItemSplit, BlocksStagingTwoRowsGetFewerItems) {
 }
 
 TEST(ItemSplit, WeightsDropWhereCountsOverflow) {
-  const ItemSplit s = dcg::split_items_weighted(64, UINT32_MAX / 64, 8, 4, 8, 264);
+  const dcg::RowSplit s = dcg::split_rows(64, UINT32_MAX / 64, 8, 4, 8, 264);
   EXPECT_EQ(s.w1, 0u);
   EXPECT_EQ(s.w2, 8u);
 }
