@@ -330,9 +330,9 @@ cudaError_t launch_persist_mma(const LaunchCfg& c, const DeltaSel& s, const Rows
   a.sum_floats = (uint32_t)sums;
   a.trace = c.trace;
   const uint64_t n1 = r.m * a.I1, n2 = r.m * a.G, items = std::max(n1, n2);
-  // Row staging as virtual items (RowSplit): x's staging in phase 1 costs about one work item,
-  // t's in phase 2 about four tiles (trace of 32 tenants, ninth session: the slowest blocks were
-  // those whose range crossed into a second row and staged it too).
+  // Row staging as virtual items (RowSplit; default weights 2 and 8, the best of 0,0 / 1,2 / 1,4 /
+  // 2,8 / 3,12 / 4,16 for 32 tenants and one delta at m = 16 on the H100, ninth session). The trace
+  // showed the slowest blocks to be those whose range crossed into a second row and staged it too.
   const uint32_t w1 = r.m > 1 ? c.mma_stage_w1 : 0u, w2 = r.m > 1 ? c.mma_stage_w2 : 0u;
   // tile partial sums: at most ⌈virtual n1 / blocks⌉ items per block
   const uint64_t min_blocks = persist_min_blocks(c, items, sms);

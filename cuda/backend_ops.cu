@@ -5,8 +5,8 @@
 //   m = 1        : the persistent kernel (apply_persist_kernel.cu), one launch, with the base GEMV
 //                  fused under DC_APPLY_INCLUDE_BASE; no allocation.
 //   1 < m ≤ 64   : the base (cuBLAS) if asked, then the tensor-core batch kernel
-//                  (apply_mma_kernel.cu) with every row in slot 0 of a one-delta table: 52 µs at
-//                  m = 16 and 125 µs at m = 64 against 71 and 243 µs on the persistent kernel
+//                  (apply_mma_kernel.cu) with every row in slot 0 of a one-delta table: 44 µs at
+//                  m = 16 and 118 µs at m = 64 against 71 and 243 µs on the persistent kernel
 //                  (4096², H100, bench/RESULTS-h100.md, ninth session). Where neither runs (HIP,
 //                  act-order, shard offsets, BitDelta): phase 1 (x·V̂ ⊙ σ into the device's t
 //                  scratch) + phase 2 (t·Ûᵀ, with the base GEMV), two launches.

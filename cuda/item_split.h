@@ -1,6 +1,6 @@
 // How the persistent kernels (apply_persist_kernel.cu, apply_mma_kernel.cu) cut each phase's work
 // items into contiguous ranges, one per block. Plain arithmetic, host and device: the backends'
-// unit tests check the partition without a GPU (tests/unit/backends/test_item_split.cpp).
+// unit tests check the partition without a GPU (tests/unit/backends/item_split_test.cpp).
 #pragma once
 
 #include <cstdint>

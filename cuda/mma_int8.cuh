@@ -86,9 +86,10 @@ __device__ __forceinline__ float digit_scale(uint32_t m, float* down) {
 // (e = 0..3), i.e. byte e of B word (qs, j) of each digit column, and stores those three words.
 // `up` = 2^e from digit_scale. Why a warp per chunk (bench/RESULTS-h100.md, ninth session): with a
 // thread per 16 elements, t's short bands kept one or two warps busy on a chain of ~250
-// instructions each, and the batch kernel's phase-2 staging took ~10k cycles.
+// instructions each, and the batch kernel's phase-2 staging took ~10k cycles. Out of line: inlined
+// twice, it added spill slots to the batch kernel (112 against 104 bytes of stores).
 __device__ __noinline__ void stage_digit_chunk(const float* src, uint32_t n, uint32_t c, uint32_t chunks, float up,
-                                                  uint32_t* dig, float* csum) {
+                                               uint32_t* dig, float* csum) {
   const uint32_t lane = threadIdx.x % 32, qs = lane / 4, j = lane % 4;
   float s = 0.f;
   uint32_t w0 = 0u, w1 = 0u, w2 = 0u;
