@@ -45,14 +45,15 @@ for s in "${steps[@]}"; do
              grep -E "Duration|Registers Per|Warp Cycles Per Issued|Issued Ipc Active|Eligible Warps" "$OUT/kernel_details.txt" | head -8
              python3 tools/ncu_lines.py "$OUT/kernel_source.csv" --top ${NCU_TOP:-25} ;;
     ab) IFS=';' read -ra variants <<< "${AB:--}"
-        echo "variant: cuBLAS M=1 | delta M=1 | fused M=1 | 32 tenants | bmm (us)"
+        echo "variant: cuBLAS M=1 | delta M=1 | fused M=1 | delta M=16 | fused M=16 | delta M=64 | 32 tenants | bmm (us)"
         for ((round = 0; round < ${ROUNDS:-2}; ++round)); do
           for v in "${variants[@]}"; do
             [ "$v" = "-" ] && v=""
             env $v timeout 120 "$B/bench_gpu" > "$OUT/ab.txt" 2>&1
             row() { grep -E "$1" "$OUT/ab.txt" | head -1 | awk '{print $(NF-1)}'; }
-            printf "%-44s %s | %s | %s | %s | %s\n" "${v:-default}" "$(row 'cuBLAS fp16 base .*M=1 ')" \
-              "$(row 'delta only\), M=1 ')" "$(row 'fused base\+delta, M=1 ')" "$(row '32 tenants x 1 token')" \
+            printf "%-44s %s | %s | %s | %s | %s | %s | %s | %s\n" "${v:-default}" "$(row 'cuBLAS fp16 base .*M=1 ')" \
+              "$(row 'delta only\), M=1 ')" "$(row 'fused base\+delta, M=1 ')" "$(row 'delta only\), M=16 ')" \
+              "$(row 'fused base\+delta, M=16 ')" "$(row 'delta only\), M=64 ')" "$(row '32 tenants x 1 token')" \
               "$(row 'bmm 32 tenants')"
           done
         done ;;
