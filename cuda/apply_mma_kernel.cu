@@ -1,7 +1,8 @@
 // The multi-tenant batch kernel on the integer tensor cores (CUDA, sm_80+): m ≤ kMaxTokens rows of
 // x, each with its own low-rank delta (or none), in ONE launch — the same result as the persistent
 // kernel's batch (apply_persist_kernel.cu), with the 2- and 3-bit bands (mma_band) as 16-row tiles
-// on mma.sync.m16n8k32 (mma_int8.cuh).
+// on mma.sync.m16n8k32 (mma_int8.cuh). One delta at 1 < m ≤ 64 runs here too, as a batch whose rows
+// all sit in slot 0 of a one-entry table (backend_ops.cu).
 //
 //   phase 1   items per row of x (mma_items1): a tile of 16 V̂ rows of a tensor-core band, or one
 //             V̂ row of another band (fp32 decode, a warp per row). x_r is staged once per block
