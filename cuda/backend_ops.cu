@@ -103,14 +103,17 @@ void device_close(void* p) {
         if (at(b, 0)) v.push_back((double)(at(b, k) - at(b, k == 1 ? 6 : k - 1)));
       line(names[k], v);
     }
-    {  // the barrier waits for the last block: phase 1's end since the block's start, the slowest blocks
+    // The barrier waits for the last block, and the launch for the last block's end: phase 1's end
+    // and the block's end since its start, with the slowest blocks.
+    for (int k : {2, 5}) {
       std::vector<std::pair<double, int>> e;
       for (int b = 0; b < kTraceBlocks; ++b)
-        if (at(b, 0)) e.push_back({(double)(at(b, 2) - at(b, 6)), b});
+        if (at(b, 0)) e.push_back({(double)(at(b, k) - at(b, 6)), b});
       std::sort(e.begin(), e.end());
       if (!e.empty()) {
-        fprintf(stderr, "  phase 1 end since start: p10 %.0f median %.0f p90 %.0f max %.0f; slowest blocks:",
-                e[e.size() / 10].first, e[e.size() / 2].first, e[e.size() * 9 / 10].first, e.back().first);
+        fprintf(stderr, "  %s since start: p10 %.0f median %.0f p90 %.0f max %.0f; slowest blocks:",
+                k == 2 ? "phase 1 end" : "block end", e[e.size() / 10].first, e[e.size() / 2].first,
+                e[e.size() * 9 / 10].first, e.back().first);
         for (size_t i = e.size() > 6 ? e.size() - 6 : 0; i < e.size(); ++i) fprintf(stderr, " %d (%.0f)", e[i].second, e[i].first);
         fprintf(stderr, "\n");
       }
