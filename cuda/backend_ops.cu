@@ -524,31 +524,30 @@ dc_status apply(void* devp, const void* dp, const dc_apply_params* p) {
       a.alpha_w = 1.f;
       a.scale = p->scale;
       a.accumulate = !with_base;  // with the base, y = x·Wᵀ + delta (y's old value is not read)
-      if (dev->fused && dev->mma_multi && n > 1 && d.kind == DC_KIND_LOWRANK && mma_items1(d) > 0 &&
-          persist_supported(sel, without_base(a))) {
-        // Several rows of one delta: the tensor-core batch kernel with every row in slot 0 of a
-        // one-entry table (the delta's device descriptor). Each row still decodes the codes, but
-        // from L2 after the first, at ~0.05 instructions per code instead of ~3.
-        if (a.W) {
-          const dc_status st = base_layer(dev, c, a);
-          if (st != DC_OK) return st;
-          a = without_base(a);
-        }
-        DeltaSel ms{DeltaDesc{}, gd->ddesc, 1, dev->slot_zero, d.t_stride, d.v_len, p1_blocks_of(d), mma_items1(d)};
-        const cudaError_t e = launch_persist_mma(c, ms, a, dev->barrier, dev->sms);
-        if (e == cudaSuccess) continue;
-        if (e != cudaErrorNotSupported) return gpu_fail(e, "tensor-core apply kernel");
-      }
-      if (dev->fused && (n == 1 || dev->persist_multi) && persist_supported(sel, a.W && n > 1 ? without_base(a) : a)) {
-        // one launch (apply_persist_kernel.cu); with several rows the base is one GEMV first
+      if (dev->fused && (n == 1 || dev->mma_multi || dev->persist_multi) &&
+          persist_supported(sel, n > 1 ? without_base(a) : a)) {
+        // One launch; with several rows the base is one GEMM first.
         if (a.W && n > 1) {
           const dc_status st = base_layer(dev, c, a);
           if (st != DC_OK) return st;
           a = without_base(a);
         }
-        const cudaError_t e = launch_persist(c, sel, a, dev->barrier, dev->sms);
+        cudaError_t e = cudaErrorNotSupported;
+        const char* what = "persistent apply kernel";
+        if (n > 1 && dev->mma_multi) {
+          // Several rows of one delta: the tensor-core batch kernel with every row in slot 0 of a
+          // one-entry table (the delta's device descriptor). Each row still decodes the codes, but
+          // from L2 after the first, at ~0.05 instructions per code instead of ~3.
+          const DeltaSel ms{DeltaDesc{}, gd->ddesc, 1, dev->slot_zero, d.t_stride, d.v_len, p1_blocks_of(d), mma_items1(d)};
+          e = launch_persist_mma(c, ms, a, dev->barrier, dev->sms);
+          what = "tensor-core apply kernel";
+        }
+        if (e == cudaErrorNotSupported && (n == 1 || dev->persist_multi)) {
+          e = launch_persist(c, sel, a, dev->barrier, dev->sms);
+          what = "persistent apply kernel";
+        }
         if (e == cudaSuccess) continue;
-        if (e != cudaErrorNotSupported) return gpu_fail(e, "persistent apply kernel");
+        if (e != cudaErrorNotSupported) return gpu_fail(e, what);
       }
       if (n == 1) {  // decode without the persistent kernel: the two one-token kernels
         DC_GPU_TRY(launch_vec(c, &sel, a), "one-token apply kernels");

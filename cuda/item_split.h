@@ -5,6 +5,7 @@
 
 #include <cstdint>
 
+// (not pack_layout.h's DC_HOST_DEVICE: on the host that is `static inline`, which members cannot take)
 #if defined(__CUDACC__) || defined(__HIPCC__)
 #  define DC_SPLIT_FN __host__ __device__ __forceinline__
 #else
@@ -43,15 +44,15 @@ struct ItemSplit {
 // too — gets that many items fewer. (The persistent kernel keeps ItemSplit: at m = 1 the mapping's
 // few instructions before the first load cost the fused call ~0.1 µs, ninth session.)
 struct RowSplit {
-  ItemSplit v;                               // the virtual items
+  ItemSplit virtual_items;  // the even split of the virtual items
   uint32_t per1 = 1, w1 = 0, per2 = 1, w2 = 0;
   DC_SPLIT_FN void phase1(uint32_t b, uint32_t& lo, uint32_t& hi) const {
-    v.phase1(b, lo, hi);
+    virtual_items.phase1(b, lo, hi);
     lo = virtual_to_item(lo, per1, w1);
     hi = virtual_to_item(hi, per1, w1);
   }
   DC_SPLIT_FN void phase2(uint32_t b, uint32_t& lo, uint32_t& hi) const {
-    v.phase2(b, lo, hi);
+    virtual_items.phase2(b, lo, hi);
     lo = virtual_to_item(lo, per2, w2);
     hi = virtual_to_item(hi, per2, w2);
   }
@@ -74,7 +75,7 @@ inline RowSplit split_rows(uint64_t m, uint32_t per1, uint32_t w1, uint32_t per2
   if (m * ((uint64_t)per1 + w1) > UINT32_MAX) w1 = 0;
   if (m * ((uint64_t)per2 + w2) > UINT32_MAX) w2 = 0;
   RowSplit s;
-  s.v = split_items(m * (per1 + w1), m * (per2 + w2), blocks);
+  s.virtual_items = split_items(m * (per1 + w1), m * (per2 + w2), blocks);
   s.per1 = per1;
   s.w1 = w1;
   s.per2 = per2;
