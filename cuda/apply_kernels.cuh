@@ -30,6 +30,7 @@ struct LaunchCfg {
   bool stage_codes = true;      // persistent kernel, single delta at m = 1: codes copied to shared memory first
   unsigned persist_wparts = 0;  // its fused base: column pieces per group of output rows (0: kWParts)
   unsigned mma_stage_w1 = 2, mma_stage_w2 = 8;  // tensor-core batch kernel: row staging as items (RowSplit)
+  bool mma_pairs = true;        // ... one delta at m > 1: two rows per tile decode (launch_persist_mma)
 };
 
 // Device memory of the persistent kernel's grid barrier (one counter, apply_persist_kernel.cu):
@@ -154,9 +155,10 @@ cudaError_t launch_persist(const LaunchCfg& c, const DeltaSel& sel, const RowsAr
 // launch_persist for a multi-tenant batch (`sel.row_slot` non-null, every delta low-rank without
 // act-order or column offset, an sm_80+ device — the caller checks both — and no base, a.W null),
 // in one launch with the 2- and 3-bit bands on the integer tensor cores. cudaErrorNotSupported
-// (nothing launched) when it does not apply.
+// (nothing launched) when it does not apply. one_delta: every row has the same delta (the caller's
+// promise), so two rows can share each tile's decode (c.mma_pairs).
 cudaError_t launch_persist_mma(const LaunchCfg& c, const DeltaSel& sel, const RowsArgs& a, unsigned int* barrier,
-                               int sms);
+                               int sms, bool one_delta = false);
 
 // y[i][o] = (accumulate ? y[i][o] : 0) + alpha·x_i·W_o for a dense matrix W [rows × cols].
 cudaError_t launch_gemv(const LaunchCfg& c, const void* W, int wdt, uint64_t ldw, uint64_t rows, uint64_t cols,

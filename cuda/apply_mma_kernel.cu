@@ -52,8 +52,12 @@ struct MmaArgs {
   uint32_t G;         // phase-2 items per row: tiles of kMmaRows outputs
   RowSplit split;     // the phase-1 and phase-2 items over the blocks (row staging charged)
   uint32_t nbx, nbt;  // staged float blocks of 32: x (max(cols, v_len)), t (max t_stride)
-  uint32_t dig_words; // words of the digit area
-  uint32_t sum_floats;  // floats of the chunk-sum area
+  uint32_t dig_words; // words of the digit area (R rows of dig_row words)
+  uint32_t sum_floats;  // floats of the chunk-sum area (R rows of sum_row floats)
+  uint32_t dig_row, sum_row;  // one row's digit words and chunk sums
+  bool pair;          // rows 2ρ and 2ρ + 1 share a delta (one delta at m > 1): item row ρ holds both,
+                      // each tile decoded once for both (mma_rows with a second row in B); the
+                      // kernel's kPair instance runs it
   unsigned long long* trace;  // diagnostics (DELTACOME_GPU_PERSIST_TRACE=1), or null: see mark
 };
 
@@ -101,13 +105,16 @@ __device__ __forceinline__ float scale_of(const float* whole, uint32_t span, uin
 #  define DC_MMA_MIN_BLOCKS 2  // resident blocks per SM the registers are sized for (build-time tuning)
 #endif
 
+// kPair: a.pair's instance (rows 2ρ and 2ρ + 1 per item row); the batch instance keeps the
+// single-vector code and registers.
+template <bool kPair>
 __global__ void __launch_bounds__(kMThreads, DC_MMA_MIN_BLOCKS) mma_batch_kernel(const __grid_constant__ MmaArgs a) {
   extern __shared__ float4 dyn_smem[];
   __shared__ DeltaDesc sdesc;  // the descriptor of the row being processed
   __shared__ uint32_t red[kMWarps];
   __shared__ uint32_t dig_at[DC_MAX_BANDS], sum_at[DC_MAX_BANDS];  // phase 2: each band's digits
-  float* stage = reinterpret_cast<float*>(dyn_smem);                  // x_r, then t_r, as floats
-  uint32_t* dig = reinterpret_cast<uint32_t*>(stage + (a.nbx > a.nbt ? a.nbx : a.nbt) * kPitch);
+  float* stage = reinterpret_cast<float*>(dyn_smem);  // x_r, then t_r, as floats (pair: two rows)
+  uint32_t* dig = reinterpret_cast<uint32_t*>(stage + (kPair ? 2 : 1) * (a.nbx > a.nbt ? a.nbx : a.nbt) * kPitch);
   float* csum = reinterpret_cast<float*>(dig + a.dig_words);
   float* part = csum + a.sum_floats;  // phase 1: [item][part][row] partial sums of the tiles
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, q = lane % 4;
@@ -123,26 +130,37 @@ __global__ void __launch_bounds__(kMThreads, DC_MMA_MIN_BLOCKS) mma_batch_kernel
   // ---- phase 1 ----
   const ColMap xmap{nullptr, 0, a.io.cols, a.io.cols};
   const uint32_t r1_first = lo1 / a.I1, r1_end = hi1 == lo1 ? r1_first : (hi1 - 1) / a.I1 + 1;
-  for (uint32_t r = r1_first; r < r1_end; ++r) {
-    const DeltaDesc* dp = a.sel.slot_desc(r);
+  for (uint32_t r = r1_first; r < r1_end; ++r) {  // item row r: x row r, or rows 2r and 2r + 1 (pair)
+    const uint32_t ra = kPair ? 2 * r : r, nrows = kPair && ra + 1 < a.io.m ? 2u : 1u;
+    const DeltaDesc* dp = a.sel.slot_desc(ra);
     if (dp == nullptr) continue;  // uniform over the block
     const DeltaDesc& d = sdesc;
-    const int rr[1] = {(int)r};
     __syncthreads();  // the previous row's readers are done with the stage
     copy_desc(&sdesc, dp);
-    stage_rows(stage, (int)a.nbx, 0, a.io.x, a.io.xdt, a.io.ldx, rr, 1, xmap, a.xvec);
+    if constexpr (kPair) {
+      const int rr[2] = {(int)ra, (int)ra + 1};
+      stage_rows(stage, (int)a.nbx, 0, a.io.x, a.io.xdt, a.io.ldx, rr, (int)nrows, xmap, a.xvec);
+    } else {  // (a one-entry array: indexed in registers, not local memory)
+      const int rr[1] = {(int)ra};
+      stage_rows(stage, (int)a.nbx, 0, a.io.x, a.io.xdt, a.io.ldx, rr, 1, xmap, a.xvec);
+    }
     __syncthreads();
     if (first) mark(a, 11);  // x staged
-    float down;
-    const float up = scale_of(stage, (uint32_t)d.v_len, red, &down);
-    stage_digits(stage, (uint32_t)d.v_len, up, dig, csum);
+    float down[2] = {0.f, 0.f};
+#pragma unroll
+    for (uint32_t h = 0; h < (kPair ? 2u : 1u); ++h) {  // (unrolled: down[] and f[][] stay in registers)
+      if (h >= nrows) break;
+      const float* xs = stage + h * a.nbx * kPitch;
+      const float up = scale_of(xs, (uint32_t)d.v_len, red, &down[h]);
+      stage_digits(xs, (uint32_t)d.v_len, up, dig + h * a.dig_row, csum + h * a.sum_row);
+    }
     __syncthreads();
     if (first) mark(a, 1);
     first = false;
     const uint32_t nblk_v = (uint32_t)((d.v_len + 31) / 32);
     const uint32_t chunks_v = mma_chunks((uint32_t)d.v_len);
     const uint32_t per = (chunks_v + kParts - 1) / kParts;  // chunks per part of a tile
-    float* trow = a.io.t + (uint64_t)r * a.io.ldt;
+    float* trow = a.io.t + (uint64_t)ra * a.io.ldt;  // row ra + h at trow + h·ldt
     const uint32_t ilo = max(lo1, r * a.I1), ihi = min(hi1, (r + 1) * a.I1);
     // Work units: each tile in kParts parts of its chunks, each other item whole; unit u goes to
     // warp u mod 8, so a block's warps get near-equal shares whatever mix of items it holds.
@@ -159,18 +177,21 @@ __global__ void __launch_bounds__(kMThreads, DC_MMA_MIN_BLOCKS) mma_batch_kernel
           const uint32_t ja = min(j + g, nr - 1), jb = min(j + g + 8, nr - 1);
           const uint32_t cb = min(p * per, chunks_v), ce = min(cb + per, chunks_v), gsh = mma_group_shift(bd.group_size);
           const float2 s = mma_rows_any(bd.bits, bd.v_codes, bd.v_row_words, bd.v_qp, bd.v_row_groups, gsh, ja, jb, cb,
-                                        ce, chunks_v, dig, csum, down);
-          if (q == 0) {
-            float* pp = part + ((i - ilo) * kParts + p) * kMmaRows;
+                                        ce, chunks_v, dig, csum, down[0], kPair && nrows > 1 ? dig + a.dig_row : nullptr,
+                                        csum + a.sum_row, down[1]);
+          if ((uint32_t)q < nrows) {  // lane q = 0: row ra, q = 1: row ra + 1
+            float* pp = part + (((i - ilo) * kParts + p) * nrows + q) * kMmaRows;
             pp[g] = s.x;
             pp[g + 8] = s.y;
           }
         } else {
           const dc_qparam* qp = bd.bits == 16 ? nullptr : bd.v_qp + (uint64_t)j * bd.v_row_groups;
-          float v = fp32_row(bd.bits, bd.v_codes + (uint64_t)j * bd.v_row_words, qp,
-                             bd.bits == 16 ? 1 : bd.group_size / 32, nblk_v, stage, lane);
-          v = seg_sum<32>(v);
-          if (lane == 0) __stcg(trow + bd.t_off + j, v * d.sigma[bd.r0 + j] * a.io.scale);
+          for (uint32_t h = 0; h < nrows; ++h) {
+            float v = fp32_row(bd.bits, bd.v_codes + (uint64_t)j * bd.v_row_words, qp,
+                               bd.bits == 16 ? 1 : bd.group_size / 32, nblk_v, stage + h * a.nbx * kPitch, lane);
+            v = seg_sum<32>(v);
+            if (lane == 0) __stcg(trow + h * a.io.ldt + bd.t_off + j, v * d.sigma[bd.r0 + j] * a.io.scale);
+          }
         }
       }
     }
@@ -178,23 +199,24 @@ __global__ void __launch_bounds__(kMThreads, DC_MMA_MIN_BLOCKS) mma_batch_kernel
     __syncthreads();
     // The tiles' parts summed in a fixed order (deterministic), scaled by σ, into t; and the
     // padding columns of t (read by phase 2's block sums) zeroed by the block holding item 0.
-    for (uint32_t e = threadIdx.x; e < (ihi - ilo) * kMmaRows; e += blockDim.x) {
-      const uint32_t i = ilo + e / kMmaRows, rw = e % kMmaRows;
+    for (uint32_t e = threadIdx.x; e < (ihi - ilo) * nrows * kMmaRows; e += blockDim.x) {
+      const uint32_t i = ilo + e / (nrows * kMmaRows), h = e / kMmaRows % nrows, rw = e % kMmaRows;
       uint32_t bi, j;
       bool tile;
       if (!item1_of(d, i - r * a.I1, bi, j, tile) || !tile) continue;
       const BandDesc& bd = d.bands[bi];
       if (j + rw >= bd.r1 - bd.r0) continue;
-      const float* pp = part + (i - ilo) * kParts * kMmaRows + rw;
+      const float* pp = part + ((i - ilo) * kParts * nrows + h) * kMmaRows + rw;
       float v = 0.f;
-      for (uint32_t p = 0; p < kParts; ++p) v += pp[p * kMmaRows];
-      __stcg(trow + bd.t_off + j + rw, v * d.sigma[bd.r0 + j + rw] * a.io.scale);
+      for (uint32_t p = 0; p < kParts; ++p) v += pp[p * nrows * kMmaRows];
+      __stcg(trow + h * a.io.ldt + bd.t_off + j + rw, v * d.sigma[bd.r0 + j + rw] * a.io.scale);
     }
     if (ilo == r * a.I1 && ihi > ilo && warp == 0)
-      for (uint32_t bb = 0; bb < d.n_bands; ++bb) {
-        const uint32_t nr = d.bands[bb].r1 - d.bands[bb].r0, pad = ((nr + 31) & ~31u) - nr;
-        if ((uint32_t)lane < pad) __stcg(trow + d.bands[bb].t_off + nr + lane, 0.f);
-      }
+      for (uint32_t h = 0; h < nrows; ++h)
+        for (uint32_t bb = 0; bb < d.n_bands; ++bb) {
+          const uint32_t nr = d.bands[bb].r1 - d.bands[bb].r0, pad = ((nr + 31) & ~31u) - nr;
+          if ((uint32_t)lane < pad) __stcg(trow + h * a.io.ldt + d.bands[bb].t_off + nr + lane, 0.f);
+        }
   }
   mark(a, 2);
   {
@@ -206,15 +228,16 @@ __global__ void __launch_bounds__(kMThreads, DC_MMA_MIN_BLOCKS) mma_batch_kernel
 
   // ---- phase 2 ----
   const uint32_t r2_first = lo2 / a.G, r2_end = hi2 == lo2 ? r2_first : (hi2 - 1) / a.G + 1;
-  for (uint32_t r = r2_first; r < r2_end; ++r) {
-    const DeltaDesc* dp = a.sel.slot_desc(r);
+  for (uint32_t r = r2_first; r < r2_end; ++r) {  // item row r: y row r, or rows 2r and 2r + 1 (pair)
+    const uint32_t ra = kPair ? 2 * r : r, nrows = kPair && ra + 1 < a.io.m ? 2u : 1u;
+    const DeltaDesc* dp = a.sel.slot_desc(ra);
     if (dp == nullptr && a.io.accumulate) continue;  // uniform: nothing to add
-    float down = 0.f;
+    float down[2] = {0.f, 0.f};
     if (dp != nullptr) {
       const DeltaDesc& d = sdesc;
       __syncthreads();  // the previous row's readers are done with the stage
       copy_desc(&sdesc, dp);
-      stage_t(stage, a.io.t + (uint64_t)r * a.io.ldt, a.nbt);
+      for (uint32_t h = 0; h < nrows; ++h) stage_t(stage + h * a.nbt * kPitch, a.io.t + (uint64_t)(ra + h) * a.io.ldt, a.nbt);
       __syncthreads();  // sdesc written
       if (first) mark(a, 8);  // descriptor and t staged
       if (threadIdx.x == 0) {
@@ -231,19 +254,24 @@ __global__ void __launch_bounds__(kMThreads, DC_MMA_MIN_BLOCKS) mma_batch_kernel
         }
       }
       // (scale_of's first block barrier publishes dig_at and sum_at)
-      const float up = scale_of(stage, d.t_stride, red, &down);
-      if (first) mark(a, 10);  // scale
-      // every tensor-core band's chunks at once, a warp per chunk (sum_at: the chunks before band bb)
-      for (uint32_t gc = warp;; gc += kMWarps) {
-        uint32_t bb = 0;
-        for (; bb < d.n_bands; ++bb)
-          if (mma_band(d.bands[bb].bits, d.bands[bb].group_size) && gc < sum_at[bb] + mma_chunks(d.bands[bb].r1 - d.bands[bb].r0))
-            break;
-        if (bb == d.n_bands) break;  // past the last band's chunks
-        const BandDesc& bd = d.bands[bb];
-        const uint32_t nr = bd.r1 - bd.r0;
-        stage_digit_chunk(stage + (bd.t_off / 32) * kPitch, nr, gc - sum_at[bb], mma_chunks(nr), up, dig + dig_at[bb],
-                          csum + sum_at[bb]);
+#pragma unroll
+      for (uint32_t h = 0; h < (kPair ? 2u : 1u); ++h) {
+        if (h >= nrows) break;
+        const float* ts = stage + h * a.nbt * kPitch;
+        const float up = scale_of(ts, d.t_stride, red, &down[h]);
+        if (first) mark(a, 10);  // scale
+        // every tensor-core band's chunks at once, a warp per chunk (sum_at: the chunks before band bb)
+        for (uint32_t gc = warp;; gc += kMWarps) {
+          uint32_t bb = 0;
+          for (; bb < d.n_bands; ++bb)
+            if (mma_band(d.bands[bb].bits, d.bands[bb].group_size) && gc < sum_at[bb] + mma_chunks(d.bands[bb].r1 - d.bands[bb].r0))
+              break;
+          if (bb == d.n_bands) break;  // past the last band's chunks
+          const BandDesc& bd = d.bands[bb];
+          const uint32_t nr = bd.r1 - bd.r0;
+          stage_digit_chunk(ts + (bd.t_off / 32) * kPitch, nr, gc - sum_at[bb], mma_chunks(nr), up,
+                            dig + h * a.dig_row + dig_at[bb], csum + h * a.sum_row + sum_at[bb]);
+        }
       }
       __syncthreads();
       if (first) mark(a, 4);
@@ -253,12 +281,14 @@ __global__ void __launch_bounds__(kMThreads, DC_MMA_MIN_BLOCKS) mma_batch_kernel
     for (uint32_t i = ilo + warp; i < ihi; i += kMWarps) {
       const uint64_t o0 = (uint64_t)(i - r * a.G) * kMmaRows;
       const uint64_t oa = umin64(o0 + g, a.io.rows - 1), ob = umin64(o0 + g + 8, a.io.rows - 1);
-      float ya = 0.f, yb = 0.f, fa = 0.f, fb = 0.f;  // tensor-core sums (lane q = 0), fp32 parts (all lanes)
+      // tensor-core sums (lane q of y row ra + q, q < nrows), fp32 parts (all lanes; [y row][output row])
+      float ya = 0.f, yb = 0.f, f[2][2] = {{0.f, 0.f}, {0.f, 0.f}};
       float y0[2] = {0.f, 0.f};  // the outputs' old values, read first: their round trip overlaps the codes'
-      if (q == 0 && a.io.accumulate)
+      const uint64_t yrow = kPair ? ra + (uint32_t)q : ra;  // this lane's y row (lanes q < nrows)
+      if ((uint32_t)q < nrows && a.io.accumulate)
 #pragma unroll
         for (int h = 0; h < 2; ++h)
-          if (o0 + g + 8 * h < a.io.rows) y0[h] = load_any(a.io.y, (uint64_t)r * a.io.ldy + o0 + g + 8 * h, a.io.ydt);
+          if (o0 + g + 8 * h < a.io.rows) y0[h] = load_any(a.io.y, yrow * a.io.ldy + o0 + g + 8 * h, a.io.ydt);
       if (dp != nullptr) {
         const DeltaDesc& d = sdesc;
         for (uint32_t bb = 0; bb < d.n_bands; ++bb) {
@@ -267,28 +297,37 @@ __global__ void __launch_bounds__(kMThreads, DC_MMA_MIN_BLOCKS) mma_batch_kernel
           if (mma_band(bd.bits, bd.group_size)) {
             const uint32_t ch = mma_chunks(nr), gsh = mma_group_shift(bd.group_size);
             const float2 s = mma_rows_any(bd.bits, bd.u_codes, bd.u_row_words, bd.u_qp, bd.u_row_groups, gsh, oa, ob, 0, ch,
-                                          ch, dig + dig_at[bb], csum + sum_at[bb], down);
+                                          ch, dig + dig_at[bb], csum + sum_at[bb], down[0],
+                                          kPair && nrows > 1 ? dig + a.dig_row + dig_at[bb] : nullptr,
+                                          csum + a.sum_row + sum_at[bb], down[1]);
             ya += s.x;
             yb += s.y;
           } else {
             const uint32_t nbb = (nr + 31) / 32, gb = bd.bits == 16 ? 1 : bd.group_size / 32;
-            const float* tb = stage + (bd.t_off / 32) * kPitch;
             const dc_qparam* qa = bd.bits == 16 ? nullptr : bd.u_qp + oa * bd.u_row_groups;
             const dc_qparam* qb = bd.bits == 16 ? nullptr : bd.u_qp + ob * bd.u_row_groups;
-            fa += fp32_quarter(bd.bits, bd.u_codes + oa * bd.u_row_words, qa, gb, nbb, tb, q);
-            fb += fp32_quarter(bd.bits, bd.u_codes + ob * bd.u_row_words, qb, gb, nbb, tb, q);
+#pragma unroll
+            for (uint32_t h = 0; h < (kPair ? 2u : 1u); ++h) {
+              if (h >= nrows) break;
+              const float* tb = stage + h * a.nbt * kPitch + (bd.t_off / 32) * kPitch;
+              f[h][0] += fp32_quarter(bd.bits, bd.u_codes + oa * bd.u_row_words, qa, gb, nbb, tb, q);
+              f[h][1] += fp32_quarter(bd.bits, bd.u_codes + ob * bd.u_row_words, qb, gb, nbb, tb, q);
+            }
           }
         }
       }
-      fa = seg_sum<4>(fa);
-      fb = seg_sum<4>(fb);
-      if (q == 0) {
+#pragma unroll
+      for (int h = 0; h < (kPair ? 2 : 1); ++h) {
+        f[h][0] = seg_sum<4>(f[h][0]);
+        f[h][1] = seg_sum<4>(f[h][1]);
+      }
+      if ((uint32_t)q < nrows) {
         const uint64_t rows[2] = {o0 + g, o0 + g + 8};
-        const float vals[2] = {ya + fa, yb + fb};
+        const float vals[2] = {ya + (kPair && q ? f[1][0] : f[0][0]), yb + (kPair && q ? f[1][1] : f[0][1])};
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
           if (rows[h] >= a.io.rows) continue;
-          const uint64_t at = (uint64_t)r * a.io.ldy + rows[h];
+          const uint64_t at = yrow * a.io.ldy + rows[h];
           store_any(a.io.y, at, a.io.ydt, y0[h] + vals[h]);
         }
       }
@@ -302,9 +341,9 @@ __global__ void __launch_bounds__(kMThreads, DC_MMA_MIN_BLOCKS) mma_batch_kernel
 #endif  // !DC_USE_HIP
 
 cudaError_t launch_persist_mma(const LaunchCfg& c, const DeltaSel& s, const RowsArgs& r, unsigned int* barrier,
-                               int sms) {
+                               int sms, bool one_delta) {
 #if defined(DC_USE_HIP)
-  (void)c; (void)s; (void)r; (void)barrier; (void)sms;
+  (void)c; (void)s; (void)r; (void)barrier; (void)sms; (void)one_delta;
   return cudaErrorNotSupported;
 #else
   if (s.row_slot == nullptr || r.W != nullptr || r.m == 0 || r.m > (uint64_t)kMaxTokens || s.max_t_stride == 0 ||
@@ -323,36 +362,54 @@ cudaError_t launch_persist_mma(const LaunchCfg& c, const DeltaSel& s, const Rows
   a.G = (uint32_t)((r.rows + kMmaRows - 1) / kMmaRows);
   a.nbx = (uint32_t)((std::max<uint64_t>(r.cols, s.max_v_len) + 31) / 32);
   a.nbt = s.max_t_stride / 32;
-  // digits: x over v_len, or t per tensor-core band (each rounded up to a chunk)
-  const uint64_t dig_bytes = std::max<uint64_t>(digit_bytes((uint32_t)s.max_v_len),
-                                                (uint64_t)digit_bytes(s.max_t_stride) + DC_MAX_BANDS * kMmaChunk * kDigits);
-  const uint64_t sums = std::max<uint64_t>(s.max_v_len, s.max_t_stride) / kMmaChunk + 1 + DC_MAX_BANDS;
-  a.dig_words = (uint32_t)(dig_bytes / 4);
-  a.sum_floats = (uint32_t)sums;
+  // digits of one row: x over v_len, or t per tensor-core band (each rounded up to a chunk)
+  const uint64_t dig_row = std::max<uint64_t>(digit_bytes((uint32_t)s.max_v_len),
+                                              (uint64_t)digit_bytes(s.max_t_stride) + DC_MAX_BANDS * kMmaChunk * kDigits);
+  const uint64_t sum_row = std::max<uint64_t>(s.max_v_len, s.max_t_stride) / kMmaChunk + 1 + DC_MAX_BANDS;
+  a.dig_row = (uint32_t)(dig_row / 4);
+  a.sum_row = (uint32_t)sum_row;
   a.trace = c.trace;
-  const uint64_t n1 = r.m * a.I1, n2 = r.m * a.G, items = std::max(n1, n2);
   // Row staging as virtual items (RowSplit; default weights 2 and 8, the best of 0,0 / 1,2 / 1,4 /
   // 2,8 / 3,12 / 4,16 for 32 tenants and one delta at m = 16 on the H100, ninth session). The trace
   // showed the slowest blocks to be those whose range crossed into a second row and staged it too.
   const uint32_t w1 = r.m > 1 ? c.mma_stage_w1 : 0u, w2 = r.m > 1 ? c.mma_stage_w2 : 0u;
-  // tile partial sums: at most ⌈virtual n1 / blocks⌉ items per block
-  const uint64_t min_blocks = persist_min_blocks(c, items, sms);
-  const uint64_t part_bytes = ((r.m * (a.I1 + w1) + min_blocks - 1) / min_blocks) * kParts * kMmaRows * 4;
-  const size_t smem = (size_t)std::max(a.nbx, a.nbt) * kPitch * 4 + dig_bytes + sums * 4 + part_bytes;
+  // Shared memory for R rows staged at once (R = 2: pairs of rows of one delta, when they fit).
+  auto smem_for = [&](uint64_t R, uint64_t items_m, uint64_t min_blocks) {
+    // tile partial sums: at most ⌈virtual n1 / blocks⌉ items per block
+    const uint64_t part_bytes = ((items_m * (a.I1 + w1) + min_blocks - 1) / min_blocks) * kParts * kMmaRows * 4 * R;
+    return (size_t)(R * (std::max(a.nbx, a.nbt) * kPitch * 4 + dig_row + sum_row * 4) + part_bytes);
+  };
+  a.pair = one_delta && r.m > 1 && c.mma_pairs;
+  uint64_t rows_m = a.pair ? (r.m + 1) / 2 : r.m;  // item rows
+  uint64_t items = std::max(rows_m * a.I1, rows_m * a.G);
+  uint64_t min_blocks = persist_min_blocks(c, items, sms);
+  size_t smem = smem_for(a.pair ? 2 : 1, rows_m, min_blocks);
+  if (a.pair && smem > kMSmemLimit) {  // one row at a time
+    a.pair = false;
+    rows_m = r.m;
+    items = std::max(rows_m * a.I1, rows_m * a.G);
+    min_blocks = persist_min_blocks(c, items, sms);
+    smem = smem_for(1, rows_m, min_blocks);
+  }
   if (smem > kMSmemLimit) return cudaErrorNotSupported;
+  a.dig_words = (a.pair ? 2 : 1) * a.dig_row;
+  a.sum_floats = (a.pair ? 2 : 1) * a.sum_row;
   static std::once_flag attr_once;
   static cudaError_t attr_err = cudaSuccess;
   std::call_once(attr_once, [] {
-    attr_err = cudaFuncSetAttribute(mma_batch_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)kMSmemLimit);
+    attr_err = cudaFuncSetAttribute(mma_batch_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)kMSmemLimit);
+    if (attr_err == cudaSuccess)
+      attr_err = cudaFuncSetAttribute(mma_batch_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)kMSmemLimit);
   });
   if (attr_err != cudaSuccess) return attr_err;
+  void (*kernel)(MmaArgs) = a.pair ? mma_batch_kernel<true> : mma_batch_kernel<false>;
   int occ = 0;
-  cudaError_t e = cached_occupancy(reinterpret_cast<const void*>(mma_batch_kernel), kMThreads, smem, &occ);
+  cudaError_t e = cached_occupancy(reinterpret_cast<const void*>(kernel), kMThreads, smem, &occ);
   if (e != cudaSuccess) return e;
   if (occ <= 0) return cudaErrorNotSupported;
   const unsigned blocks = persist_grid_blocks(c, min_blocks, items, occ, sms);
-  a.split = split_rows(r.m, a.I1, w1, a.G, w2, blocks);
-  return launch_persistent(c, mma_batch_kernel, blocks, kMThreads, smem, a);
+  a.split = split_rows(rows_m, a.I1, w1, a.G, w2, blocks);
+  return launch_persistent(c, kernel, blocks, kMThreads, smem, a);
 #endif
 }
 

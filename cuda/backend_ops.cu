@@ -192,6 +192,7 @@ dc_status device_open(void** out, int32_t device, int32_t /*num_threads*/) {
   dev->persist_multi = !env_flag("DELTACOME_GPU_TILED");
   dev->mma_batch = prop.major >= 8 && !env_flag("DELTACOME_GPU_NO_MMA");  // integer mma.sync: sm_80+
   dev->mma_multi = dev->mma_batch && !env_flag("DELTACOME_GPU_NO_MMA_MULTI");
+  dev->mma_pairs = !env_flag("DELTACOME_GPU_MMA_NO_PAIRS");
   if (const char* sw = getenv("DELTACOME_GPU_MMA_STAGE_W")) {  // tuning: "w1,w2" (each 0..64)
     unsigned w1 = 0, w2 = 0;
     if (sscanf(sw, "%u,%u", &w1, &w2) == 2 && w1 <= 64 && w2 <= 64) {
@@ -390,7 +391,8 @@ void delta_free(void* devp, void* p) {
 // The device's launch settings (warp width, PDL, the persistent kernel's switches) for stream s.
 LaunchCfg launch_cfg(const GpuDevice* dev, cudaStream_t s) {
   return LaunchCfg{dev->group, s, dev->pdl, dev->coop, dev->persist_blocks, dev->persist_compact, dev->trace,
-                   dev->stage_codes, dev->persist_wparts, dev->mma_stage_w1, dev->mma_stage_w2};
+                   dev->stage_codes, dev->persist_wparts, dev->mma_stage_w1, dev->mma_stage_w2,
+                   dev->mma_pairs};
 }
 
 dc_status gemm_nt(GpuDevice* dev, cudaStream_t s, uint64_t M, uint64_t N, uint64_t K, const void* A, uint64_t lda,
@@ -539,7 +541,7 @@ dc_status apply(void* devp, const void* dp, const dc_apply_params* p) {
           // one-entry table (the delta's device descriptor). Each row still decodes the codes, but
           // from L2 after the first, at ~0.05 instructions per code instead of ~3.
           const DeltaSel ms{DeltaDesc{}, gd->ddesc, 1, dev->slot_zero, d.t_stride, d.v_len, p1_blocks_of(d), mma_items1(d)};
-          e = launch_persist_mma(c, ms, a, dev->barrier, dev->sms);
+          e = launch_persist_mma(c, ms, a, dev->barrier, dev->sms, true);
           what = "tensor-core apply kernel";
         }
         if (e == cudaErrorNotSupported && (n == 1 || dev->persist_multi)) {

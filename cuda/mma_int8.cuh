@@ -152,11 +152,19 @@ __device__ __forceinline__ void mma_substep(int acc[4], const uint32_t ra[4], co
 }
 
 // Σ_k c·v_k of the group just accumulated, for rows g (first) and g + 8 (second), in lanes q = 0
-// (other lanes: garbage): the digit columns 0, 1 sit in lane q = 0, column 2 in lane q = 1.
-__device__ __forceinline__ float2 mma_group_sums(const int acc[4]) {
-  const int lo0 = __shfl_down_sync(0xffffffffu, acc[0], 1), lo1 = __shfl_down_sync(0xffffffffu, acc[2], 1);
-  const float a = fmaf((float)acc[0], 65536.f, fmaf((float)acc[1], 256.f, (float)lo0));
-  const float b = fmaf((float)acc[2], 65536.f, fmaf((float)acc[3], 256.f, (float)lo1));
+// (other lanes: garbage): the digit columns 0, 1 sit in lane q = 0, column 2 in lane q = 1. With a
+// second vector in B columns 3..5 (pair), its sums land in lanes q = 1: column 3 is that lane's
+// own second column, columns 4 and 5 are lane q = 2's.
+__device__ __forceinline__ float2 mma_group_sums(const int acc[4], bool pair, int q) {
+  const int n0 = __shfl_down_sync(0xffffffffu, acc[0], 1), n2 = __shfl_down_sync(0xffffffffu, acc[2], 1);
+  if (pair) {  // uniform
+    const int n1 = __shfl_down_sync(0xffffffffu, acc[1], 1), n3 = __shfl_down_sync(0xffffffffu, acc[3], 1);
+    if (q == 1)
+      return make_float2(fmaf((float)acc[1], 65536.f, fmaf((float)n0, 256.f, (float)n1)),
+                         fmaf((float)acc[3], 65536.f, fmaf((float)n2, 256.f, (float)n3)));
+  }
+  const float a = fmaf((float)acc[0], 65536.f, fmaf((float)acc[1], 256.f, (float)n0));
+  const float b = fmaf((float)acc[2], 65536.f, fmaf((float)acc[3], 256.f, (float)n2));
   return make_float2(a, b);
 }
 
@@ -165,20 +173,28 @@ __device__ __forceinline__ float2 mma_group_sums(const int acc[4]) {
 // group; a range may start or end inside a group: the partial sums of a group add up) against
 // staged digits (dig of `chunks` chunks, csum;
 // `down` = 2^-e). Lane (g, q) returns the sums of rows g (x) and g + 8 (y) in q = 0. Rows are
-// always valid (the caller clamps). The loads of a batch of 4 chunks are issued before any math,
+// always valid (the caller clamps). dig_b (or null): a second vector's digits (csum_b, down_b) in
+// B columns 3..5 — each tile decoded once for two vectors; its sums are returned in lanes q = 1. The loads of a batch of 4 chunks are issued before any math,
 // and the next batch's lines are requested into L2. Sub-steps 0 and 1 accumulate apart (two
 // chains of dependent MMAs, not one).
 template <int BITS>
 __device__ __forceinline__ float2 mma_rows(const uint32_t* __restrict__ codes, uint32_t row_words,
                                            const dc_qparam* __restrict__ qp, uint32_t row_groups, uint32_t gsh,
                                            uint64_t row_a, uint64_t row_b, uint32_t c_begin, uint32_t c_end,
-                                           uint32_t chunks, const uint32_t* dig, const float* csum, float down) {
+                                           uint32_t chunks, const uint32_t* dig, const float* csum, float down,
+                                           const uint32_t* dig_b, const float* csum_b, float down_b) {
   const int lane = threadIdx.x % 32, g = lane / 4, q = lane % 4;
+  const bool pair = dig_b != nullptr;
   const uint32_t* pa = codes + row_a * row_words + (uint64_t)q * BITS;
   const uint32_t* pb = codes + row_b * row_words + (uint64_t)q * BITS;
   const uint32_t* qa = reinterpret_cast<const uint32_t*>(qp + row_a * row_groups);
   const uint32_t* qb = reinterpret_cast<const uint32_t*>(qp + row_b * row_groups);
-  const uint4* bw = reinterpret_cast<const uint4*>(dig) + (g < (int)kDigits ? g * chunks * 8 : 0) + 2 * q;
+  // this lane's B column g: digit g of the vector, or digit g − 3 of the second one (pair)
+  const bool has_b = g < (int)kDigits || (pair && g < 2 * (int)kDigits);
+  const uint4* bw = reinterpret_cast<const uint4*>(g < (int)kDigits || !pair ? dig : dig_b) +
+                    (has_b ? (g % (int)kDigits) * chunks * 8 : 0) + 2 * q;
+  const float* cs = pair && q == 1 ? csum_b : csum;  // lanes q = 1 finish the second vector's sums
+  const float dn = pair && q == 1 ? down_b : down;
   const uint32_t gmask = (1u << gsh) - 1u;
   // this lane's block of chunk c starts at word 4·BITS·c (+ q·BITS above); it exists while < row_words
   const uint32_t lim = row_words > (uint32_t)q * BITS ? row_words - (uint32_t)q * BITS : 0u;
@@ -222,7 +238,7 @@ __device__ __forceinline__ float2 mma_rows(const uint32_t* __restrict__ codes, u
       const uint32_t c = c0 + u;
       if (c >= c_end) break;
       uint4 b0 = make_uint4(0u, 0u, 0u, 0u), b1 = b0;
-      if (g < (int)kDigits) {
+      if (has_b) {
         b0 = bw[c * 8];
         b1 = bw[c * 8 + 1];
       }
@@ -233,7 +249,7 @@ __device__ __forceinline__ float2 mma_rows(const uint32_t* __restrict__ codes, u
       regs_of<BITS>(wa[u], 1, ra);
       regs_of<BITS>(wb[u], 1, rb);
       mma_substep(acc1, ra, rb, b1);
-      sx += csum[c];
+      sx += cs[c];
       if ((c & gmask) == gmask || c + 1 == c_end) {  // the group ends: fold it in
         int acc[4];
 #pragma unroll
@@ -243,9 +259,9 @@ __device__ __forceinline__ float2 mma_rows(const uint32_t* __restrict__ codes, u
         }
         const float sa = f16_to_f32((uint16_t)pqa[u]), za = f16_to_f32((uint16_t)(pqa[u] >> 16));
         const float sb = f16_to_f32((uint16_t)pqb[u]), zb = f16_to_f32((uint16_t)(pqb[u] >> 16));
-        const float2 f = mma_group_sums(acc);
-        sum.x = fmaf(sa, fmaf(down, f.x, -za * sx), sum.x);
-        sum.y = fmaf(sb, fmaf(down, f.y, -zb * sx), sum.y);
+        const float2 f = mma_group_sums(acc, pair, q);
+        sum.x = fmaf(sa, fmaf(dn, f.x, -za * sx), sum.x);
+        sum.y = fmaf(sb, fmaf(dn, f.y, -zb * sx), sum.y);
         sx = 0.f;
       }
     }
@@ -257,9 +273,13 @@ __device__ __forceinline__ float2 mma_rows(const uint32_t* __restrict__ codes, u
 __device__ __forceinline__ float2 mma_rows_any(uint32_t bits, const uint32_t* codes, uint32_t row_words,
                                                const dc_qparam* qp, uint32_t row_groups, uint32_t gsh, uint64_t row_a,
                                                uint64_t row_b, uint32_t c_begin, uint32_t c_end, uint32_t chunks,
-                                               const uint32_t* dig, const float* csum, float down) {
-  return bits == 2 ? mma_rows<2>(codes, row_words, qp, row_groups, gsh, row_a, row_b, c_begin, c_end, chunks, dig, csum, down)
-                   : mma_rows<3>(codes, row_words, qp, row_groups, gsh, row_a, row_b, c_begin, c_end, chunks, dig, csum, down);
+                                               const uint32_t* dig, const float* csum, float down,
+                                               const uint32_t* dig_b = nullptr, const float* csum_b = nullptr,
+                                               float down_b = 0.f) {
+  return bits == 2 ? mma_rows<2>(codes, row_words, qp, row_groups, gsh, row_a, row_b, c_begin, c_end, chunks, dig, csum,
+                                 down, dig_b, csum_b, down_b)
+                   : mma_rows<3>(codes, row_words, qp, row_groups, gsh, row_a, row_b, c_begin, c_end, chunks, dig, csum,
+                                 down, dig_b, csum_b, down_b);
 }
 
 }  // namespace dcg

@@ -659,6 +659,14 @@ int main(int argc, char** argv) {
     ops->device_close(g.dev);
     unsetenv("DELTACOME_GPU_NO_MMA_MULTI");
   }
+  {  // one delta at 1 < m ≤ 64 on the tensor-core kernel one row at a time (by default two rows share each tile)
+    setenv("DELTACOME_GPU_MMA_NO_PAIRS", "1", 1);
+    Gpu g{ops, nullptr, "tensor-core kernel, rows unpaired"};
+    GT_CHECK(ops->device_open(&g.dev, 0, 0) == DC_OK, "device_open");
+    test_widths(g, rng, true);
+    ops->device_close(g.dev);
+    unsetenv("DELTACOME_GPU_MMA_NO_PAIRS");
+  }
   {  // the wave64 code path (logical groups of 64 = two NVIDIA warps) and the portable GEMM
     setenv("DELTACOME_GPU_GROUP", "64", 1);
     setenv("DELTACOME_GPU_PORTABLE_GEMM", "1", 1);
