@@ -174,9 +174,9 @@ __device__ __forceinline__ float2 mma_group_sums(const int acc[4], bool pair, in
 // staged digits (dig of `chunks` chunks, csum;
 // `down` = 2^-e). Lane (g, q) returns the sums of rows g (x) and g + 8 (y) in q = 0. Rows are
 // always valid (the caller clamps). dig_b (or null): a second vector's digits (csum_b, down_b) in
-// B columns 3..5 — each tile decoded once for two vectors; its sums are returned in lanes q = 1. The loads of a batch of 4 chunks are issued before any math,
-// and the next batch's lines are requested into L2. Sub-steps 0 and 1 accumulate apart (two
-// chains of dependent MMAs, not one).
+// B columns 3..5 — each tile decoded once for two vectors; its sums are returned in lanes q = 1.
+// The loads of a batch of 4 chunks are issued before any math, and the next batch's lines are
+// requested into L2. Sub-steps 0 and 1 accumulate apart (two chains of dependent MMAs, not one).
 template <int BITS>
 __device__ __forceinline__ float2 mma_rows(const uint32_t* __restrict__ codes, uint32_t row_words,
                                            const dc_qparam* __restrict__ qp, uint32_t row_groups, uint32_t gsh,
