@@ -170,7 +170,7 @@ __device__ __forceinline__ void copy_piece(uint32_t dst, const char* s, uint32_t
 // computes band b's pieces (d is the block's shared-memory copy), the offsets are a prefix sum
 // over the lanes, and each warp fetches only its own pieces' addresses.
 __device__ __forceinline__ void stage_codes(const DeltaDesc& d, uint32_t* area, uint32_t lo1, uint32_t hi1, uint32_t olo,
-                                            uint32_t ohi, StagedBand* tab, uint32_t u_warps = kPWarps) {
+                                            uint32_t ohi, StagedBand* tab, uint32_t copy_warps = kPWarps) {
   constexpr uint32_t kPieces = 5;  // per band: V̂ codes, V̂ parameters, σ, Û codes, Û parameters
   const uint32_t lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const uint32_t nb = d.n_bands;
@@ -215,11 +215,11 @@ __device__ __forceinline__ void stage_codes(const DeltaDesc& d, uint32_t* area, 
   // this warp's pieces: the V̂ ones first (the first commit group), then the Û ones
 #pragma unroll
   for (int pass = 0; pass < 2; ++pass) {
-    // the Û pieces by warps [0, u_warps) only (kSpec: the warps that read them)
-    const bool all = pass == 0 || u_warps == (uint32_t)kPWarps;
-    const uint32_t step = all ? (uint32_t)kPWarps : u_warps;
+    // the pieces by warps [0, copy_warps) only (kSpec: the warps that read them)
+    const bool all = copy_warps == (uint32_t)kPWarps;
+    const uint32_t step = all ? (uint32_t)kPWarps : copy_warps;
 #pragma unroll 1
-    for (uint32_t p = all || warp < u_warps ? warp : kPieces * nb; p < kPieces * nb; p += step) {
+    for (uint32_t p = all || warp < copy_warps ? warp : kPieces * nb; p < kPieces * nb; p += step) {
       const uint32_t b = p / kPieces, k = p % kPieces;
       if ((k < 3) != (pass == 0)) continue;
       // piece k of lane b (k selected without indexing the arrays at run time: they stay in registers)
@@ -436,8 +436,8 @@ __global__ void __launch_bounds__(kPThreads, kStaged ? DC_PERSIST_STAGED_MIN_BLO
     // two halves meet in wpart. Why: the base stream takes ~28k cycles and the delta's phases
     // ~7k, but the shared-stream design ran phase 2 only after the stream (a ~5k-cycle tail,
     // bench/RESULTS-h100.md, seventh and eighth sessions). The delta warps sync among themselves
-    // on named barrier 1; they alone copied the Û pieces (stage_codes) and stage t in its own
-    // area (the base stream keeps reading the staged x).
+    // on named barrier 1; they alone copied the delta's pieces (stage_codes), so the stream warps
+    // start once x is staged, and they stage t in its own area (the stream keeps reading x).
     const uint32_t D = a.spec_warps;
     float* tstage = reinterpret_cast<float*>(dyn_smem) + a.spec_t_at;
     if (a.xvec) {
@@ -446,10 +446,11 @@ __global__ void __launch_bounds__(kPThreads, kStaged ? DC_PERSIST_STAGED_MIN_BLO
       const int rr[1] = {0};
       stage_rows(stage, (int)a.nbx, 0, a.io.x, a.io.xdt, a.io.ldx, rr, 1, xmap, a.xvec);
     }
-    cp_async_wait<1>();  // this thread's V̂ pieces
-    __syncthreads();     // x staged, every V̂ piece in, wpart and the counters zeroed
-    trace_at(a, 9);
+    __syncthreads();  // x staged, wpart and the counters zeroed
     if ((uint32_t)warp < D) {
+      cp_async_wait<1>();  // this thread's V̂ pieces
+      named_sync(1, D * 32);
+      trace_at(a, 9);
       const DeltaDesc& d = sdesc;
       const uint32_t nblk_v = (uint32_t)((d.v_len + 31) / 32);
       for (uint32_t kv = lo1 + warp; kv < hi1; kv += D) {  // m = 1: item = column of t
