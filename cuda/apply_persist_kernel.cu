@@ -353,15 +353,15 @@ __device__ __forceinline__ float band_row_split(uint32_t bits, const uint32_t* r
   return with_bits(bits, [&](auto b) { return packed_row_part<decltype(b)::value, 4>(row, qp, gb, nblk, xs, sub); });
 }
 
-// kStaged: codes from shared memory (a.codes_at; a single delta at m = 1, always with the compact
-// code: from shared memory the unrolled batches of loads buy nothing, and a separate instance keeps
-// the staging out of the batched kernel's registers).
 // Barrier `id` (1..15) among the block's first `threads` threads (whole warps); 0 is __syncthreads.
 __device__ __forceinline__ void named_sync(uint32_t id, uint32_t threads) {
   asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(threads) : "memory");
 }
 
-// kSpec (with kStaged; fused m = 1 only): warp specialization, see the kSpec block below.
+// kStaged: codes from shared memory (a.codes_at; a single delta at m = 1, always with the compact
+// code: from shared memory the unrolled batches of loads buy nothing, and a separate instance keeps
+// the staging out of the batched kernel's registers). kSpec (with kStaged; fused m = 1 only): warp
+// specialization, see the kSpec block below.
 template <bool kCompact, bool kStaged, bool kSpec = false>
 __global__ void __launch_bounds__(kPThreads, kStaged ? DC_PERSIST_STAGED_MIN_BLOCKS : 2)
     persist_kernel(const __grid_constant__ PersistArgs a) {
