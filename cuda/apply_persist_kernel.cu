@@ -68,6 +68,9 @@ struct PersistArgs {
   uint32_t w_parts;          // fused base: column pieces per group of output rows (1..64)
   uint32_t codes_at;         // staged codes (see stage_codes): their word offset in dynamic shared
                              // memory; 0: not staged, every code is read from global memory
+  uint32_t spec_warps;       // the kSpec instance (fused m = 1): warps that run the delta (the others
+                             // stream the base), and t's own stage at word spec_t_at
+  uint32_t spec_t_at;
 };
 
 // Diagnostics: marks after each phase ([1..5]; trace_mark) and, finer, the staged single delta's
@@ -167,7 +170,7 @@ __device__ __forceinline__ void copy_piece(uint32_t dst, const char* s, uint32_t
 // computes band b's pieces (d is the block's shared-memory copy), the offsets are a prefix sum
 // over the lanes, and each warp fetches only its own pieces' addresses.
 __device__ __forceinline__ void stage_codes(const DeltaDesc& d, uint32_t* area, uint32_t lo1, uint32_t hi1, uint32_t olo,
-                                            uint32_t ohi, StagedBand* tab) {
+                                            uint32_t ohi, StagedBand* tab, uint32_t copy_warps = kPWarps) {
   constexpr uint32_t kPieces = 5;  // per band: V̂ codes, V̂ parameters, σ, Û codes, Û parameters
   const uint32_t lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const uint32_t nb = d.n_bands;
@@ -212,8 +215,11 @@ __device__ __forceinline__ void stage_codes(const DeltaDesc& d, uint32_t* area, 
   // this warp's pieces: the V̂ ones first (the first commit group), then the Û ones
 #pragma unroll
   for (int pass = 0; pass < 2; ++pass) {
+    // the pieces by warps [0, copy_warps) only (kSpec: the warps that read them)
+    const bool all = copy_warps == (uint32_t)kPWarps;
+    const uint32_t step = all ? (uint32_t)kPWarps : copy_warps;
 #pragma unroll 1
-    for (uint32_t p = warp; p < kPieces * nb; p += kPWarps) {
+    for (uint32_t p = all || warp < copy_warps ? warp : kPieces * nb; p < kPieces * nb; p += step) {
       const uint32_t b = p / kPieces, k = p % kPieces;
       if ((k < 3) != (pass == 0)) continue;
       // piece k of lane b (k selected without indexing the arrays at run time: they stay in registers)
@@ -347,10 +353,16 @@ __device__ __forceinline__ float band_row_split(uint32_t bits, const uint32_t* r
   return with_bits(bits, [&](auto b) { return packed_row_part<decltype(b)::value, 4>(row, qp, gb, nblk, xs, sub); });
 }
 
+// Barrier `id` (1..15) among the block's first `threads` threads (whole warps); 0 is __syncthreads.
+__device__ __forceinline__ void named_sync(uint32_t id, uint32_t threads) {
+  asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(threads) : "memory");
+}
+
 // kStaged: codes from shared memory (a.codes_at; a single delta at m = 1, always with the compact
 // code: from shared memory the unrolled batches of loads buy nothing, and a separate instance keeps
-// the staging out of the batched kernel's registers).
-template <bool kCompact, bool kStaged>
+// the staging out of the batched kernel's registers). kSpec (with kStaged; fused m = 1 only): warp
+// specialization, see the kSpec block below.
+template <bool kCompact, bool kStaged, bool kSpec = false>
 __global__ void __launch_bounds__(kPThreads, kStaged ? DC_PERSIST_STAGED_MIN_BLOCKS : 2)
     persist_kernel(const __grid_constant__ PersistArgs a) {
   extern __shared__ float4 dyn_smem[];
@@ -385,7 +397,7 @@ __global__ void __launch_bounds__(kPThreads, kStaged ? DC_PERSIST_STAGED_MIN_BLO
     copy_desc(&sdesc, a.sel.one_dev);
     __syncthreads();
     trace_at(a, 14);
-    stage_codes(sdesc, const_cast<uint32_t*>(codes), lo1, hi1, olo, ohi, tab);
+    stage_codes(sdesc, const_cast<uint32_t*>(codes), lo1, hi1, olo, ohi, tab, kSpec ? a.spec_warps : (uint32_t)kPWarps);
     trace_at(a, 15);
   } else {
     for (uint32_t i = w1; i < hi1 && i < w1 + 2 * kPWarps; i += kPWarps) {
@@ -418,6 +430,119 @@ __global__ void __launch_bounds__(kPThreads, kStaged ? DC_PERSIST_STAGED_MIN_BLO
 
   // ---- phase 1 ----
   const ColMap xmap{nullptr, 0, a.io.cols, a.io.cols};
+  if constexpr (kSpec) {
+    // Fused m = 1 with warp specialization: warps [0, D) run the delta — phase 1, the grid
+    // barrier, phase 2 — while warps [D, 8) stream the base rows from the start to the end; the
+    // two halves meet in wpart. Why: the base stream takes ~28k cycles and the delta's phases
+    // ~7k, but the shared-stream design ran phase 2 only after the stream (a ~5k-cycle tail,
+    // bench/RESULTS-h100.md, seventh and eighth sessions). The delta warps sync among themselves
+    // on named barrier 1; they alone copied the delta's pieces (stage_codes), so the stream warps
+    // start once x is staged, and they stage t in its own area (the stream keeps reading x).
+    const uint32_t D = a.spec_warps;
+    float* tstage = reinterpret_cast<float*>(dyn_smem) + a.spec_t_at;
+    if (a.xvec) {
+      stage_row0(stage, a.nbx, a.io.x, a.io.xdt, a.io.cols);
+    } else {
+      const int rr[1] = {0};
+      stage_rows(stage, (int)a.nbx, 0, a.io.x, a.io.xdt, a.io.ldx, rr, 1, xmap, a.xvec);
+    }
+    __syncthreads();  // x staged, wpart and the counters zeroed
+    if ((uint32_t)warp < D) {
+      cp_async_wait<1>();  // this thread's V̂ pieces
+      named_sync(1, D * 32);
+      trace_at(a, 9);
+      const DeltaDesc& d = sdesc;
+      const uint32_t nblk_v = (uint32_t)((d.v_len + 31) / 32);
+      for (uint32_t kv = lo1 + warp; kv < hi1; kv += D) {  // m = 1: item = column of t
+        if (kv >= d.t_stride) continue;
+        const uint32_t bi = band_of(d, kv);
+        const BandDesc& bd = d.bands[bi];
+        const uint32_t j = kv - bd.t_off;
+        float v = 0.f;
+        if (j < bd.r1 - bd.r0) {
+          const StagedBand& sb = tab[bi];
+          const uint32_t js = j - sb.jlo;
+          const uint32_t* row = codes + sb.v_codes + js * bd.v_row_words;
+          const dc_qparam* qp = reinterpret_cast<const dc_qparam*>(codes + sb.v_qp) + js * bd.v_row_groups;
+          const uint32_t gb = bd.bits == 16 ? 1 : bd.group_size / 32;
+          v = band_row_dot<kCompact>(bd.bits, row, bd.bits == 16 ? nullptr : qp, gb, nblk_v, stage, lane, 32);
+          v = seg_sum<32>(v) * reinterpret_cast<const float*>(codes + sb.sigma)[js] * a.io.scale;
+        }
+        if (lane == 0) __stcg(a.io.t + kv, v);
+      }
+      // the block's arrival: by the last delta warp with phase-1 items (or thread 0 without any)
+      const uint32_t p1_warps = min(hi1 - lo1, D);
+      if ((uint32_t)warp < p1_warps) {
+        __syncwarp();
+        if (lane == 0) {
+          __threadfence();  // this warp's columns of t before the block's arrival
+          if (atomicAdd(&p1_done, 1u) == p1_warps - 1) {
+            __threadfence();
+            ticket = grid_arrive_thread(a.barrier);
+          }
+        }
+      } else if (p1_warps == 0 && threadIdx.x == 0) {
+        ticket = grid_arrive_thread(a.barrier);
+      }
+      trace_at(a, 2);
+      named_sync(1, D * 32);  // the ticket is written
+      if (threadIdx.x == 0) {  // grid_wait among the delta warps
+        volatile unsigned int* cnt = a.barrier;
+        while (((*cnt ^ ticket.gen) & 0x80000000u) == 0) __nanosleep(20);
+        __threadfence();
+      }
+      named_sync(1, D * 32);  // every column of t is written
+      trace_at(a, 3);
+      stage_t(tstage, a.io.t, a.nbt, D * 32);
+      cp_async_wait<0>();  // this thread's Û pieces
+      named_sync(1, D * 32);
+      trace_at(a, 4);
+      for (uint32_t i = lo2 + warp; i < hi2; i += D) {  // m = 1: item = group of kGroupRows outputs
+        const uint64_t o = (uint64_t)i * kGroupRows + rsub;
+        float acc = 0.f;
+        if (o < a.io.rows) {
+          for (uint32_t bb = 0; bb < d.n_bands; ++bb) {
+            const BandDesc& bd = d.bands[bb];
+            const uint32_t nbb = (bd.r1 - bd.r0 + 31) / 32;
+            const uint32_t* row = codes + tab[bb].u_codes + (o - olo) * bd.u_row_words;
+            const dc_qparam* qp =
+                bd.bits == 16 ? nullptr : reinterpret_cast<const dc_qparam*>(codes + tab[bb].u_qp) + (o - olo) * bd.u_row_groups;
+            const uint32_t gb = bd.bits == 16 ? 1 : bd.group_size / 32;
+            const float* tb = tstage + (bd.t_off / 32) * kPitch;
+            acc += nbb <= 2 ? band_row_split(bd.bits, row, qp, gb, nbb, tb, sub)
+                            : band_row_dot<kCompact>(bd.bits, row, qp, gb, nbb, tb, sub, kRowLanesV);
+          }
+        }
+        acc = seg_sum<kRowLanesV>(acc);
+        if (sub == 0 && o < a.io.rows) atomicAdd(&wpart[(i - lo2) * kGroupRows + rsub], acc);
+      }
+      trace_at(a, 13);
+    } else {  // the base stream: pieces of (4 rows, 1/w_parts of the columns) from a shared counter
+      const size_t wes = a.io.wdt == DC_DTYPE_F32 ? 4 : 2;
+      const uint64_t units = a.io.cols / 16;
+      const uint32_t np = a.w_parts, pieces = (hi2 - lo2) * np;
+      for (;;) {
+        uint32_t qn = 0;
+        if (lane == 0) qn = atomicAdd(&w_next, 1u);
+        qn = __shfl_sync(0xffffffffu, qn, 0);
+        if (qn >= pieces) break;
+        const uint32_t li = qn / np, part = qn % np;
+        const uint64_t c0 = units * part / np * 16, c1 = part + 1 == np ? a.io.cols : units * (part + 1) / np * 16;
+        const uint64_t o = (uint64_t)(lo2 + li) * kGroupRows + rsub;
+        float sw = 0.f;
+        if (o < a.io.rows) sw = base_row_part(a, static_cast<const char*>(a.io.W) + o * a.io.ldw * wes, stage, c0, c1, sub);
+        sw = seg_sum<kRowLanesV>(sw);
+        if (sub == 0) atomicAdd(&wpart[li * kGroupRows + rsub], sw);
+      }
+    }
+    __syncthreads();  // base and delta sums in wpart
+    for (uint32_t e = threadIdx.x; e < ohi - olo; e += blockDim.x) {
+      const uint64_t at = olo + e;
+      store_any(a.io.y, at, a.io.ydt, (a.io.accumulate ? load_any(a.io.y, at, a.io.ydt) : 0.f) + wpart[e]);
+    }
+    trace_at(a, 5);
+    return;
+  }
   const uint32_t r1_first = staged ? 0 : lo1 / a.T, r1_end = staged ? 1 : hi1 == lo1 ? r1_first : (hi1 - 1) / a.T + 1;
   // the base (m = 1) needs x_0 staged even in a block without phase-1 items
   const uint32_t r_first = a.io.W ? 0 : r1_first, r_end = a.io.W ? 1 : r1_end;
@@ -674,7 +799,8 @@ cudaError_t launch_persist(const LaunchCfg& c, const DeltaSel& s, const RowsArgs
   static std::once_flag attr_once;
   static cudaError_t attr_err = cudaSuccess;
   std::call_once(attr_once, [] {
-    for (void (*k)(PersistArgs) : {persist_kernel<true, false>, persist_kernel<false, false>, persist_kernel<true, true>})
+    for (void (*k)(PersistArgs) : {persist_kernel<true, false>, persist_kernel<false, false>, persist_kernel<true, true>,
+                                   persist_kernel<true, true, true>})
       if (attr_err == cudaSuccess)
         attr_err = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)kPSmemLimit);
   });
@@ -698,6 +824,20 @@ cudaError_t launch_persist(const LaunchCfg& c, const DeltaSel& s, const RowsArgs
       kernel = persist_kernel<true, true>;
       a.codes_at = (uint32_t)(smem / 4);
       smem_launch = with;
+      // fused: the warp-specialized instance (c.fused_spec delta warps) with t's own stage
+      const size_t with_t = with + (size_t)a.nbt * kPitch * 4;
+      int occ3 = 0;
+      if (r.W != nullptr && c.fused_spec >= 1 && c.fused_spec < (unsigned)kPWarps && with_t <= kPSmemLimit &&
+          occupancy(persist_kernel<true, true, true>, with_t, &occ3) == cudaSuccess && (uint64_t)occ3 * sms >= blocks) {
+        kernel = persist_kernel<true, true, true>;
+        a.spec_warps = c.fused_spec;
+        a.spec_t_at = (uint32_t)(with / 4);
+        smem_launch = with_t;
+        // column pieces per row group: one per stream warp, so that each takes the same number
+        // (a block holds ~4 row groups at decode sizes; 4 pieces each over 8 − D warps left some
+        // warps a piece more than others)
+        if (c.persist_wparts == 0) a.w_parts = (uint32_t)kPWarps - c.fused_spec;
+      }
     }
   }
   return launch_persistent(c, kernel, blocks, kPThreads, smem_launch, a);

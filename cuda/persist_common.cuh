@@ -45,10 +45,11 @@ __device__ __forceinline__ void trace_mark(unsigned long long* trace, int k) {
 
 // t_r (nbt blocks of 32, 16-byte aligned) into the stage with every block's sum at [32], as
 // stage_rows stages x: eight values per thread, four threads per block. __ldcg: t was written by
-// other SMs during this launch, through L2; this SM's L1 must not answer.
-__device__ __forceinline__ void stage_t(float* ts, const float* trow, uint32_t nbt) {
-  const uint32_t total = nbt * 4;
-  for (uint32_t e0 = 0; e0 < total; e0 += blockDim.x) {  // same trip count in every thread (shuffles)
+// other SMs during this launch, through L2; this SM's L1 must not answer. `threads`: the block's
+// first threads that take part (whole warps; the fused kernel's delta warps), all by default.
+__device__ __forceinline__ void stage_t(float* ts, const float* trow, uint32_t nbt, uint32_t threads = 0) {
+  const uint32_t total = nbt * 4, step = threads ? threads : blockDim.x;
+  for (uint32_t e0 = 0; e0 < total; e0 += step) {  // same trip count in every thread (shuffles)
     const uint32_t e = e0 + threadIdx.x;
     float4 p = make_float4(0.f, 0.f, 0.f, 0.f), q = p;
     if (e < total) {

@@ -667,6 +667,14 @@ int main(int argc, char** argv) {
     ops->device_close(g.dev);
     unsetenv("DELTACOME_GPU_MMA_NO_PAIRS");
   }
+  {  // the fused m = 1 call on the warp-specialized instance (2 delta warps; off by default)
+    setenv("DELTACOME_GPU_FUSED_SPEC", "2", 1);
+    Gpu g{ops, nullptr, "fused m = 1, warp-specialized"};
+    GT_CHECK(ops->device_open(&g.dev, 0, 0) == DC_OK, "device_open");
+    test_base_and_kinds(g, rng, false);  // (not quick: its fused m = 1 shapes)
+    ops->device_close(g.dev);
+    unsetenv("DELTACOME_GPU_FUSED_SPEC");
+  }
   {  // the wave64 code path (logical groups of 64 = two NVIDIA warps) and the portable GEMM
     setenv("DELTACOME_GPU_GROUP", "64", 1);
     setenv("DELTACOME_GPU_PORTABLE_GEMM", "1", 1);
