@@ -5,6 +5,7 @@
 // reference (CMake target dc_test_gpu_cpu). Usage: dc_test_gpu [--quick]   (--quick: reduced set for compute-sanitizer).
 #include <algorithm>
 #include <chrono>
+#include <string>
 
 #include "gpu_test_util.h"
 #include "vendors/cuda.h"
@@ -667,9 +668,12 @@ int main(int argc, char** argv) {
     ops->device_close(g.dev);
     unsetenv("DELTACOME_GPU_MMA_NO_PAIRS");
   }
-  {  // the fused m = 1 call on the warp-specialized instance (2 delta warps; off by default)
-    setenv("DELTACOME_GPU_FUSED_SPEC", "2", 1);
-    Gpu g{ops, nullptr, "fused m = 1, warp-specialized"};
+  // the fused m = 1 call: by default warp-specialized with 4 delta warps; also with 2, and with
+  // every warp running both parts (DELTACOME_GPU_FUSED_SPEC=0)
+  for (const char* spec : {"0", "2"}) {
+    setenv("DELTACOME_GPU_FUSED_SPEC", spec, 1);
+    const std::string name = std::string("fused m = 1, ") + (spec[0] == '0' ? "unspecialized" : "2 delta warps");
+    Gpu g{ops, nullptr, name.c_str()};
     GT_CHECK(ops->device_open(&g.dev, 0, 0) == DC_OK, "device_open");
     test_base_and_kinds(g, rng, false);  // (not quick: its fused m = 1 shapes)
     ops->device_close(g.dev);
