@@ -358,6 +358,49 @@ __device__ __forceinline__ void named_sync(uint32_t id, uint32_t threads) {
   asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(threads) : "memory");
 }
 
+// The block's grid-barrier arrival once its phase-1 columns of t are written, for the fused m = 1
+// call, where the warps go on to the base stream instead of waiting together: the last of the
+// `p1_warps` warps with phase-1 items arrives for the block (thread 0 if there are none), and the
+// ticket lands in shared memory for whichever thread waits.
+__device__ __forceinline__ void arrive_after_phase1(unsigned int* bar, uint32_t p1_warps, int warp, int lane,
+                                                    unsigned int& p1_done, BarrierTicket& ticket) {
+  if ((uint32_t)warp < p1_warps) {
+    __syncwarp();
+    if (lane == 0) {
+      __threadfence();  // this warp's columns of t before the block's arrival
+      if (atomicAdd(&p1_done, 1u) == p1_warps - 1) {
+        __threadfence();
+        ticket = grid_arrive_thread(bar);
+      }
+    }
+  } else if (p1_warps == 0 && threadIdx.x == 0) {
+    ticket = grid_arrive_thread(bar);
+  }
+}
+
+// The fused m = 1 call's base: the block's output rows [lo2, hi2)·kGroupRows of x·Wᵀ (x staged in
+// xs) in pieces of (kGroupRows rows, 1/w_parts of the columns) that the calling warps take from the
+// block's counter `next` until none is left; each piece's sum is added into wpart[item][row].
+__device__ __forceinline__ void stream_base_pieces(const PersistArgs& a, uint32_t lo2, uint32_t hi2, const float* xs,
+                                                   float* wpart, unsigned int& next, int lane, int sub, int rsub) {
+  const size_t wes = a.io.wdt == DC_DTYPE_F32 ? 4 : 2;
+  const uint64_t units = a.io.cols / 16;  // piece bounds on 16 columns (the vector path's unit)
+  const uint32_t np = a.w_parts, pieces = (hi2 - lo2) * np;
+  for (;;) {
+    uint32_t q = 0;
+    if (lane == 0) q = atomicAdd(&next, 1u);
+    q = __shfl_sync(0xffffffffu, q, 0);
+    if (q >= pieces) break;
+    const uint32_t li = q / np, part = q % np;
+    const uint64_t c0 = units * part / np * 16, c1 = part + 1 == np ? a.io.cols : units * (part + 1) / np * 16;
+    const uint64_t o = (uint64_t)(lo2 + li) * kGroupRows + rsub;  // m = 1: item = group
+    float s = 0.f;
+    if (o < a.io.rows) s = base_row_part(a, static_cast<const char*>(a.io.W) + o * a.io.ldw * wes, xs, c0, c1, sub);
+    s = seg_sum<kRowLanesV>(s);
+    if (sub == 0) atomicAdd(&wpart[li * kGroupRows + rsub], s);
+  }
+}
+
 // kStaged: codes from shared memory (a.codes_at; a single delta at m = 1, always with the compact
 // code: from shared memory the unrolled batches of loads buy nothing, and a separate instance keeps
 // the staging out of the batched kernel's registers). kSpec (with kStaged; fused m = 1 only): warp
@@ -470,20 +513,7 @@ __global__ void __launch_bounds__(kPThreads, kStaged ? DC_PERSIST_STAGED_MIN_BLO
         }
         if (lane == 0) __stcg(a.io.t + kv, v);
       }
-      // the block's arrival: by the last delta warp with phase-1 items (or thread 0 without any)
-      const uint32_t p1_warps = min(hi1 - lo1, D);
-      if ((uint32_t)warp < p1_warps) {
-        __syncwarp();
-        if (lane == 0) {
-          __threadfence();  // this warp's columns of t before the block's arrival
-          if (atomicAdd(&p1_done, 1u) == p1_warps - 1) {
-            __threadfence();
-            ticket = grid_arrive_thread(a.barrier);
-          }
-        }
-      } else if (p1_warps == 0 && threadIdx.x == 0) {
-        ticket = grid_arrive_thread(a.barrier);
-      }
+      arrive_after_phase1(a.barrier, min(hi1 - lo1, D), warp, lane, p1_done, ticket);
       trace_at(a, 2);
       named_sync(1, D * 32);  // the ticket is written
       if (threadIdx.x == 0) {  // grid_wait among the delta warps
@@ -517,23 +547,8 @@ __global__ void __launch_bounds__(kPThreads, kStaged ? DC_PERSIST_STAGED_MIN_BLO
         if (sub == 0 && o < a.io.rows) atomicAdd(&wpart[(i - lo2) * kGroupRows + rsub], acc);
       }
       trace_at(a, 13);
-    } else {  // the base stream: pieces of (4 rows, 1/w_parts of the columns) from a shared counter
-      const size_t wes = a.io.wdt == DC_DTYPE_F32 ? 4 : 2;
-      const uint64_t units = a.io.cols / 16;
-      const uint32_t np = a.w_parts, pieces = (hi2 - lo2) * np;
-      for (;;) {
-        uint32_t qn = 0;
-        if (lane == 0) qn = atomicAdd(&w_next, 1u);
-        qn = __shfl_sync(0xffffffffu, qn, 0);
-        if (qn >= pieces) break;
-        const uint32_t li = qn / np, part = qn % np;
-        const uint64_t c0 = units * part / np * 16, c1 = part + 1 == np ? a.io.cols : units * (part + 1) / np * 16;
-        const uint64_t o = (uint64_t)(lo2 + li) * kGroupRows + rsub;
-        float sw = 0.f;
-        if (o < a.io.rows) sw = base_row_part(a, static_cast<const char*>(a.io.W) + o * a.io.ldw * wes, stage, c0, c1, sub);
-        sw = seg_sum<kRowLanesV>(sw);
-        if (sub == 0) atomicAdd(&wpart[li * kGroupRows + rsub], sw);
-      }
+    } else {
+      stream_base_pieces(a, lo2, hi2, stage, wpart, w_next, lane, sub, rsub);
     }
     __syncthreads();  // base and delta sums in wpart
     for (uint32_t e = threadIdx.x; e < ohi - olo; e += blockDim.x) {
@@ -617,39 +632,9 @@ __global__ void __launch_bounds__(kPThreads, kStaged ? DC_PERSIST_STAGED_MIN_BLO
     // Phase 2 as dynamic units taken by the warps that leave the stream first (t staged by the
     // first of them, no block barrier in between) hid little: 20.27–20.37 against 20.43–20.48 µs
     // (eighth session) — with ~2 base pieces per warp the first warp leaves late.
-    const uint32_t p1_warps = min(hi1 - lo1, (uint32_t)kPWarps);
-    if (warp < p1_warps) {
-      __syncwarp();
-      if (lane == 0) {
-        __threadfence();  // this warp's columns of t before the block's arrival
-        if (atomicAdd(&p1_done, 1u) == p1_warps - 1) {
-          __threadfence();
-          ticket = grid_arrive_thread(a.barrier);
-        }
-      }
-    } else if (p1_warps == 0 && threadIdx.x == 0) {
-      ticket = grid_arrive_thread(a.barrier);
-    }
+    arrive_after_phase1(a.barrier, min(hi1 - lo1, (uint32_t)kPWarps), warp, lane, p1_done, ticket);
     trace_at(a, 2);
-    const size_t wes = a.io.wdt == DC_DTYPE_F32 ? 4 : 2;
-    const uint64_t units = a.io.cols / 16;  // piece bounds on 16 columns (the vector path's unit)
-    const uint32_t np = a.w_parts, pieces = (hi2 - lo2) * np;
-    for (;;) {
-      uint32_t q = 0;
-      if (lane == 0) q = atomicAdd(&w_next, 1u);
-      q = __shfl_sync(0xffffffffu, q, 0);
-      if (q >= pieces) break;
-      const uint32_t li = q / np, part = q % np;
-      const uint64_t c0 = units * part / np * 16, c1 = part + 1 == np ? a.io.cols : units * (part + 1) / np * 16;
-      const uint64_t o = (uint64_t)(lo2 + li) * kGroupRows + rsub;  // m = 1: item = group
-      float s = 0.f;
-      if (o < a.io.rows) {
-        const char* wrow = static_cast<const char*>(a.io.W) + o * a.io.ldw * wes;
-        s = base_row_part(a, wrow, stage, c0, c1, sub);
-      }
-      s = seg_sum<kRowLanesV>(s);
-      if (sub == 0) atomicAdd(&wpart[li * kGroupRows + rsub], s);
-    }
+    stream_base_pieces(a, lo2, hi2, stage, wpart, w_next, lane, sub, rsub);
     __syncthreads();  // the ticket is written
     grid_wait(a.barrier, ticket);
   }
