@@ -31,7 +31,8 @@ struct LaunchCfg {
   unsigned persist_wparts = 0;  // its fused base: column pieces per group of output rows (0: kWParts)
   unsigned mma_stage_w1 = 2, mma_stage_w2 = 8;  // tensor-core batch kernel: row staging as items (RowSplit)
   bool mma_pairs = true;        // ... one delta at m > 1: two rows per tile decode (launch_persist_mma)
-  unsigned fused_spec = 0;      // persistent kernel, fused m = 1: delta warps of the warp-specialized instance (0: off)
+  unsigned mma_pair_w1 = 2, mma_pair_w2 = 8;    // ... the split's weights for such a pair of rows
+  unsigned fused_spec = 4;      // persistent kernel, fused m = 1: delta warps of the warp-specialized instance (0: off)
 };
 
 // Device memory of the persistent kernel's grid barrier (one counter, apply_persist_kernel.cu):

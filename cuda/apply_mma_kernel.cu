@@ -372,24 +372,28 @@ cudaError_t launch_persist_mma(const LaunchCfg& c, const DeltaSel& s, const Rows
   // Row staging as virtual items (RowSplit; default weights 2 and 8, the best of 0,0 / 1,2 / 1,4 /
   // 2,8 / 3,12 / 4,16 for 32 tenants and one delta at m = 16 on the H100, ninth session). The trace
   // showed the slowest blocks to be those whose range crossed into a second row and staged it too.
-  const uint32_t w1 = r.m > 1 ? c.mma_stage_w1 : 0u, w2 = r.m > 1 ? c.mma_stage_w2 : 0u;
-  // Shared memory for R rows staged at once (R = 2: pairs of rows of one delta, when they fit).
-  auto smem_for = [&](uint64_t R, uint64_t items_m, uint64_t min_blocks) {
-    // tile partial sums: at most ⌈virtual n1 / blocks⌉ items per block
-    const uint64_t part_bytes = ((items_m * (a.I1 + w1) + min_blocks - 1) / min_blocks) * kParts * kMmaRows * 4 * R;
-    return (size_t)(R * (std::max(a.nbx, a.nbt) * kPitch * 4 + dig_row + sum_row * 4) + part_bytes);
-  };
-  a.pair = one_delta && r.m > 1 && c.mma_pairs;
-  uint64_t rows_m = a.pair ? (r.m + 1) / 2 : r.m;  // item rows
-  uint64_t items = std::max(rows_m * a.I1, rows_m * a.G);
-  uint64_t min_blocks = persist_min_blocks(c, items, sms);
-  size_t smem = smem_for(a.pair ? 2 : 1, rows_m, min_blocks);
-  if (a.pair && smem > kMSmemLimit) {  // one row at a time
-    a.pair = false;
-    rows_m = r.m;
+  // A pair of rows has its own weights (c.mma_pair_w1, w2; default also 2,8): it stages twice the
+  // data per item row, and 1,4 measured best at m = 16 (38 against 41 µs) but worst at m = 64 (98
+  // against 87; tenth session), so a rule by row count needs more points first.
+  uint32_t w1 = 0, w2 = 0;
+  uint64_t rows_m = 0, items = 0, min_blocks = 0;
+  size_t smem = 0;
+  // Shared memory and split for R rows staged at once (R = 2: pairs of rows of one delta).
+  auto plan = [&](uint32_t R) {
+    w1 = r.m == 1 ? 0u : R == 2 ? c.mma_pair_w1 : c.mma_stage_w1;
+    w2 = r.m == 1 ? 0u : R == 2 ? c.mma_pair_w2 : c.mma_stage_w2;
+    rows_m = (r.m + R - 1) / R;  // item rows
     items = std::max(rows_m * a.I1, rows_m * a.G);
     min_blocks = persist_min_blocks(c, items, sms);
-    smem = smem_for(1, rows_m, min_blocks);
+    // tile partial sums: at most ⌈virtual n1 / blocks⌉ items per block
+    const uint64_t part_bytes = ((rows_m * (a.I1 + w1) + min_blocks - 1) / min_blocks) * kParts * kMmaRows * 4 * R;
+    smem = (size_t)(R * (std::max(a.nbx, a.nbt) * kPitch * 4 + dig_row + sum_row * 4) + part_bytes);
+  };
+  a.pair = one_delta && r.m > 1 && c.mma_pairs;
+  plan(a.pair ? 2 : 1);
+  if (a.pair && smem > kMSmemLimit) {  // one row at a time
+    a.pair = false;
+    plan(1);
   }
   if (smem > kMSmemLimit) return cudaErrorNotSupported;
   a.dig_words = (a.pair ? 2 : 1) * a.dig_row;

@@ -57,6 +57,15 @@ bool env_flag(const char* name) {
   const char* v = getenv(name);
   return v && *v && strcmp(v, "0") != 0;
 }
+// Tuning: a pair of split weights "w1,w2" (each 0..64) from `name`, if set and well-formed.
+void env_weights(const char* name, unsigned* w1, unsigned* w2) {
+  const char* v = getenv(name);
+  unsigned a = 0, b = 0;
+  if (v && sscanf(v, "%u,%u", &a, &b) == 2 && a <= 64 && b <= 64) {
+    *w1 = a;
+    *w2 = b;
+  }
+}
 
 // Makes `ordinal` current on the calling thread. Hosts (Go, thread pools) move a context between OS
 // threads, and the current device is per thread: every entry point that touches the device calls
@@ -193,13 +202,8 @@ dc_status device_open(void** out, int32_t device, int32_t /*num_threads*/) {
   dev->mma_batch = prop.major >= 8 && !env_flag("DELTACOME_GPU_NO_MMA");  // integer mma.sync: sm_80+
   dev->mma_multi = dev->mma_batch && !env_flag("DELTACOME_GPU_NO_MMA_MULTI");
   dev->mma_pairs = !env_flag("DELTACOME_GPU_MMA_NO_PAIRS");
-  if (const char* sw = getenv("DELTACOME_GPU_MMA_STAGE_W")) {  // tuning: "w1,w2" (each 0..64)
-    unsigned w1 = 0, w2 = 0;
-    if (sscanf(sw, "%u,%u", &w1, &w2) == 2 && w1 <= 64 && w2 <= 64) {
-      dev->mma_stage_w1 = w1;
-      dev->mma_stage_w2 = w2;
-    }
-  }
+  env_weights("DELTACOME_GPU_MMA_STAGE_W", &dev->mma_stage_w1, &dev->mma_stage_w2);
+  env_weights("DELTACOME_GPU_MMA_PAIR_STAGE_W", &dev->mma_pair_w1, &dev->mma_pair_w2);
   if (const char* fs = getenv("DELTACOME_GPU_FUSED_SPEC")) dev->fused_spec = (unsigned)atoi(fs);  // 1..7 delta warps
   if (const char* pb = getenv("DELTACOME_GPU_PERSIST_BLOCKS")) dev->persist_blocks = (unsigned)atoi(pb);
   if (const char* pc = getenv("DELTACOME_GPU_PERSIST_COMPACT")) dev->persist_compact = atoi(pc) != 0;
@@ -393,7 +397,7 @@ void delta_free(void* devp, void* p) {
 LaunchCfg launch_cfg(const GpuDevice* dev, cudaStream_t s) {
   return LaunchCfg{dev->group, s, dev->pdl, dev->coop, dev->persist_blocks, dev->persist_compact, dev->trace,
                    dev->stage_codes, dev->persist_wparts, dev->mma_stage_w1, dev->mma_stage_w2,
-                   dev->mma_pairs, dev->fused_spec};
+                   dev->mma_pairs, dev->mma_pair_w1, dev->mma_pair_w2, dev->fused_spec};
 }
 
 dc_status gemm_nt(GpuDevice* dev, cudaStream_t s, uint64_t M, uint64_t N, uint64_t K, const void* A, uint64_t lda,
