@@ -6,6 +6,8 @@
 //        bench_gpu_apply --profile | --profile-m1 | --profile-fused  (untimed runs for ncu or for
 //        DELTACOME_GPU_PERSIST_TRACE=1: three M=1 applies then a 32-tenant batch, three delta-only
 //        M=1 applies, or three fused M=1 applies; the trace prints the last persistent launch)
+//        bench_gpu_apply --ms 1,4,16,32,64  (the token counts of the single-delta rows; default 1,16,64;
+//        each 1..64; M=1 is always measured, the targets need it)
 #include <algorithm>
 #include <functional>
 #include <vector>
@@ -59,6 +61,25 @@ int main(int argc, char** argv) {
     if (!strcmp(argv[i], "--profile-fused")) profile = profile_fused = true;
     if (!strcmp(argv[i], "--profile-m1")) profile = profile_m1 = true;
   }
+  std::vector<uint64_t> ms = {1, 16, 64};
+  for (int i = 1; i + 1 < argc; ++i)
+    if (!strcmp(argv[i], "--ms")) {
+      ms = {1};
+      for (const char* c = argv[i + 1]; *c;) {
+        char* end = nullptr;
+        const unsigned long v = strtoul(c, &end, 10);
+        if (end == c || v < 1 || v > 64) {
+          printf("--ms: token counts 1..64, comma-separated (at \"%s\")\n", c);
+          return 2;
+        }
+        if (v > 1) ms.push_back(v);
+        c = *end == ',' ? end + 1 : end;
+        if (*end != ',' && *end != '\0') {
+          printf("--ms: token counts 1..64, comma-separated (at \"%s\")\n", end);
+          return 2;
+        }
+      }
+    }
   for (int i = 1; i + 1 < argc; ++i)
     if (!strcmp(argv[i], "--torch-us")) {
       FILE* f = fopen(argv[i + 1], "r");
@@ -160,7 +181,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   double base_us1 = 0, apply_us1 = 0, fused_us1 = 0;
-  for (uint64_t m : {1ull, 16ull, 64ull}) {
+  for (uint64_t m : ms) {
     const double base_us = time_graph(96, [&](int i) { cublas_base(i, m); });
     p.m = m;
     p.flags = 0;

@@ -6,6 +6,7 @@
 # ab: the benchmark once per variant in $AB (';'-separated environment settings, '-' for none),
 # ROUNDS times alternating (default 2), one line of the key rows each — A/B in one process order:
 #   AB='-;DELTACOME_GPU_NO_MMA=1' tools/device-quick.sh ab
+# (BENCH_ARGS='--ms 1,4,8,16,32,64': more token counts; ab then also prints each one's delta-only µs)
 # ncu-src: build with EXTRA=-lineinfo; profiles launch NCU_S (default 0) of the kernels matching
 # NCU_K in `bench_gpu --profile` (three single M=1 applies, then one 32-tenant batch) with the full
 # set, keeps the details page and the per-line source CSV in $OUT, and prints the lines with the
@@ -49,12 +50,14 @@ for s in "${steps[@]}"; do
         for ((round = 0; round < ${ROUNDS:-2}; ++round)); do
           for v in "${variants[@]}"; do
             [ "$v" = "-" ] && v=""
-            env $v timeout 120 "$B/bench_gpu" > "$OUT/ab.txt" 2>&1
+            env $v timeout 120 "$B/bench_gpu" ${BENCH_ARGS:-} > "$OUT/ab.txt" 2>&1
             row() { grep -E "$1" "$OUT/ab.txt" | head -1 | awk '{print $(NF-1)}'; }
             printf "%-44s %s | %s | %s | %s | %s | %s | %s | %s\n" "${v:-default}" "$(row 'cuBLAS fp16 base .*M=1 ')" \
               "$(row 'delta only\), M=1 ')" "$(row 'fused base\+delta, M=1 ')" "$(row 'delta only\), M=16 ')" \
               "$(row 'fused base\+delta, M=16 ')" "$(row 'delta only\), M=64 ')" "$(row '32 tenants x 1 token')" \
               "$(row 'bmm 32 tenants')"
+            # with BENCH_ARGS='--ms …': every token count's delta-only time
+            [ -n "${BENCH_ARGS:-}" ] && grep -E "delta only\), M=" "$OUT/ab.txt" | awk '{printf "  M=%s %s", substr($(NF-2), 3), $(NF-1)} END {print ""}'
           done
         done ;;
   esac
