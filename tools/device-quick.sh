@@ -46,7 +46,9 @@ for s in "${steps[@]}"; do
              grep -E "Duration|Registers Per|Warp Cycles Per Issued|Issued Ipc Active|Eligible Warps" "$OUT/kernel_details.txt" | head -8
              python3 tools/ncu_lines.py "$OUT/kernel_source.csv" --top ${NCU_TOP:-25} ;;
     ab) IFS=';' read -ra variants <<< "${AB:--}"
-        echo "variant: cuBLAS M=1 | delta M=1 | fused M=1 | delta M=16 | fused M=16 | delta M=64 | 32 tenants | bmm (us)"
+        # the rows also go to $OUT/ab_rows.txt as they come: a call cut at its time limit keeps them
+        echo "variant: cuBLAS M=1 | delta M=1 | fused M=1 | delta M=16 | fused M=16 | delta M=64 | 32 tenants | bmm (us)" |
+          tee "$OUT/ab_rows.txt"
         for ((round = 0; round < ${ROUNDS:-2}; ++round)); do
           for v in "${variants[@]}"; do
             [ "$v" = "-" ] && v=""
@@ -55,9 +57,10 @@ for s in "${steps[@]}"; do
             printf "%-44s %s | %s | %s | %s | %s | %s | %s | %s\n" "${v:-default}" "$(row 'cuBLAS fp16 base .*M=1 ')" \
               "$(row 'delta only\), M=1 ')" "$(row 'fused base\+delta, M=1 ')" "$(row 'delta only\), M=16 ')" \
               "$(row 'fused base\+delta, M=16 ')" "$(row 'delta only\), M=64 ')" "$(row '32 tenants x 1 token')" \
-              "$(row 'bmm 32 tenants')"
+              "$(row 'bmm 32 tenants')" | tee -a "$OUT/ab_rows.txt"
             # with BENCH_ARGS='--ms …': every token count's delta-only time
-            [ -n "${BENCH_ARGS:-}" ] && grep -E "delta only\), M=" "$OUT/ab.txt" | awk '{printf "  M=%s %s", substr($(NF-2), 3), $(NF-1)} END {print ""}'
+            [ -n "${BENCH_ARGS:-}" ] && grep -E "delta only\), M=" "$OUT/ab.txt" | awk '{printf "  M=%s %s", substr($(NF-2), 3), $(NF-1)} END {print ""}' |
+              tee -a "$OUT/ab_rows.txt"
           done
         done ;;
   esac
