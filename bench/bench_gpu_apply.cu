@@ -65,19 +65,16 @@ int main(int argc, char** argv) {
   for (int i = 1; i + 1 < argc; ++i)
     if (!strcmp(argv[i], "--ms")) {
       ms = {1};
-      for (const char* c = argv[i + 1]; *c;) {
+      for (const char* c = argv[i + 1];; c++) {
         char* end = nullptr;
         const unsigned long v = strtoul(c, &end, 10);
-        if (end == c || v < 1 || v > 64) {
+        if (end == c || v < 1 || v > 64 || (*end != ',' && *end != '\0')) {
           printf("--ms: token counts 1..64, comma-separated (at \"%s\")\n", c);
           return 2;
         }
         if (v > 1) ms.push_back(v);
-        c = *end == ',' ? end + 1 : end;
-        if (*end != ',' && *end != '\0') {
-          printf("--ms: token counts 1..64, comma-separated (at \"%s\")\n", end);
-          return 2;
-        }
+        if (*end == '\0') break;
+        c = end;  // the comma (skipped by c++)
       }
     }
   for (int i = 1; i + 1 < argc; ++i)

@@ -215,7 +215,9 @@ __device__ __forceinline__ void stage_codes(const DeltaDesc& d, uint32_t* area, 
   // this warp's pieces: the V̂ ones first (the first commit group), then the Û ones
 #pragma unroll
   for (int pass = 0; pass < 2; ++pass) {
-    // the pieces by warps [0, copy_warps) only (kSpec: the warps that read them)
+    // the pieces by warps [0, copy_warps) only (kSpec: the warps that read them). `all` spells out
+    // the other instances' case (warp < kPWarps always): written with copy_warps alone, the loop
+    // compiled differently there (sm_90 SASS of the staged instances changed).
     const bool all = copy_warps == (uint32_t)kPWarps;
     const uint32_t step = all ? (uint32_t)kPWarps : copy_warps;
 #pragma unroll 1
@@ -516,11 +518,7 @@ __global__ void __launch_bounds__(kPThreads, kStaged ? DC_PERSIST_STAGED_MIN_BLO
       arrive_after_phase1(a.barrier, min(hi1 - lo1, D), warp, lane, p1_done, ticket);
       trace_at(a, 2);
       named_sync(1, D * 32);  // the ticket is written
-      if (threadIdx.x == 0) {  // grid_wait among the delta warps
-        volatile unsigned int* cnt = a.barrier;
-        while (((*cnt ^ ticket.gen) & 0x80000000u) == 0) __nanosleep(20);
-        __threadfence();
-      }
+      if (threadIdx.x == 0) grid_wait_thread(a.barrier, ticket);  // grid_wait among the delta warps
       named_sync(1, D * 32);  // every column of t is written
       trace_at(a, 3);
       stage_t(tstage, a.io.t, a.nbt, D * 32);

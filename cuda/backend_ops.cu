@@ -5,9 +5,10 @@
 //   m = 1        : the persistent kernel (apply_persist_kernel.cu), one launch, with the base GEMV
 //                  fused under DC_APPLY_INCLUDE_BASE; no allocation.
 //   1 < m ≤ 64   : the base (cuBLAS) if asked, then the tensor-core batch kernel
-//                  (apply_mma_kernel.cu) with every row in slot 0 of a one-delta table: 44 µs at
-//                  m = 16 and 118 µs at m = 64 against 71 and 243 µs on the persistent kernel
-//                  (4096², H100, bench/RESULTS-h100.md, ninth session). Where neither runs (HIP,
+//                  (apply_mma_kernel.cu) with every row in slot 0 of a one-delta table, two rows
+//                  per tile decode: 41 µs at m = 16 and 87 µs at m = 64 (4096², H100; one row at a
+//                  time 44 and 119 µs, the persistent kernel 71 and 243 µs; bench/RESULTS-h100.md,
+//                  ninth and tenth sessions). Where neither runs (HIP,
 //                  act-order, shard offsets, BitDelta): phase 1 (x·V̂ ⊙ σ into the device's t
 //                  scratch) + phase 2 (t·Ûᵀ, with the base GEMV), two launches.
 //   m > 64       : with a workspace of dc_apply_workspace_size bytes, Û and V̂ are dequantized into
@@ -545,7 +546,7 @@ dc_status apply(void* devp, const void* dp, const dc_apply_params* p) {
           // Several rows of one delta: the tensor-core batch kernel with every row in slot 0 of a
           // one-entry table (the delta's device descriptor). Each row still decodes the codes, but
           // from L2 after the first, at ~0.05 instructions per code instead of ~3.
-          const DeltaSel ms{DeltaDesc{}, gd->ddesc, 1, dev->slot_zero, d.t_stride, d.v_len, p1_blocks_of(d), mma_items1(d)};
+          const DeltaSel ms{DeltaDesc{}, gd->ddesc, 1, dev->slot_zero, d.t_stride, d.v_len, sel.max_p1_blocks, mma_items1(d)};
           e = launch_persist_mma(c, ms, a, dev->barrier, dev->sms, true);
           what = "tensor-core apply kernel";
         }

@@ -94,12 +94,17 @@ __device__ __forceinline__ BarrierTicket grid_arrive_thread(unsigned int* bar) {
   return BarrierTicket{atomicAdd(bar, add)};
 }
 
+// grid_wait_thread: one thread waits until every block has arrived (the caller then publishes that
+// to the threads that read t: __syncthreads in grid_wait, a named barrier in the fused kernel's
+// delta warps).
+__device__ __forceinline__ void grid_wait_thread(unsigned int* bar, const BarrierTicket& tk) {
+  volatile unsigned int* c = bar;
+  while (((*c ^ tk.gen) & 0x80000000u) == 0) __nanosleep(20);
+  __threadfence();
+}
+
 __device__ __forceinline__ void grid_wait(unsigned int* bar, const BarrierTicket& tk) {
-  if (threadIdx.x == 0) {
-    volatile unsigned int* c = bar;
-    while (((*c ^ tk.gen) & 0x80000000u) == 0) __nanosleep(20);
-    __threadfence();
-  }
+  if (threadIdx.x == 0) grid_wait_thread(bar, tk);
   __syncthreads();
 }
 
