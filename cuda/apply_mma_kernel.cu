@@ -55,9 +55,6 @@ struct MmaArgs {
   uint32_t dig_words; // words of the digit area (R rows of dig_row words)
   uint32_t sum_floats;  // floats of the chunk-sum area (R rows of sum_row floats)
   uint32_t dig_row, sum_row;  // one row's digit words and chunk sums
-  bool pair;          // rows 2ρ and 2ρ + 1 share a delta (one delta at m > 1): item row ρ holds both,
-                      // each tile decoded once for both (mma_rows with a second row in B); the
-                      // kernel's kPair instance runs it
   unsigned long long* trace;  // diagnostics (DELTACOME_GPU_PERSIST_TRACE=1), or null: see mark
 };
 
@@ -105,8 +102,9 @@ __device__ __forceinline__ float scale_of(const float* whole, uint32_t span, uin
 #  define DC_MMA_MIN_BLOCKS 2  // resident blocks per SM the registers are sized for (build-time tuning)
 #endif
 
-// kPair: a.pair's instance (rows 2ρ and 2ρ + 1 per item row); the batch instance keeps the
-// single-vector code and registers.
+// kPair: rows 2ρ and 2ρ + 1 share a delta (one delta at m > 1): item row ρ holds both, and each
+// tile is decoded once for both (mma_rows with the second row in B columns 3..5). The batch
+// instance keeps the single-vector code and registers.
 template <bool kPair>
 __global__ void __launch_bounds__(kMThreads, DC_MMA_MIN_BLOCKS) mma_batch_kernel(const __grid_constant__ MmaArgs a) {
   extern __shared__ float4 dyn_smem[];
@@ -389,15 +387,15 @@ cudaError_t launch_persist_mma(const LaunchCfg& c, const DeltaSel& s, const Rows
     const uint64_t part_bytes = ((rows_m * (a.I1 + w1) + min_blocks - 1) / min_blocks) * kParts * kMmaRows * 4 * R;
     smem = (size_t)(R * (std::max(a.nbx, a.nbt) * kPitch * 4 + dig_row + sum_row * 4) + part_bytes);
   };
-  a.pair = one_delta && r.m > 1 && c.mma_pairs;
-  plan(a.pair ? 2 : 1);
-  if (a.pair && smem > kMSmemLimit) {  // one row at a time
-    a.pair = false;
+  bool pair = one_delta && r.m > 1 && c.mma_pairs;
+  plan(pair ? 2 : 1);
+  if (pair && smem > kMSmemLimit) {  // one row at a time
+    pair = false;
     plan(1);
   }
   if (smem > kMSmemLimit) return cudaErrorNotSupported;
-  a.dig_words = (a.pair ? 2 : 1) * a.dig_row;
-  a.sum_floats = (a.pair ? 2 : 1) * a.sum_row;
+  a.dig_words = (pair ? 2 : 1) * a.dig_row;
+  a.sum_floats = (pair ? 2 : 1) * a.sum_row;
   static std::once_flag attr_once;
   static cudaError_t attr_err = cudaSuccess;
   std::call_once(attr_once, [] {
@@ -406,7 +404,7 @@ cudaError_t launch_persist_mma(const LaunchCfg& c, const DeltaSel& s, const Rows
       attr_err = cudaFuncSetAttribute(mma_batch_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)kMSmemLimit);
   });
   if (attr_err != cudaSuccess) return attr_err;
-  void (*kernel)(MmaArgs) = a.pair ? mma_batch_kernel<true> : mma_batch_kernel<false>;
+  void (*kernel)(MmaArgs) = pair ? mma_batch_kernel<true> : mma_batch_kernel<false>;
   int occ = 0;
   cudaError_t e = cached_occupancy(reinterpret_cast<const void*>(kernel), kMThreads, smem, &occ);
   if (e != cudaSuccess) return e;
