@@ -204,7 +204,10 @@ dc_status device_open(void** out, int32_t device, int32_t /*num_threads*/) {
   dev->mma_multi = dev->mma_batch && !env_flag("DELTACOME_GPU_NO_MMA_MULTI");
   dev->mma_pairs = !env_flag("DELTACOME_GPU_MMA_NO_PAIRS");
   env_weights("DELTACOME_GPU_MMA_STAGE_W", &dev->mma_stage_w1, &dev->mma_stage_w2);
+  if (const char* mm = getenv("DELTACOME_GPU_MMA_MIN_M")) dev->mma_min_m = (unsigned)atoi(mm);
   env_weights("DELTACOME_GPU_MMA_PAIR_STAGE_W", &dev->mma_pair_w1, &dev->mma_pair_w2);
+  if (getenv("DELTACOME_GPU_MMA_PAIR_STAGE_W")) dev->mma_pair_small_m = 0;  // the weights given, at every m
+  if (const char* sm = getenv("DELTACOME_GPU_MMA_PAIR_SMALL_M")) dev->mma_pair_small_m = (unsigned)atoi(sm);
   if (const char* fs = getenv("DELTACOME_GPU_FUSED_SPEC")) dev->fused_spec = (unsigned)atoi(fs);  // 1..7 delta warps
   if (const char* pb = getenv("DELTACOME_GPU_PERSIST_BLOCKS")) dev->persist_blocks = (unsigned)atoi(pb);
   if (const char* pc = getenv("DELTACOME_GPU_PERSIST_COMPACT")) dev->persist_compact = atoi(pc) != 0;
@@ -398,7 +401,8 @@ void delta_free(void* devp, void* p) {
 LaunchCfg launch_cfg(const GpuDevice* dev, cudaStream_t s) {
   return LaunchCfg{dev->group, s, dev->pdl, dev->coop, dev->persist_blocks, dev->persist_compact, dev->trace,
                    dev->stage_codes, dev->persist_wparts, dev->mma_stage_w1, dev->mma_stage_w2,
-                   dev->mma_pairs, dev->mma_pair_w1, dev->mma_pair_w2, dev->fused_spec};
+                   dev->mma_pairs, dev->mma_pair_w1, dev->mma_pair_w2, dev->mma_pair_small_w1,
+                   dev->mma_pair_small_w2, dev->mma_pair_small_m, dev->fused_spec};
 }
 
 dc_status gemm_nt(GpuDevice* dev, cudaStream_t s, uint64_t M, uint64_t N, uint64_t K, const void* A, uint64_t lda,
@@ -542,7 +546,11 @@ dc_status apply(void* devp, const void* dp, const dc_apply_params* p) {
         }
         cudaError_t e = cudaErrorNotSupported;
         const char* what = "persistent apply kernel";
-        if (n > 1 && dev->mma_multi) {
+        // Below mma_min_m rows (5) the persistent fp32 kernel is faster: its cost grows by ~7 µs a
+        // row from 10.7 at m = 1, while the tensor-core kernel costs ~31 µs from m = 2 to 6 (H100,
+        // eleventh session, delta only: m = 2: 16.7 vs 33.1; 3: 25.1 vs 30.9; 4: 26.7 vs 31.4;
+        // 5: 31.7 vs 30.5; 6: 34.5 vs 31.2).
+        if (n > 1 && dev->mma_multi && n >= dev->mma_min_m) {
           // Several rows of one delta: the tensor-core batch kernel with every row in slot 0 of a
           // one-entry table (the delta's device descriptor). Each row still decodes the codes, but
           // from L2 after the first, at ~0.05 instructions per code instead of ~3.

@@ -16,9 +16,13 @@ struct GpuDevice {
   bool coop = true;            // ... launched cooperatively (DELTACOME_GPU_NO_COOP=1: plain launch)
   bool mma_batch = true;       // batches on the tensor-core batch kernel (sm_80+; DELTACOME_GPU_NO_MMA=1 turns it off)
   bool mma_multi = true;       // ... also one delta at 1 < m ≤ 64 (DELTACOME_GPU_NO_MMA_MULTI=1: persistent kernel)
+  unsigned mma_min_m = 5;      // ... from this many rows on; fewer stay on the persistent kernel
+                               // (DELTACOME_GPU_MMA_MIN_M; measured in backend_ops.cu's apply)
   unsigned mma_stage_w1 = 2, mma_stage_w2 = 8;  // its split's row-staging weights (DELTACOME_GPU_MMA_STAGE_W=w1,w2)
   bool mma_pairs = true;       // ... one delta at m > 1: two rows per tile decode (DELTACOME_GPU_MMA_NO_PAIRS=1)
   unsigned mma_pair_w1 = 2, mma_pair_w2 = 8;  // ... the split's weights for a pair (DELTACOME_GPU_MMA_PAIR_STAGE_W)
+  unsigned mma_pair_small_w1 = 1, mma_pair_small_w2 = 4;  // ... and up to mma_pair_small_m rows
+  unsigned mma_pair_small_m = 16;  // (DELTACOME_GPU_MMA_PAIR_SMALL_M; 0: the weights above at every m)
   unsigned fused_spec = 4;     // fused m = 1: warp-specialized instance with this many delta warps
                                // (DELTACOME_GPU_FUSED_SPEC=D, 0: off; 4 measured best of 2..6 on the H100)
   int32_t* slot_zero = nullptr;  // kMaxTokens zeros on the device: every row's slot for one delta on that kernel

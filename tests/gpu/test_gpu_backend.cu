@@ -660,13 +660,25 @@ int main(int argc, char** argv) {
     ops->device_close(g.dev);
     unsetenv("DELTACOME_GPU_NO_MMA_MULTI");
   }
+  {  // one delta at every 1 < m ≤ 64 on the tensor-core kernel (by default m < 5 stays on the persistent one)
+    setenv("DELTACOME_GPU_MMA_MIN_M", "2", 1);
+    Gpu g{ops, nullptr, "tensor-core kernel from m = 2"};
+    GT_CHECK(ops->device_open(&g.dev, 0, 0) == DC_OK, "device_open");
+    test_widths(g, rng, true);
+    test_shapes(g, rng, true);
+    test_base_and_kinds(g, rng, true);
+    ops->device_close(g.dev);
+    unsetenv("DELTACOME_GPU_MMA_MIN_M");
+  }
   {  // one delta at 1 < m ≤ 64 on the tensor-core kernel one row at a time (by default two rows share each tile)
     setenv("DELTACOME_GPU_MMA_NO_PAIRS", "1", 1);
+    setenv("DELTACOME_GPU_MMA_MIN_M", "2", 1);
     Gpu g{ops, nullptr, "tensor-core kernel, rows unpaired"};
     GT_CHECK(ops->device_open(&g.dev, 0, 0) == DC_OK, "device_open");
     test_widths(g, rng, true);
     ops->device_close(g.dev);
     unsetenv("DELTACOME_GPU_MMA_NO_PAIRS");
+    unsetenv("DELTACOME_GPU_MMA_MIN_M");
   }
   // the fused m = 1 call: by default warp-specialized with 4 delta warps; also with 2, and with
   // every warp running both parts (DELTACOME_GPU_FUSED_SPEC=0)
