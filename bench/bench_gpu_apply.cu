@@ -5,7 +5,8 @@
 // Usage: bench_gpu_apply [--torch-us FILE]  (FILE: µs of bench/torch_baseline.py for the same delta)
 //        bench_gpu_apply --profile | --profile-m1 | --profile-fused  (untimed runs for ncu or for
 //        DELTACOME_GPU_PERSIST_TRACE=1: three M=1 applies then a 32-tenant batch, three delta-only
-//        M=1 applies, or three fused M=1 applies; the trace prints the last persistent launch)
+//        M=1 applies, or three fused M=1 applies; the trace prints the last persistent launch;
+//        with --ms, the profile runs use its last token count instead of M=1)
 //        bench_gpu_apply --ms 1,4,16,32,64  (the token counts of the single-delta rows; default 1,16,64;
 //        each 1..64; M=1 is always measured, the targets need it)
 #include <algorithm>
@@ -62,6 +63,7 @@ int main(int argc, char** argv) {
     if (!strcmp(argv[i], "--profile-m1")) profile = profile_m1 = true;
   }
   std::vector<uint64_t> ms = {1, 16, 64};
+  uint64_t profile_m = 1;  // the profile runs' token count: the last of --ms when given
   for (int i = 1; i + 1 < argc; ++i)
     if (!strcmp(argv[i], "--ms")) {
       ms = {1};
@@ -76,6 +78,7 @@ int main(int argc, char** argv) {
         if (*end == '\0') break;
         c = end;  // the comma (skipped by c++)
       }
+      profile_m = ms.back();
     }
   for (int i = 1; i + 1 < argc; ++i)
     if (!strcmp(argv[i], "--torch-us")) {
@@ -155,7 +158,7 @@ int main(int argc, char** argv) {
   p.stream = g_stream;
   p.base_dtype = DC_DTYPE_F16;
   if (profile) {  // before any timing, so that the first persistent launches are these two
-    p.m = 1;
+    p.m = profile_m;
     p.flags = profile_fused ? DC_APPLY_INCLUDE_BASE : 0;
     for (int i = 0; i < 3; ++i) {  // cold deltas (uploaded first)
       p.base_weight = W[i % kW];
@@ -189,6 +192,12 @@ int main(int argc, char** argv) {
       ops->apply(dev, deltas[i], &p);
     });
     p.flags = 0;
+    // The same work as two calls of the caller's own: its cuBLAS GEMM, then the delta added into y.
+    // At m > 1 the fused call is these two launches too; this row tells its cost from theirs.
+    const double two_us = time_graph(kCopies, [&](int i) {
+      cublas_base(i, m);
+      ops->apply(dev, deltas[i], &p);
+    });
     char lbl[96];
     snprintf(lbl, sizeof lbl, "(a) cuBLAS fp16 base 4096x4096, M=%llu", (unsigned long long)m);
     rows.push_back({lbl, base_us, R * C * 2.0, ""});
@@ -196,6 +205,8 @@ int main(int argc, char** argv) {
     rows.push_back({lbl, apply_us, packed, ""});
     snprintf(lbl, sizeof lbl, "deltacome apply fused base+delta, M=%llu", (unsigned long long)m);
     rows.push_back({lbl, fused_us, packed + R * C * 2.0, ""});
+    snprintf(lbl, sizeof lbl, "(a) then delta only, two calls, M=%llu", (unsigned long long)m);
+    rows.push_back({lbl, two_us, packed + R * C * 2.0, ""});
     if (m == 1) {
       base_us1 = base_us;
       apply_us1 = apply_us;
