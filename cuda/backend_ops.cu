@@ -546,22 +546,25 @@ dc_status apply(void* devp, const void* dp, const dc_apply_params* p) {
         }
         cudaError_t e = cudaErrorNotSupported;
         const char* what = "persistent apply kernel";
+        // Several rows of one delta: the tensor-core batch kernel with every row in slot 0 of a
+        // one-entry table (the delta's device descriptor). Each row still decodes the codes, but
+        // from L2 after the first, at ~0.05 instructions per code instead of ~3.
+        const bool mma_ok = n > 1 && dev->mma_multi;
+        auto run_mma = [&] {
+          const DeltaSel ms{DeltaDesc{}, gd->ddesc, 1, dev->slot_zero, d.t_stride, d.v_len, sel.max_p1_blocks, mma_items1(d)};
+          what = "tensor-core apply kernel";
+          return launch_persist_mma(c, ms, a, dev->barrier, dev->sms, true);
+        };
         // Below mma_min_m rows (5) the persistent fp32 kernel is faster: its cost grows by ~7 µs a
         // row from 10.7 at m = 1, while the tensor-core kernel costs ~31 µs from m = 2 to 6 (H100,
         // eleventh session, delta only: m = 2: 16.7 vs 33.1; 3: 25.1 vs 30.9; 4: 26.7 vs 31.4;
         // 5: 31.7 vs 30.5; 6: 34.5 vs 31.2).
-        if (n > 1 && dev->mma_multi && n >= dev->mma_min_m) {
-          // Several rows of one delta: the tensor-core batch kernel with every row in slot 0 of a
-          // one-entry table (the delta's device descriptor). Each row still decodes the codes, but
-          // from L2 after the first, at ~0.05 instructions per code instead of ~3.
-          const DeltaSel ms{DeltaDesc{}, gd->ddesc, 1, dev->slot_zero, d.t_stride, d.v_len, sel.max_p1_blocks, mma_items1(d)};
-          e = launch_persist_mma(c, ms, a, dev->barrier, dev->sms, true);
-          what = "tensor-core apply kernel";
-        }
+        if (mma_ok && n >= dev->mma_min_m) e = run_mma();
         if (e == cudaErrorNotSupported && (n == 1 || dev->persist_multi)) {
           e = launch_persist(c, sel, a, dev->barrier, dev->sms);
           what = "persistent apply kernel";
         }
+        if (e == cudaErrorNotSupported && mma_ok && n < dev->mma_min_m) e = run_mma();  // the persistent kernel declined
         if (e == cudaSuccess) continue;
         if (e != cudaErrorNotSupported) return gpu_fail(e, what);
       }
