@@ -32,8 +32,7 @@ struct LaunchCfg {
   unsigned mma_stage_w1 = 2, mma_stage_w2 = 8;  // tensor-core batch kernel: row staging as items (RowSplit)
   bool mma_pairs = true;        // ... one delta at m > 1: two rows per tile decode (launch_persist_mma)
   unsigned mma_pair_w1 = 2, mma_pair_w2 = 8;    // ... the split's weights for such a pair of rows
-  unsigned mma_pair_small_w1 = 1, mma_pair_small_w2 = 4;  // ... for m ≤ mma_pair_small_m
-  unsigned mma_pair_small_m = 16;
+  unsigned mma_pair_small_m = 16;  // ... up to this many rows weights 1,4 instead (launch_persist_mma)
   unsigned fused_spec = 4;      // persistent kernel, fused m = 1: delta warps of the warp-specialized instance (0: off)
 };
 

@@ -41,6 +41,7 @@ namespace {
 constexpr int kMThreads = 256;
 constexpr int kMWarps = kMThreads / 32;
 constexpr size_t kMSmemLimit = 100 * 1024;  // two blocks per SM
+constexpr uint32_t kPairSmallW1 = 1, kPairSmallW2 = 4;  // pairs' split weights up to mma_pair_small_m rows
 constexpr uint32_t kParts = 4;              // phase 1: warps (work units) per tile
 
 struct MmaArgs {
@@ -371,7 +372,7 @@ cudaError_t launch_persist_mma(const LaunchCfg& c, const DeltaSel& s, const Rows
   // 2,8 / 3,12 / 4,16 for 32 tenants and one delta at m = 16 on the H100, ninth session). The trace
   // showed the slowest blocks to be those whose range crossed into a second row and staged it too.
   // A pair of rows has its own weights: it stages twice the data per item row. 1,4 up to m = 16
-  // (c.mma_pair_small_*), 2,8 above: on the H100 (eleventh session, delta only, µs, 1,4 vs 2,8)
+  // (c.mma_pair_small_m), 2,8 above: on the H100 (eleventh session, delta only, µs, 1,4 vs 2,8)
   // m = 8: 32.7 vs 34.3, m = 16: 37.0 vs 40.3, but m = 24: 54.0 vs 49.9 and m = 64: 96.5 vs 86.0.
   uint32_t w1 = 0, w2 = 0;
   uint64_t rows_m = 0, items = 0, min_blocks = 0;
@@ -379,8 +380,8 @@ cudaError_t launch_persist_mma(const LaunchCfg& c, const DeltaSel& s, const Rows
   // Shared memory and split for R rows staged at once (R = 2: pairs of rows of one delta).
   auto plan = [&](uint32_t R) {
     const bool small = r.m <= c.mma_pair_small_m;
-    w1 = r.m == 1 ? 0u : R == 2 ? (small ? c.mma_pair_small_w1 : c.mma_pair_w1) : c.mma_stage_w1;
-    w2 = r.m == 1 ? 0u : R == 2 ? (small ? c.mma_pair_small_w2 : c.mma_pair_w2) : c.mma_stage_w2;
+    w1 = r.m == 1 ? 0u : R == 2 ? (small ? kPairSmallW1 : c.mma_pair_w1) : c.mma_stage_w1;
+    w2 = r.m == 1 ? 0u : R == 2 ? (small ? kPairSmallW2 : c.mma_pair_w2) : c.mma_stage_w2;
     rows_m = (r.m + R - 1) / R;  // item rows
     items = std::max(rows_m * a.I1, rows_m * a.G);
     min_blocks = persist_min_blocks(c, items, sms);

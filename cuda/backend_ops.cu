@@ -4,13 +4,14 @@
 // Apply paths (dc_apply_delta_linear):
 //   m = 1        : the persistent kernel (apply_persist_kernel.cu), one launch, with the base GEMV
 //                  fused under DC_APPLY_INCLUDE_BASE; no allocation.
-//   1 < m ≤ 64   : the base (cuBLAS) if asked, then the tensor-core batch kernel
+//   1 < m ≤ 64   : the base (cuBLAS) if asked, then, from 5 rows on, the tensor-core batch kernel
 //                  (apply_mma_kernel.cu) with every row in slot 0 of a one-delta table, two rows
-//                  per tile decode: 41 µs at m = 16 and 87 µs at m = 64 (4096², H100; one row at a
-//                  time 44 and 119 µs, the persistent kernel 71 and 243 µs; bench/RESULTS-h100.md,
-//                  ninth and tenth sessions). Where neither runs (HIP,
-//                  act-order, shard offsets, BitDelta): phase 1 (x·V̂ ⊙ σ into the device's t
-//                  scratch) + phase 2 (t·Ûᵀ, with the base GEMV), two launches.
+//                  per tile decode: 37 µs at m = 16 and 87 µs at m = 64 (4096², H100; one row at a
+//                  time 44 and 119 µs, the persistent kernel 71 and 243 µs); below 5 rows the
+//                  persistent kernel, faster there (m = 2: 16.7 against 33.1 µs; bench/RESULTS-h100.md,
+//                  ninth to eleventh sessions). Where neither runs (HIP, act-order, shard offsets,
+//                  BitDelta): phase 1 (x·V̂ ⊙ σ into the device's t scratch) + phase 2 (t·Ûᵀ, with
+//                  the base GEMV), two launches.
 //   m > 64       : with a workspace of dc_apply_workspace_size bytes, Û and V̂ are dequantized into
 //                  it and two GEMMs run (cuBLAS tensor cores, or the portable tiled GEMM on HIP);
 //                  without one, the fused path runs in chunks of 64 rows (correct, slower).
@@ -58,14 +59,14 @@ bool env_flag(const char* name) {
   const char* v = getenv(name);
   return v && *v && strcmp(v, "0") != 0;
 }
-// Tuning: a pair of split weights "w1,w2" (each 0..64) from `name`, if set and well-formed.
-void env_weights(const char* name, unsigned* w1, unsigned* w2) {
+// Tuning: a pair of split weights "w1,w2" (each 0..64) from `name`, if set and well-formed (true).
+bool env_weights(const char* name, unsigned* w1, unsigned* w2) {
   const char* v = getenv(name);
   unsigned a = 0, b = 0;
-  if (v && sscanf(v, "%u,%u", &a, &b) == 2 && a <= 64 && b <= 64) {
-    *w1 = a;
-    *w2 = b;
-  }
+  if (!v || sscanf(v, "%u,%u", &a, &b) != 2 || a > 64 || b > 64) return false;
+  *w1 = a;
+  *w2 = b;
+  return true;
 }
 
 // Makes `ordinal` current on the calling thread. Hosts (Go, thread pools) move a context between OS
@@ -205,8 +206,8 @@ dc_status device_open(void** out, int32_t device, int32_t /*num_threads*/) {
   dev->mma_pairs = !env_flag("DELTACOME_GPU_MMA_NO_PAIRS");
   env_weights("DELTACOME_GPU_MMA_STAGE_W", &dev->mma_stage_w1, &dev->mma_stage_w2);
   if (const char* mm = getenv("DELTACOME_GPU_MMA_MIN_M")) dev->mma_min_m = (unsigned)atoi(mm);
-  env_weights("DELTACOME_GPU_MMA_PAIR_STAGE_W", &dev->mma_pair_w1, &dev->mma_pair_w2);
-  if (getenv("DELTACOME_GPU_MMA_PAIR_STAGE_W")) dev->mma_pair_small_m = 0;  // the weights given, at every m
+  if (env_weights("DELTACOME_GPU_MMA_PAIR_STAGE_W", &dev->mma_pair_w1, &dev->mma_pair_w2))
+    dev->mma_pair_small_m = 0;  // the weights given, at every m
   if (const char* sm = getenv("DELTACOME_GPU_MMA_PAIR_SMALL_M")) dev->mma_pair_small_m = (unsigned)atoi(sm);
   if (const char* fs = getenv("DELTACOME_GPU_FUSED_SPEC")) dev->fused_spec = (unsigned)atoi(fs);  // 1..7 delta warps
   if (const char* pb = getenv("DELTACOME_GPU_PERSIST_BLOCKS")) dev->persist_blocks = (unsigned)atoi(pb);
@@ -401,8 +402,7 @@ void delta_free(void* devp, void* p) {
 LaunchCfg launch_cfg(const GpuDevice* dev, cudaStream_t s) {
   return LaunchCfg{dev->group, s, dev->pdl, dev->coop, dev->persist_blocks, dev->persist_compact, dev->trace,
                    dev->stage_codes, dev->persist_wparts, dev->mma_stage_w1, dev->mma_stage_w2,
-                   dev->mma_pairs, dev->mma_pair_w1, dev->mma_pair_w2, dev->mma_pair_small_w1,
-                   dev->mma_pair_small_w2, dev->mma_pair_small_m, dev->fused_spec};
+                   dev->mma_pairs, dev->mma_pair_w1, dev->mma_pair_w2, dev->mma_pair_small_m, dev->fused_spec};
 }
 
 dc_status gemm_nt(GpuDevice* dev, cudaStream_t s, uint64_t M, uint64_t N, uint64_t K, const void* A, uint64_t lda,

@@ -21,8 +21,8 @@ struct GpuDevice {
   unsigned mma_stage_w1 = 2, mma_stage_w2 = 8;  // its split's row-staging weights (DELTACOME_GPU_MMA_STAGE_W=w1,w2)
   bool mma_pairs = true;       // ... one delta at m > 1: two rows per tile decode (DELTACOME_GPU_MMA_NO_PAIRS=1)
   unsigned mma_pair_w1 = 2, mma_pair_w2 = 8;  // ... the split's weights for a pair (DELTACOME_GPU_MMA_PAIR_STAGE_W)
-  unsigned mma_pair_small_w1 = 1, mma_pair_small_w2 = 4;  // ... and up to mma_pair_small_m rows
-  unsigned mma_pair_small_m = 16;  // (DELTACOME_GPU_MMA_PAIR_SMALL_M; 0: the weights above at every m)
+  unsigned mma_pair_small_m = 16;  // ... up to this many rows 1,4 instead (DELTACOME_GPU_MMA_PAIR_SMALL_M;
+                                   // 0: the weights above at every m)
   unsigned fused_spec = 4;     // fused m = 1: warp-specialized instance with this many delta warps
                                // (DELTACOME_GPU_FUSED_SPEC=D, 0: off; 4 measured best of 2..6 on the H100)
   int32_t* slot_zero = nullptr;  // kMaxTokens zeros on the device: every row's slot for one delta on that kernel
