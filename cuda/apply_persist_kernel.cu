@@ -707,6 +707,186 @@ __global__ void __launch_bounds__(kPThreads, kStaged ? DC_PERSIST_STAGED_MIN_BLO
   trace_at(a, 5);
 }
 
+
+// ---- one delta at 2 … kRowsMax rows (staged codes, each code decoded once) ----------------------
+// Why: the kernel above decodes every code once per row of x (m·T phase-1 items), so at 2–4 rows it
+// costs ~7 µs a row over its m = 1 time (H100, eleventh session: 10.7, 16.7, 25.1, 26.7 µs), while
+// the tensor-core kernel has a ~31 µs floor at these sizes. Here the items are those of m = 1 (a
+// column of t, a group of output rows), the block's codes are staged as at m = 1, x and then t are
+// staged m rows at a time, and each block of 32 codes is decoded once and dotted with all m rows.
+constexpr uint32_t kRowsMax = 4;
+
+// acc[r] += Σ over blocks k = k0, k0 + step, … < nblk of one packed row against the staged blocks
+// xs[r·xstride + k·kPitch] of rows r < m (sum of each block at [32]).
+template <int BITS>
+__device__ __forceinline__ void packed_rows_loop(const uint32_t* __restrict__ row, const dc_qparam* __restrict__ qp,
+                                                 uint32_t gb, uint32_t nblk, const float* xs, uint32_t xstride,
+                                                 uint32_t m, uint32_t k0, uint32_t step, float acc[kRowsMax]) {
+  const int gsh = group_shift(gb);
+#pragma unroll 1
+  for (uint32_t k = k0; k < nblk; k += step) {
+    uint32_t w[BITS];
+    load_block<BITS>(row + (uint64_t)k * BITS, w);
+    float s = 1.f, z = 0.f;
+    if (qp) load_qp(qp + group_of(k, gb, gsh), s, z);
+    float c[32];
+    decode_block<BITS>(w, c);
+    const float* xb = xs + k * kPitch;
+#pragma unroll
+    for (uint32_t r = 0; r < kRowsMax; ++r) {
+      if (r < m) {
+        const float4* xv = reinterpret_cast<const float4*>(xb + r * xstride);
+        float cx = 0.f;
+#pragma unroll
+        for (int q = 0; q < 8; ++q) {
+          const float4 v = xv[q];
+          cx = fmaf(c[4 * q], v.x, cx);
+          cx = fmaf(c[4 * q + 1], v.y, cx);
+          cx = fmaf(c[4 * q + 2], v.z, cx);
+          cx = fmaf(c[4 * q + 3], v.w, cx);
+        }
+        acc[r] = fmaf(s, fmaf(-z, xb[r * xstride + 32], cx), acc[r]);
+      }
+    }
+  }
+}
+
+__global__ void __launch_bounds__(kPThreads, DC_PERSIST_STAGED_MIN_BLOCKS)
+    persist_rows_kernel(const __grid_constant__ PersistArgs a) {
+  extern __shared__ float4 dyn_smem[];
+  __shared__ StagedBand tab[DC_MAX_BANDS];
+  __shared__ DeltaDesc sdesc;
+  __shared__ float tsum[kPWarps * kRowsMax], ysum[kPWarps * kGroupRows * kRowsMax];  // split items' sums
+  float* stage = reinterpret_cast<float*>(dyn_smem);  // m rows of x before the barrier, of t after
+  const uint32_t* codes = reinterpret_cast<const uint32_t*>(dyn_smem) + a.codes_at;
+  const uint32_t m = (uint32_t)a.io.m;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int sub = lane % kRowLanesV, rsub = lane / kRowLanesV;
+  uint32_t lo1, hi1, lo2, hi2;  // items: columns of t, groups of kGroupRows output rows
+  a.split.phase1(blockIdx.x, lo1, hi1);
+  a.split.phase2(blockIdx.x, lo2, hi2);
+  const uint32_t olo = (uint32_t)umin64((uint64_t)lo2 * kGroupRows, a.io.rows);
+  const uint32_t ohi = (uint32_t)umin64((uint64_t)hi2 * kGroupRows, a.io.rows);
+  trace_at(a, 0);
+  copy_desc(&sdesc, a.sel.one_dev);  // (see persist_kernel's prologue)
+  __syncthreads();
+  stage_codes(sdesc, const_cast<uint32_t*>(codes), lo1, hi1, olo, ohi, tab);
+  const uint32_t split1 = split_of(hi1 - lo1), part1 = warp % split1;
+  const uint32_t split2 = split_of(hi2 - lo2), part2 = warp % split2;
+  for (uint32_t e = threadIdx.x; e < kPWarps * kGroupRows * kRowsMax; e += blockDim.x) {
+    ysum[e] = 0.f;
+    if (e < kPWarps * kRowsMax) tsum[e] = 0.f;
+  }
+  pdl_allow_next();
+  pdl_wait_prev();  // x, y and the scratch are the previous kernels' from here on
+  trace_at(a, 1);
+
+  // ---- phase 1: t[r][kv] for every row r < m of each item kv ----
+  const DeltaDesc& d = sdesc;
+  const uint32_t xstride = a.nbx * kPitch;
+  {
+    const ColMap xmap{nullptr, 0, a.io.cols, a.io.cols};
+    __shared__ int rr[kRowsMax];  // stage_rows reads its row list at run time
+    if (threadIdx.x < kRowsMax) rr[threadIdx.x] = (int)threadIdx.x;
+    __syncthreads();
+    stage_rows(stage, (int)a.nbx, 0, a.io.x, a.io.xdt, a.io.ldx, rr, (int)m, xmap, a.xvec);
+  }
+  cp_async_wait<1>();  // this thread's V̂ pieces
+  __syncthreads();
+  const uint32_t nblk_v = (uint32_t)((d.v_len + 31) / 32);
+  for (uint32_t kv = lo1 + warp / split1; kv < hi1; kv += kPWarps / split1) {
+    const uint32_t bi = band_of(d, kv);
+    const BandDesc& bd = d.bands[bi];
+    const uint32_t j = kv - bd.t_off;
+    float acc[kRowsMax] = {0.f, 0.f, 0.f, 0.f};
+    if (kv < d.t_stride && j < bd.r1 - bd.r0) {
+      const StagedBand& sb = tab[bi];
+      const uint32_t js = j - sb.jlo;
+      const uint32_t* row = codes + sb.v_codes + js * bd.v_row_words;
+      const dc_qparam* qp =
+          bd.bits == 16 ? nullptr : reinterpret_cast<const dc_qparam*>(codes + sb.v_qp) + js * bd.v_row_groups;
+      const uint32_t gb = bd.bits == 16 ? 1 : bd.group_size / 32;
+      with_bits(bd.bits, [&](auto b) {
+        packed_rows_loop<decltype(b)::value>(row, qp, gb, nblk_v, stage, xstride, m, lane + 32 * part1, 32 * split1, acc);
+      });
+      const float f = reinterpret_cast<const float*>(codes + sb.sigma)[js] * a.io.scale;
+#pragma unroll
+      for (uint32_t r = 0; r < kRowsMax; ++r) acc[r] = seg_sum<32>(acc[r]) * f;
+    }
+    if (lane == 0) {
+#pragma unroll
+      for (uint32_t r = 0; r < kRowsMax; ++r) {  // unrolled: acc stays in registers
+        if (r >= m) break;
+        if (split1 > 1) atomicAdd(&tsum[(kv - lo1) * kRowsMax + r], acc[r]);
+        else __stcg(a.io.t + (uint64_t)r * a.io.ldt + kv, acc[r]);
+      }
+    }
+  }
+  if (split1 > 1) {
+    __syncthreads();
+    for (uint32_t e = threadIdx.x; e < (hi1 - lo1) * m; e += blockDim.x) {
+      const uint32_t r = e / (hi1 - lo1), i = e % (hi1 - lo1);
+      __stcg(a.io.t + (uint64_t)r * a.io.ldt + lo1 + i, tsum[i * kRowsMax + r]);
+    }
+  }
+  trace_at(a, 2);
+  const BarrierTicket tk = grid_arrive(a.barrier);  // this block's columns of t are written
+  grid_wait(a.barrier, tk);                         // every column of t is written (and x is read)
+  trace_at(a, 3);
+
+  // ---- phase 2: y[r][o] (+)= Σ_k t[r][k]·Û[o][k] ----
+  for (uint32_t r = 0; r < m; ++r) stage_t(stage + r * a.nbt * kPitch, a.io.t + (uint64_t)r * a.io.ldt, a.nbt);
+  cp_async_wait<0>();  // this thread's Û pieces
+  __syncthreads();
+  trace_at(a, 4);
+  const uint32_t lanes2 = kRowLanesV * split2, me2 = sub + kRowLanesV * part2;
+  for (uint32_t i = lo2 + warp / split2; i < hi2; i += kPWarps / split2) {
+    const uint32_t o = i * kGroupRows + rsub;
+    float acc[kRowsMax] = {0.f, 0.f, 0.f, 0.f};
+    if (o < a.io.rows) {
+      uint32_t boff = 0;  // blocks of the bands before: the lanes rotate so that short bands spread
+      for (uint32_t bb = 0; bb < d.n_bands; ++bb) {
+        const BandDesc& bd = d.bands[bb];
+        const uint32_t nbb = (bd.r1 - bd.r0 + 31) / 32;
+        const uint32_t* row = codes + tab[bb].u_codes + (o - olo) * bd.u_row_words;
+        const dc_qparam* qp =
+            bd.bits == 16 ? nullptr : reinterpret_cast<const dc_qparam*>(codes + tab[bb].u_qp) + (o - olo) * bd.u_row_groups;
+        const uint32_t gb = bd.bits == 16 ? 1 : bd.group_size / 32;
+        const uint32_t k0 = (me2 + lanes2 - boff % lanes2) % lanes2;
+        with_bits(bd.bits, [&](auto b) {
+          packed_rows_loop<decltype(b)::value>(row, qp, gb, nbb, stage + (bd.t_off / 32) * kPitch, a.nbt * kPitch, m,
+                                               k0, lanes2, acc);
+        });
+        boff += nbb;
+      }
+    }
+#pragma unroll
+    for (uint32_t r = 0; r < kRowsMax; ++r) acc[r] = seg_sum<kRowLanesV>(acc[r]);
+    if (sub == 0 && o < a.io.rows)
+#pragma unroll
+      for (uint32_t r = 0; r < kRowsMax; ++r) {
+        if (r >= m) break;
+        if (split2 > 1) {
+          atomicAdd(&ysum[(o - olo) * kRowsMax + r], acc[r]);
+        } else {
+          const uint64_t at = (uint64_t)r * a.io.ldy + o;
+          store_any(a.io.y, at, a.io.ydt, (a.io.accumulate ? load_any(a.io.y, at, a.io.ydt) : 0.f) + acc[r]);
+        }
+      }
+  }
+  if (split2 > 1) {
+    __syncthreads();
+    for (uint32_t e = threadIdx.x; e < (ohi - olo) * m; e += blockDim.x) {
+      const uint32_t r = e / (ohi - olo), oo = e % (ohi - olo);
+      const uint64_t at = (uint64_t)r * a.io.ldy + olo + oo;
+      store_any(a.io.y, at, a.io.ydt, (a.io.accumulate ? load_any(a.io.y, at, a.io.ydt) : 0.f) + ysum[oo * kRowsMax + r]);
+    }
+  }
+  cp_async_wait<0>();
+  __syncthreads();
+  trace_at(a, 5);
+}
+
 }  // namespace
 #endif  // !DC_USE_HIP
 
@@ -746,6 +926,47 @@ uint64_t staged_words(const DeltaDesc& d, uint64_t l1, uint64_t orows) {
 cudaError_t occupancy(void (*kernel)(PersistArgs), size_t smem, int* occ) {
   return cached_occupancy(reinterpret_cast<const void*>(kernel), kPThreads, smem, occ);
 }
+
+// One delta at 2 … kRowsMax rows without the base on persist_rows_kernel, when the block's codes
+// and m staged rows fit in shared memory without costing residency; cudaErrorNotSupported (nothing
+// launched) otherwise.
+cudaError_t launch_persist_rows(const LaunchCfg& c, const DeltaSel& s, const RowsArgs& r, unsigned int* barrier,
+                                int sms) {
+  if (!c.persist_rows || !c.stage_codes || s.row_slot != nullptr || s.one_dev == nullptr || r.W != nullptr ||
+      r.m < 2 || r.m > kRowsMax || r.ldt % 4 != 0)
+    return cudaErrorNotSupported;
+  PersistArgs a{};
+  a.sel = s;
+  a.io = r;
+  a.barrier = barrier;
+  a.xvec = aligned16(r.x, r.ldx, dtype_size(r.xdt));
+  a.T = s.max_t_stride;
+  a.G = (uint32_t)((r.rows + kGroupRows - 1) / kGroupRows);
+  a.nbx = (uint32_t)((std::max<uint64_t>(r.cols, s.max_v_len) + 31) / 32);
+  a.nbt = a.T / 32;
+  const uint64_t n1 = a.T, n2 = a.G, items = std::max(n1, n2);
+  const size_t stage_bytes = (size_t)r.m * std::max(a.nbx, a.nbt) * kPitch * 4;
+  if (stage_bytes > kPSmemLimit) return cudaErrorNotSupported;
+  static std::once_flag attr_once;
+  static cudaError_t attr_err = cudaSuccess;
+  std::call_once(attr_once, [] {
+    attr_err = cudaFuncSetAttribute(persist_rows_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)kPSmemLimit);
+  });
+  if (attr_err != cudaSuccess) return attr_err;
+  int occ = 0;
+  cudaError_t e = occupancy(persist_rows_kernel, stage_bytes, &occ);
+  if (e != cudaSuccess) return e;
+  if (occ <= 0) return cudaErrorNotSupported;
+  const unsigned blocks = persist_grid_blocks(c, persist_min_blocks(c, items, sms), items, occ, sms);
+  const uint64_t per1 = (n1 + blocks - 1) / blocks, rows2 = (n2 + blocks - 1) / blocks * kGroupRows;
+  const size_t smem = stage_bytes + (size_t)staged_words(s.one, per1, rows2) * 4;
+  int occ2 = 0;
+  if (smem > kPSmemLimit || occupancy(persist_rows_kernel, smem, &occ2) != cudaSuccess || (uint64_t)occ2 * sms < blocks)
+    return cudaErrorNotSupported;
+  a.split = split_items(n1, n2, blocks);
+  a.codes_at = (uint32_t)(stage_bytes / 4);
+  return launch_persistent(c, persist_rows_kernel, blocks, kPThreads, smem, a);
+}
 }  // namespace
 #endif
 
@@ -756,6 +977,10 @@ cudaError_t launch_persist(const LaunchCfg& c, const DeltaSel& s, const RowsArgs
   return cudaErrorNotSupported;
 #else
   if (!persist_supported(s, r) || barrier == nullptr || sms <= 0) return cudaErrorNotSupported;
+  if (r.m >= 2 && r.m <= kRowsMax) {  // one delta at a few rows: each code decoded once
+    const cudaError_t e = launch_persist_rows(c, s, r, barrier, sms);
+    if (e != cudaErrorNotSupported) return e;
+  }
   PersistArgs a{};
   a.sel = s;
   a.io = r;

@@ -32,6 +32,8 @@ struct GpuDevice {
   unsigned long long* trace = nullptr;  // DELTACOME_GPU_PERSIST_TRACE=1: phase clocks, printed at close
   bool stage_codes = true;          // its decode launches copy the block's codes into shared memory first
                                     // (DELTACOME_GPU_PERSIST_NO_STAGE=1: read them from L2 as they go)
+  bool persist_rows = true;         // ... one delta at 2–4 rows: one decode for all rows
+                                    // (DELTACOME_GPU_PERSIST_NO_ROWS=1: one row after another)
   unsigned persist_blocks = 0;      // its grid cap (DELTACOME_GPU_PERSIST_BLOCKS; 0: occupancy × SMs)
   unsigned persist_wparts = 0;      // fused base pieces per row group (DELTACOME_GPU_PERSIST_WPARTS; 0: 4)
   float* t_scratch = nullptr;  // phase-1 output, kMaxTokens × (largest t_stride loaded) floats

@@ -175,6 +175,7 @@ void test_widths(Gpu& g, std::mt19937_64& rng, bool quick) {
     o.ydt = DC_DTYPE_F32;
     o.pad = 9;
     apply_case(g, rng, h, &f, 16, o, "mixed bands g64, x bf16 -> y f32, strided");
+    apply_case(g, rng, h, &f, 4, o, "mixed bands g64, x bf16 -> y f32, strided");
     HostDelta h2;
     make_lowrank(h2, rng, 33, 100, {{16, 2}, {8, 2}, {3, 5}, {2, 9}}, 32);
     const RefFactors f2 = ref_factors(h2.view);
@@ -188,7 +189,7 @@ void test_widths(Gpu& g, std::mt19937_64& rng, bool quick) {
     const RefFactors f = ref_factors(h.view);
     ApplyOpts o;
     o.xdt = o.ydt = DC_DTYPE_F32;
-    for (uint64_t m : {1, 3, 64}) apply_case(g, rng, h, &f, m, o, "7x5 f32");
+    for (uint64_t m : {1, 2, 3, 64}) apply_case(g, rng, h, &f, m, o, "7x5 f32");
   }
 }
 
@@ -198,9 +199,9 @@ void test_shapes(Gpu& g, std::mt19937_64& rng, bool quick) {
     uint64_t r, c;
     std::vector<uint64_t> ms;
   };
-  std::vector<S> shapes = {{4096, 4096, {1, 3, 16, 64, 257}}, {11008, 4096, {1, 16}}, {4096, 11008, {1, 16}},
-                           {1024, 4096, {1, 3, 16, 64, 257}}, {1000, 3000, {1, 3, 16, 64, 257}}};
-  if (quick) shapes = {{1024, 4096, {1, 3, 257}}};
+  std::vector<S> shapes = {{4096, 4096, {1, 2, 3, 4, 16, 64, 257}}, {11008, 4096, {1, 4, 16}}, {4096, 11008, {1, 2, 16}},
+                           {1024, 4096, {1, 3, 16, 64, 257}}, {1000, 3000, {1, 2, 3, 4, 16, 64, 257}}};
+  if (quick) shapes = {{1024, 4096, {1, 2, 3, 4, 257}}};
   for (const S& s : shapes) {
     HostDelta h;
     make_lowrank(h, rng, s.r, s.c, default_bands(s.r, s.c), 128);
@@ -659,6 +660,15 @@ int main(int argc, char** argv) {
     test_base_and_kinds(g, rng, true);
     ops->device_close(g.dev);
     unsetenv("DELTACOME_GPU_NO_MMA_MULTI");
+  }
+  {  // one delta at 2–4 rows one row after another (by default each code is decoded once for all rows)
+    setenv("DELTACOME_GPU_PERSIST_NO_ROWS", "1", 1);
+    Gpu g{ops, nullptr, "persistent kernel, rows one by one"};
+    GT_CHECK(ops->device_open(&g.dev, 0, 0) == DC_OK, "device_open");
+    test_widths(g, rng, true);
+    test_shapes(g, rng, true);
+    ops->device_close(g.dev);
+    unsetenv("DELTACOME_GPU_PERSIST_NO_ROWS");
   }
   {  // one delta at every 1 < m ≤ 64 on the tensor-core kernel (by default m < 5 stays on the persistent one)
     setenv("DELTACOME_GPU_MMA_MIN_M", "2", 1);
