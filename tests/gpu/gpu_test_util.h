@@ -223,7 +223,17 @@ struct RefFactors {
   uint64_t rows = 0, cols = 0, rank = 0;
   std::vector<double> vs, u;
 };
-inline RefFactors ref_factors(const dc_tensor_view& v) {
+// magnitude: the factors of the magnitudes the kernels' fp32 arithmetic sums, |σ|·|s|·(c + |z|) for a
+// quantized code (they fold the zero point per block: s·(Σ c·x − z·Σ x)), |value| otherwise — with
+// |x|, ref_delta_apply then gives the scale of the rounding error an fp32 kernel may make.
+inline double code_magnitude(const uint32_t* row, const dc_qparam* qp, uint32_t bits, uint32_t gs, uint64_t i) {
+  if (bits == 16) return std::fabs(f16_to_f32(reinterpret_cast<const uint16_t*>(row)[i]));
+  const dc_qparam q = qp[i / gs];
+  return std::fabs((double)f16_to_f32(q.scale)) *
+         ((double)dc_unpack_code(row, i, bits) + std::fabs((double)f16_to_f32(q.zero)));
+}
+inline RefFactors ref_factors(const dc_tensor_view& v, bool magnitude = false) {
+  auto value = magnitude ? code_magnitude : code_value;
   RefFactors f;
   f.rows = v.rows;
   f.cols = v.cols;
@@ -242,14 +252,14 @@ inline RefFactors ref_factors(const dc_tensor_view& v) {
         if (v.in_perm && v.in_perm[p] == DC_PERM_NONE) continue;
         if (!v.in_perm && p < v.v_col_offset) continue;
         if (c >= v.cols) continue;
-        f.vs[k * v.cols + c] = v.sigma[k] * code_value(bv.v_codes + j * vw, bv.v_qparams + j * vg, bv.bits,
-                                                       bv.group_size, p);
+        f.vs[k * v.cols + c] = (magnitude ? std::fabs(v.sigma[k]) : v.sigma[k]) *
+                               value(bv.v_codes + j * vw, bv.v_qparams + j * vg, bv.bits, bv.group_size, p);
       }
     }
     for (uint64_t o = 0; o < v.rows; ++o)
       for (uint64_t j = 0; j < rb; ++j)
         f.u[o * v.rank + bv.rank_begin + j] =
-            code_value(bv.u_codes + o * uw, bv.u_qparams + o * ug, bv.bits, bv.group_size, j);
+            value(bv.u_codes + o * uw, bv.u_qparams + o * ug, bv.bits, bv.group_size, j);
   }
   return f;
 }

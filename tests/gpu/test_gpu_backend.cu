@@ -135,8 +135,31 @@ double apply_case(Gpu& g, std::mt19937_64& rng, const HostDelta& h, const RefFac
   const double err = rel_err(got, full);
   const bool prefill = dws != nullptr;
   const double tol = std::max(tol_for(o.ydt), prefill ? tol_for(o.xdt) * 1.5 : 0.0) + (v.kind == DC_KIND_DENSE && v.dtype == DC_DTYPE_BF16 ? 0 : 0);
-  GT_CHECK(err <= tol && pad_ok, "%s: rel err %.3g > %.3g (pad ok %d)", name.c_str(), err, tol, (int)pad_ok);
-  printf("  %-58s m=%-4llu err %.2e %s\n", name.c_str(), (unsigned long long)m, err, prefill ? "(workspace)" : "");
+  // Where the result cancels (a code next to its zero point in a tiny group: the tests draw codes
+  // and zero points independently), fp32 rounding of the folded terms s·(Σ c·x − z·Σ x) is ~eps·the
+  // terms' magnitude, not ~eps·the result. Such a case passes when ‖got − ref‖ stays within 32
+  // roundings of the magnitudes (any wrong or missing code costs far more).
+  bool within = err <= tol;
+  double allowance = 0;
+  if (!within && std::isfinite(err) && v.kind == DC_KIND_LOWRANK && !o.base) {
+    const RefFactors fm = ref_factors(v, true);
+    std::vector<float> xa(xf.size());
+    for (size_t i = 0; i < xf.size(); ++i) xa[i] = std::fabs(xf[i]);
+    std::vector<double> mag;
+    ref_delta_apply(v, &fm, xa, m, mag);
+    double num = 0, den = 0, mg = 0;
+    for (size_t i = 0; i < full.size(); ++i) {
+      const double b = std::fabs((double)y0.get((i / v.rows) * ldy + i % v.rows)) + std::fabs(o.scale) * mag[i];
+      num += (got[i] - full[i]) * (got[i] - full[i]);
+      den += full[i] * full[i];
+      mg += b * b;
+    }
+    allowance = 32 * 0x1p-24 * std::sqrt(mg);
+    within = std::sqrt(num) <= tol * std::sqrt(den) + allowance;
+  }
+  GT_CHECK(within && pad_ok, "%s: rel err %.3g > %.3g (pad ok %d)", name.c_str(), err, tol, (int)pad_ok);
+  printf("  %-58s m=%-4llu err %.2e %s%s\n", name.c_str(), (unsigned long long)m, err, prefill ? "(workspace)" : "",
+         allowance > 0 ? " (cancels: within 32 fp32 roundings of the terms)" : "");
   cudaFree(dx);
   cudaFree(dy);
   cudaFree(dw);
