@@ -8,8 +8,9 @@
 //                  (apply_mma_kernel.cu) with every row in slot 0 of a one-delta table, two rows
 //                  per tile decode: 37 µs at m = 16 and 87 µs at m = 64 (4096², H100; one row at a
 //                  time 44 and 119 µs, the persistent kernel 71 and 243 µs); below 5 rows the
-//                  persistent kernel, faster there (m = 2: 16.7 against 33.1 µs; bench/RESULTS-h100.md,
-//                  ninth to eleventh sessions). Where neither runs (HIP, act-order, shard offsets,
+//                  persistent kernel, faster there, with each code decoded once for all rows where
+//                  they fit (persist_rows_kernel; m = 2: 14.7 against 33.1 µs on the tensor cores;
+//                  bench/RESULTS-h100.md, ninth to twelfth sessions). Where neither runs (HIP, act-order, shard offsets,
 //                  BitDelta): phase 1 (x·V̂ ⊙ σ into the device's t scratch) + phase 2 (t·Ûᵀ, with
 //                  the base GEMV), two launches.
 //   m > 64       : with a workspace of dc_apply_workspace_size bytes, Û and V̂ are dequantized into
@@ -556,10 +557,11 @@ dc_status apply(void* devp, const void* dp, const dc_apply_params* p) {
           what = "tensor-core apply kernel";
           return launch_persist_mma(c, ms, a, dev->barrier, dev->sms, true);
         };
-        // Below mma_min_m rows (5) the persistent fp32 kernel is faster: its cost grows by ~7 µs a
-        // row from 10.7 at m = 1, while the tensor-core kernel costs ~31 µs from m = 2 to 6 (H100,
-        // eleventh session, delta only: m = 2: 16.7 vs 33.1; 3: 25.1 vs 30.9; 4: 26.7 vs 31.4;
-        // 5: 31.7 vs 30.5; 6: 34.5 vs 31.2).
+        // Below mma_min_m rows (5) the persistent fp32 kernel is faster: one row after another its
+        // cost grows by ~7 µs a row from 10.7 at m = 1, while the tensor-core kernel costs ~31 µs
+        // from m = 2 to 6 (H100, eleventh session, delta only: m = 2: 16.7 vs 33.1; 3: 25.1 vs 30.9;
+        // 4: 26.7 vs 31.4; 5: 31.7 vs 30.5; 6: 34.5 vs 31.2); with one decode for all rows
+        // (persist_rows_kernel, up to 4 rows) 14.7, 17.5 and 19.9 µs at m = 2, 3, 4 (twelfth).
         if (mma_ok && n >= dev->mma_min_m) e = run_mma();
         if (e == cudaErrorNotSupported && (n == 1 || dev->persist_multi)) {
           e = launch_persist(c, sel, a, dev->barrier, dev->sms);
