@@ -161,6 +161,19 @@ __device__ __forceinline__ void copy_piece(uint32_t dst, const char* s, uint32_t
   }
 }
 
+// Band bd's staged Û row oo (output row olo + oo of the block) and its quantization parameters.
+struct StagedRow {
+  const uint32_t* row;
+  const dc_qparam* qp;  // null for fp16 codes
+  uint32_t gb;          // blocks per quantization group
+};
+__device__ __forceinline__ StagedRow staged_u_row(const BandDesc& bd, const StagedBand& sb, const uint32_t* codes,
+                                                  uint32_t oo) {
+  return StagedRow{codes + sb.u_codes + oo * bd.u_row_words,
+                   bd.bits == 16 ? nullptr : reinterpret_cast<const dc_qparam*>(codes + sb.u_qp) + oo * bd.u_row_groups,
+                   bd.bits == 16 ? 1u : bd.group_size / 32};
+}
+
 // Issues the copies of the block's pieces (phase-1 items [lo1, hi1), output rows [olo, ohi)) and
 // records where they go in tab (warp 0). Layout: the V̂ pieces of every band (codes, quantization
 // parameters, σ), then the Û pieces (codes, parameters), each rounded up to 16 bytes; piece
@@ -731,23 +744,7 @@ __device__ __forceinline__ void packed_rows_loop(const uint32_t* __restrict__ ro
     if (qp) load_qp(qp + group_of(k, gb, gsh), s, z);
     float c[32];
     decode_block<BITS>(w, c);
-    const float* xb = xs + k * kPitch;
-#pragma unroll
-    for (uint32_t r = 0; r < kRowsMax; ++r) {
-      if (r < m) {
-        const float4* xv = reinterpret_cast<const float4*>(xb + r * xstride);
-        float cx = 0.f;
-#pragma unroll
-        for (int q = 0; q < 8; ++q) {
-          const float4 v = xv[q];
-          cx = fmaf(c[4 * q], v.x, cx);
-          cx = fmaf(c[4 * q + 1], v.y, cx);
-          cx = fmaf(c[4 * q + 2], v.z, cx);
-          cx = fmaf(c[4 * q + 3], v.w, cx);
-        }
-        acc[r] = fmaf(s, fmaf(-z, xb[r * xstride + 32], cx), acc[r]);
-      }
-    }
+    dot_block<kRowsMax>(c, s, z, xs + k * kPitch, (int)xstride, (int)m, acc);
   }
 }
 
@@ -848,14 +845,11 @@ __global__ void __launch_bounds__(kPThreads, DC_PERSIST_STAGED_MIN_BLOCKS)
       for (uint32_t bb = 0; bb < d.n_bands; ++bb) {
         const BandDesc& bd = d.bands[bb];
         const uint32_t nbb = (bd.r1 - bd.r0 + 31) / 32;
-        const uint32_t* row = codes + tab[bb].u_codes + (o - olo) * bd.u_row_words;
-        const dc_qparam* qp =
-            bd.bits == 16 ? nullptr : reinterpret_cast<const dc_qparam*>(codes + tab[bb].u_qp) + (o - olo) * bd.u_row_groups;
-        const uint32_t gb = bd.bits == 16 ? 1 : bd.group_size / 32;
+        const StagedRow u = staged_u_row(bd, tab[bb], codes, o - olo);
         const uint32_t k0 = (me2 + lanes2 - boff % lanes2) % lanes2;
         with_bits(bd.bits, [&](auto b) {
-          packed_rows_loop<decltype(b)::value>(row, qp, gb, nbb, stage + (bd.t_off / 32) * kPitch, a.nbt * kPitch, m,
-                                               k0, lanes2, acc);
+          packed_rows_loop<decltype(b)::value>(u.row, u.qp, u.gb, nbb, stage + (bd.t_off / 32) * kPitch, a.nbt * kPitch,
+                                               m, k0, lanes2, acc);
         });
         boff += nbb;
       }

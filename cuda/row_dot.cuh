@@ -221,11 +221,12 @@ __device__ __forceinline__ void load_block(const uint32_t* __restrict__ p, uint3
   }
 }
 
-// acc[i] += s·(Σ c·x_i − z·Σ x_i) for i < tt; x_i at xb + i·tstride (a staged block, sum at [32]).
+// acc[i] += s·(Σ c·x_i − z·Σ x_i) for i < tt ≤ N; x_i at xb + i·tstride (a staged block, sum at [32]).
+template <int N = kTile>
 __device__ __forceinline__ void dot_block(const float c[32], float s, float z, const float* xb, int tstride, int tt,
-                                          float acc[kTile]) {
+                                          float acc[N]) {
 #pragma unroll
-  for (int i = 0; i < kTile; ++i) {
+  for (int i = 0; i < N; ++i) {
     if (i < tt) {
       const float4* xv = reinterpret_cast<const float4*>(xb + i * tstride);
       float cx = 0.f;
