@@ -71,6 +71,11 @@ struct PersistArgs {
   uint32_t spec_warps;       // the kSpec instance (fused m = 1): warps that run the delta (the others
                              // stream the base), and t's own stage at word spec_t_at
   uint32_t spec_t_at;
+  // staged (m = 1): t written in t_copies copies (rows of the scratch, ldt apart), block b reading
+  // copy b mod t_copies — 264 blocks reading the same 4 KB of t queue on the same L2 lines; and
+  // y_early: y's old values read right after the PDL wait instead of after phase 2
+  uint32_t t_copies;
+  bool y_early;
 };
 
 // Diagnostics: marks after each phase ([1..5]; trace_mark) and, finer, the staged single delta's
@@ -485,6 +490,11 @@ __global__ void __launch_bounds__(kPThreads, kStaged ? DC_PERSIST_STAGED_MIN_BLO
   pdl_allow_next();
   pdl_wait_prev();  // x, y and the scratch are the previous kernels' from here on
   trace_at(a, 1);
+  // staged, delta only: y's old value of output row olo + threadIdx.x (stored by this thread at the
+  // end), read now so that its round trip overlaps the phases instead of following phase 2
+  float y_old = 0.f;
+  if (staged && a.y_early && a.io.accumulate && a.io.W == nullptr && threadIdx.x < ohi - olo)
+    y_old = load_any(a.io.y, olo + threadIdx.x, a.io.ydt);
 
   // ---- phase 1 ----
   const ColMap xmap{nullptr, 0, a.io.cols, a.io.cols};
@@ -526,7 +536,8 @@ __global__ void __launch_bounds__(kPThreads, kStaged ? DC_PERSIST_STAGED_MIN_BLO
           v = band_row_dot<kCompact>(bd.bits, row, bd.bits == 16 ? nullptr : qp, gb, nblk_v, stage, lane, 32);
           v = seg_sum<32>(v) * reinterpret_cast<const float*>(codes + sb.sigma)[js] * a.io.scale;
         }
-        if (lane == 0) __stcg(a.io.t + kv, v);
+        if (lane == 0)
+          for (uint32_t c = 0; c < a.t_copies; ++c) __stcg(a.io.t + (uint64_t)c * a.io.ldt + kv, v);
       }
       arrive_after_phase1(a.barrier, min(hi1 - lo1, D), warp, lane, p1_done, ticket);
       trace_at(a, 2);
@@ -534,7 +545,7 @@ __global__ void __launch_bounds__(kPThreads, kStaged ? DC_PERSIST_STAGED_MIN_BLO
       if (threadIdx.x == 0) grid_wait_thread(a.barrier, ticket);  // grid_wait among the delta warps
       named_sync(1, D * 32);  // every column of t is written
       trace_at(a, 3);
-      stage_t(tstage, a.io.t, a.nbt, D * 32);
+      stage_t(tstage, a.io.t + (uint64_t)(blockIdx.x % a.t_copies) * a.io.ldt, a.nbt, D * 32);
       cp_async_wait<0>();  // this thread's Û pieces
       named_sync(1, D * 32);
       trace_at(a, 4);
@@ -616,7 +627,11 @@ __global__ void __launch_bounds__(kPThreads, kStaged ? DC_PERSIST_STAGED_MIN_BLO
         v = seg_sum<32>(v) * sg * a.io.scale;
       }
       if (lane == 0) {
-        if (split1 == 1) __stcg(a.io.t + (uint64_t)r * a.io.ldt + kv, v);
+        if (split1 == 1) {
+          __stcg(a.io.t + (uint64_t)r * a.io.ldt + kv, v);
+          if (staged)  // m = 1: the other copies
+            for (uint32_t c = 1; c < a.t_copies; ++c) __stcg(a.io.t + (uint64_t)c * a.io.ldt + kv, v);
+        }
         else atomicAdd(&tsum[i - lo1], v);
       }
     }
@@ -625,7 +640,8 @@ __global__ void __launch_bounds__(kPThreads, kStaged ? DC_PERSIST_STAGED_MIN_BLO
   if (a.io.W == nullptr) {
     if (split1 > 1) {  // staged: m = 1, one row
       __syncthreads();
-      if (threadIdx.x < hi1 - lo1) __stcg(a.io.t + lo1 + threadIdx.x, tsum[threadIdx.x]);
+      for (uint32_t e = threadIdx.x; e < (hi1 - lo1) * a.t_copies; e += blockDim.x)
+        __stcg(a.io.t + (uint64_t)(e / (hi1 - lo1)) * a.io.ldt + lo1 + e % (hi1 - lo1), tsum[e % (hi1 - lo1)]);
     }
     trace_at(a, 2);
     const BarrierTicket tk = grid_arrive(a.barrier);  // this block's columns of t are written
@@ -658,7 +674,7 @@ __global__ void __launch_bounds__(kPThreads, kStaged ? DC_PERSIST_STAGED_MIN_BLO
     if (dp == nullptr && a.io.accumulate && a.io.W == nullptr) continue;  // uniform: nothing to add
     if (dp != nullptr) {
       __syncthreads();  // the previous row's readers are done with the stage
-      stage_t(stage, a.io.t + (uint64_t)r * a.io.ldt, a.nbt);
+      stage_t(stage, a.io.t + (uint64_t)(staged ? blockIdx.x % a.t_copies : r) * a.io.ldt, a.nbt);
       trace_at(a, 12);  // t loaded
       if (staged) cp_async_wait<0>();  // this thread's Û pieces
       __syncthreads();
@@ -711,8 +727,8 @@ __global__ void __launch_bounds__(kPThreads, kStaged ? DC_PERSIST_STAGED_MIN_BLO
     if (threadIdx.x < ohi - olo) {
       const uint64_t at = olo + threadIdx.x;
       const float base = a.io.W != nullptr ? wpart[threadIdx.x] : 0.f;
-      store_any(a.io.y, at, a.io.ydt,
-                (a.io.accumulate ? load_any(a.io.y, at, a.io.ydt) : 0.f) + base + ysum[threadIdx.x]);
+      const float old = !a.io.accumulate ? 0.f : a.y_early && a.io.W == nullptr ? y_old : load_any(a.io.y, at, a.io.ydt);
+      store_any(a.io.y, at, a.io.ydt, old + base + ysum[threadIdx.x]);
     }
   }
   if (staged) cp_async_wait<0>();  // a block without phase-2 items: no copy outlives it
@@ -980,6 +996,7 @@ cudaError_t launch_persist(const LaunchCfg& c, const DeltaSel& s, const RowsArgs
   a.io = r;
   a.xvec = aligned16(r.x, r.ldx, dtype_size(r.xdt));
   a.barrier = barrier;
+  a.t_copies = 1;
   a.wvec = r.W != nullptr && r.wdt != DC_DTYPE_F32 && r.cols % 16 == 0 && aligned16(r.W, r.ldw, 2);
   a.trace = (c.trace && s.row_slot == nullptr && r.m == 1) ? c.trace : nullptr;
   a.T = s.max_t_stride;
@@ -1025,6 +1042,8 @@ cudaError_t launch_persist(const LaunchCfg& c, const DeltaSel& s, const RowsArgs
         (uint64_t)occ2 * sms >= blocks) {
       kernel = persist_kernel<true, true>;
       a.codes_at = (uint32_t)(smem / 4);
+      a.t_copies = c.t_copies >= 1 && c.t_copies <= (unsigned)kMaxTokens ? c.t_copies : 1;  // rows of the scratch
+      a.y_early = c.y_early;
       smem_launch = with;
       // fused: the warp-specialized instance (c.fused_spec delta warps) with t's own stage
       const size_t with_t = with + (size_t)a.nbt * kPitch * 4;

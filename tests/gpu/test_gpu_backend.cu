@@ -713,6 +713,19 @@ int main(int argc, char** argv) {
     unsetenv("DELTACOME_GPU_MMA_NO_PAIRS");
     unsetenv("DELTACOME_GPU_MMA_MIN_M");
   }
+  {  // the staged m = 1 kernel with t in 4 copies and y's old values read at the end (defaults: 1, early)
+    setenv("DELTACOME_GPU_PERSIST_T_COPIES", "4", 1);
+    setenv("DELTACOME_GPU_PERSIST_Y_LATE", "1", 1);
+    Gpu g{ops, nullptr, "m = 1, 4 copies of t, y read late"};
+    GT_CHECK(ops->device_open(&g.dev, 0, 0) == DC_OK, "device_open");
+    test_widths(g, rng, true);
+    test_shapes(g, rng, true);
+    test_base_and_kinds(g, rng, true);
+    test_graph_single(g, rng);
+    ops->device_close(g.dev);
+    unsetenv("DELTACOME_GPU_PERSIST_T_COPIES");
+    unsetenv("DELTACOME_GPU_PERSIST_Y_LATE");
+  }
   // the fused m = 1 call: by default warp-specialized with 4 delta warps; also with 2, and with
   // every warp running both parts (DELTACOME_GPU_FUSED_SPEC=0)
   for (const char* spec : {"0", "2"}) {
