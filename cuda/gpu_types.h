@@ -34,7 +34,7 @@ struct GpuDevice {
                                     // (DELTACOME_GPU_PERSIST_NO_STAGE=1: read them from L2 as they go)
   bool persist_rows = true;         // ... one delta at 2–4 rows: one decode for all rows
                                     // (DELTACOME_GPU_PERSIST_NO_ROWS=1: one row after another)
-  unsigned t_copies = 1;            // ... at m = 1: copies of t (DELTACOME_GPU_PERSIST_T_COPIES=n)
+  unsigned t_copies = 4;            // ... at m = 1: copies of t (DELTACOME_GPU_PERSIST_T_COPIES=n; 4 measured)
   bool y_early = true;              // ... at m = 1: y's old values read early (DELTACOME_GPU_PERSIST_Y_LATE=1: at the end)
   unsigned persist_blocks = 0;      // its grid cap (DELTACOME_GPU_PERSIST_BLOCKS; 0: occupancy × SMs)
   unsigned persist_wparts = 0;      // fused base pieces per row group (DELTACOME_GPU_PERSIST_WPARTS; 0: 4)

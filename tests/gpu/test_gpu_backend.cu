@@ -713,10 +713,10 @@ int main(int argc, char** argv) {
     unsetenv("DELTACOME_GPU_MMA_NO_PAIRS");
     unsetenv("DELTACOME_GPU_MMA_MIN_M");
   }
-  {  // the staged m = 1 kernel with t in 4 copies and y's old values read at the end (defaults: 1, early)
-    setenv("DELTACOME_GPU_PERSIST_T_COPIES", "4", 1);
+  {  // the staged m = 1 kernel with t in 1 copy and y's old values read at the end (defaults: 4 copies, early)
+    setenv("DELTACOME_GPU_PERSIST_T_COPIES", "1", 1);
     setenv("DELTACOME_GPU_PERSIST_Y_LATE", "1", 1);
-    Gpu g{ops, nullptr, "m = 1, 4 copies of t, y read late"};
+    Gpu g{ops, nullptr, "m = 1, one copy of t, y read late"};
     GT_CHECK(ops->device_open(&g.dev, 0, 0) == DC_OK, "device_open");
     test_widths(g, rng, true);
     test_shapes(g, rng, true);
