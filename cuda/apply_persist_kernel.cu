@@ -334,6 +334,16 @@ __device__ __forceinline__ float base_row_part(const PersistArgs& a, const char*
   return acc;
 }
 
+// Block k of a packed row: its BITS words and its group's scale and zero point (1, 0 without qp).
+template <int BITS>
+__device__ __forceinline__ void load_coded_block(const uint32_t* __restrict__ row, const dc_qparam* __restrict__ qp,
+                                                 uint32_t k, uint32_t gb, int gsh, uint32_t* w, float& s, float& z) {
+  load_block<BITS>(row + (uint64_t)k * BITS, w);
+  s = 1.f;
+  z = 0.f;
+  if (qp) load_qp(qp + group_of(k, gb, gsh), s, z);
+}
+
 // One packed row against staged blocks, one block per iteration (no batch of loads in flight): a
 // small loop, shared by both phases (not inlined), tried against the instruction-fetch stalls that
 // ncu put at 31 % of the m = 1 cycles (the unrolled batches of packed_row_smem are ~6 KB of code
@@ -347,9 +357,8 @@ __device__ __noinline__ float packed_row_loop(const uint32_t* __restrict__ row, 
 #pragma unroll 1
   for (uint32_t k = lane; k < nblk; k += lanes) {
     uint32_t w[BITS];
-    load_block<BITS>(row + (uint64_t)k * BITS, w);
-    float s = 1.f, z = 0.f;
-    if (qp) load_qp(qp + group_of(k, gb, gsh), s, z);
+    float s, z;
+    load_coded_block<BITS>(row, qp, k, gb, gsh, w, s, z);
     const float* xb = xs + k * kPitch;
     acc = fmaf(s, fmaf(-z, xb[32], smem_block_dot<BITS>(w, 0.f, xb)), acc);
   }
@@ -755,9 +764,8 @@ __device__ __forceinline__ void packed_rows_loop(const uint32_t* __restrict__ ro
 #pragma unroll 1
   for (uint32_t k = k0; k < nblk; k += step) {
     uint32_t w[BITS];
-    load_block<BITS>(row + (uint64_t)k * BITS, w);
-    float s = 1.f, z = 0.f;
-    if (qp) load_qp(qp + group_of(k, gb, gsh), s, z);
+    float s, z;
+    load_coded_block<BITS>(row, qp, k, gb, gsh, w, s, z);
     float c[32];
     decode_block<BITS>(w, c);
     dot_block<kRowsMax>(c, s, z, xs + k * kPitch, (int)xstride, (int)m, acc);
@@ -937,6 +945,33 @@ cudaError_t occupancy(void (*kernel)(PersistArgs), size_t smem, int* occ) {
   return cached_occupancy(reinterpret_cast<const void*>(kernel), kPThreads, smem, occ);
 }
 
+// Every instance may take kPSmemLimit bytes of dynamic shared memory (set once per process).
+cudaError_t allow_smem() {
+  static std::once_flag once;
+  static cudaError_t err = cudaSuccess;
+  std::call_once(once, [] {
+    for (void (*k)(PersistArgs) : {persist_kernel<true, false>, persist_kernel<false, false>, persist_kernel<true, true>,
+                                   persist_kernel<true, true, true>, persist_rows_kernel})
+      if (err == cudaSuccess) err = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)kPSmemLimit);
+  });
+  return err;
+}
+
+// The fields every launch sets the same way: the call, the shapes of its stages and items.
+PersistArgs base_args(const DeltaSel& s, const RowsArgs& r, unsigned int* barrier) {
+  PersistArgs a{};
+  a.sel = s;
+  a.io = r;
+  a.barrier = barrier;
+  a.xvec = aligned16(r.x, r.ldx, dtype_size(r.xdt));
+  a.t_copies = 1;
+  a.T = s.max_t_stride;
+  a.G = (uint32_t)((r.rows + kGroupRows - 1) / kGroupRows);
+  a.nbx = (uint32_t)((std::max<uint64_t>(r.cols, s.max_v_len) + 31) / 32);
+  a.nbt = a.T / 32;
+  return a;
+}
+
 // One delta at 2 … kRowsMax rows without the base on persist_rows_kernel, when the block's codes
 // and m staged rows fit in shared memory without costing residency; cudaErrorNotSupported (nothing
 // launched) otherwise.
@@ -945,26 +980,14 @@ cudaError_t launch_persist_rows(const LaunchCfg& c, const DeltaSel& s, const Row
   if (!c.persist_rows || !c.stage_codes || s.row_slot != nullptr || s.one_dev == nullptr || r.W != nullptr ||
       r.m < 2 || r.m > kRowsMax || r.ldt % 4 != 0)
     return cudaErrorNotSupported;
-  PersistArgs a{};
-  a.sel = s;
-  a.io = r;
-  a.barrier = barrier;
-  a.xvec = aligned16(r.x, r.ldx, dtype_size(r.xdt));
-  a.T = s.max_t_stride;
-  a.G = (uint32_t)((r.rows + kGroupRows - 1) / kGroupRows);
-  a.nbx = (uint32_t)((std::max<uint64_t>(r.cols, s.max_v_len) + 31) / 32);
-  a.nbt = a.T / 32;
+  PersistArgs a = base_args(s, r, barrier);
   const uint64_t n1 = a.T, n2 = a.G, items = std::max(n1, n2);
   const size_t stage_bytes = (size_t)r.m * std::max(a.nbx, a.nbt) * kPitch * 4;
   if (stage_bytes > kPSmemLimit) return cudaErrorNotSupported;
-  static std::once_flag attr_once;
-  static cudaError_t attr_err = cudaSuccess;
-  std::call_once(attr_once, [] {
-    attr_err = cudaFuncSetAttribute(persist_rows_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)kPSmemLimit);
-  });
-  if (attr_err != cudaSuccess) return attr_err;
+  cudaError_t e = allow_smem();
+  if (e != cudaSuccess) return e;
   int occ = 0;
-  cudaError_t e = occupancy(persist_rows_kernel, stage_bytes, &occ);
+  e = occupancy(persist_rows_kernel, stage_bytes, &occ);
   if (e != cudaSuccess) return e;
   if (occ <= 0) return cudaErrorNotSupported;
   const unsigned blocks = persist_grid_blocks(c, persist_min_blocks(c, items, sms), items, occ, sms);
@@ -991,19 +1014,10 @@ cudaError_t launch_persist(const LaunchCfg& c, const DeltaSel& s, const RowsArgs
     const cudaError_t e = launch_persist_rows(c, s, r, barrier, sms);
     if (e != cudaErrorNotSupported) return e;
   }
-  PersistArgs a{};
-  a.sel = s;
-  a.io = r;
-  a.xvec = aligned16(r.x, r.ldx, dtype_size(r.xdt));
-  a.barrier = barrier;
-  a.t_copies = 1;
+  PersistArgs a = base_args(s, r, barrier);
   a.wvec = r.W != nullptr && r.wdt != DC_DTYPE_F32 && r.cols % 16 == 0 && aligned16(r.W, r.ldw, 2);
   a.trace = (c.trace && s.row_slot == nullptr && r.m == 1) ? c.trace : nullptr;
-  a.T = s.max_t_stride;
   a.w_parts = c.persist_wparts >= 1 && c.persist_wparts <= 64 ? c.persist_wparts : kWParts;
-  a.G = (uint32_t)((r.rows + kGroupRows - 1) / kGroupRows);
-  a.nbx = (uint32_t)((std::max<uint64_t>(r.cols, s.max_v_len) + 31) / 32);
-  a.nbt = a.T / 32;
   const uint64_t n1 = r.m * a.T, n2 = r.m * a.G;
   const uint64_t items = std::max(n1, n2);
   const size_t stage_bytes = (size_t)std::max(a.nbx, a.nbt) * kPitch * 4;
@@ -1015,17 +1029,10 @@ cudaError_t launch_persist(const LaunchCfg& c, const DeltaSel& s, const RowsArgs
   // The compact code for a single delta at m = 1 (see packed_row_loop), the unrolled code else.
   const bool compact = c.persist_compact >= 0 ? c.persist_compact != 0 : (s.row_slot == nullptr && r.m == 1);
   void (*kernel)(PersistArgs) = compact ? persist_kernel<true, false> : persist_kernel<false, false>;
-  static std::once_flag attr_once;
-  static cudaError_t attr_err = cudaSuccess;
-  std::call_once(attr_once, [] {
-    for (void (*k)(PersistArgs) : {persist_kernel<true, false>, persist_kernel<false, false>, persist_kernel<true, true>,
-                                   persist_kernel<true, true, true>})
-      if (attr_err == cudaSuccess)
-        attr_err = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)kPSmemLimit);
-  });
-  if (attr_err != cudaSuccess) return attr_err;
+  cudaError_t e = allow_smem();
+  if (e != cudaSuccess) return e;
   int occ = 0;
-  cudaError_t e = occupancy(kernel, smem, &occ);
+  e = occupancy(kernel, smem, &occ);
   if (e != cudaSuccess) return e;
   if (occ <= 0) return cudaErrorNotSupported;
   const unsigned blocks = persist_grid_blocks(c, min_blocks, items, occ, sms);

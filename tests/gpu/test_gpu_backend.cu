@@ -675,81 +675,60 @@ int main(int argc, char** argv) {
     if (!quick) test_memory(g, rng);
     ops->device_close(g.dev);
   }
-  {  // one delta at 1 < m ≤ 64 on the persistent kernel (by default the tensor-core kernel serves it)
-    setenv("DELTACOME_GPU_NO_MMA_MULTI", "1", 1);
-    Gpu g{ops, nullptr, "persistent kernel for m > 1"};
-    GT_CHECK(ops->device_open(&g.dev, 0, 0) == DC_OK, "device_open");
+  // Device configurations besides the default: each opens the device under its settings, which are
+  // unset afterwards.
+  using Env = std::vector<std::pair<const char*, const char*>>;
+  auto configuration = [&](const Env& env, const std::string& label, auto&& body) {
+    for (const auto& e : env) setenv(e.first, e.second, 1);
+    Gpu g{ops, nullptr, label.c_str()};
+    GT_CHECK(ops->device_open(&g.dev, 0, 0) == DC_OK, "device_open (%s)", label.c_str());
+    if (g.dev) {
+      body(g);
+      ops->device_close(g.dev);
+    }
+    for (const auto& e : env) unsetenv(e.first);
+  };
+  // one delta at 1 < m ≤ 64 on the persistent kernel (by default the tensor-core kernel serves it)
+  configuration({{"DELTACOME_GPU_NO_MMA_MULTI", "1"}}, "persistent kernel for m > 1", [&](Gpu& g) {
     test_widths(g, rng, true);
     test_base_and_kinds(g, rng, true);
-    ops->device_close(g.dev);
-    unsetenv("DELTACOME_GPU_NO_MMA_MULTI");
-  }
-  {  // one delta at 2–4 rows one row after another (by default each code is decoded once for all rows)
-    setenv("DELTACOME_GPU_PERSIST_NO_ROWS", "1", 1);
-    Gpu g{ops, nullptr, "persistent kernel, rows one by one"};
-    GT_CHECK(ops->device_open(&g.dev, 0, 0) == DC_OK, "device_open");
+  });
+  // one delta at 2–4 rows one row after another (by default each code is decoded once for all rows)
+  configuration({{"DELTACOME_GPU_PERSIST_NO_ROWS", "1"}}, "persistent kernel, rows one by one", [&](Gpu& g) {
     test_widths(g, rng, true);
     test_shapes(g, rng, true);
-    ops->device_close(g.dev);
-    unsetenv("DELTACOME_GPU_PERSIST_NO_ROWS");
-  }
-  {  // one delta at every 1 < m ≤ 64 on the tensor-core kernel (by default m < 5 stays on the persistent one)
-    setenv("DELTACOME_GPU_MMA_MIN_M", "2", 1);
-    Gpu g{ops, nullptr, "tensor-core kernel from m = 2"};
-    GT_CHECK(ops->device_open(&g.dev, 0, 0) == DC_OK, "device_open");
-    test_widths(g, rng, true);
-    test_shapes(g, rng, true);
-    test_base_and_kinds(g, rng, true);
-    ops->device_close(g.dev);
-    unsetenv("DELTACOME_GPU_MMA_MIN_M");
-  }
-  {  // one delta at 1 < m ≤ 64 on the tensor-core kernel one row at a time (by default two rows share each tile)
-    setenv("DELTACOME_GPU_MMA_NO_PAIRS", "1", 1);
-    setenv("DELTACOME_GPU_MMA_MIN_M", "2", 1);
-    Gpu g{ops, nullptr, "tensor-core kernel, rows unpaired"};
-    GT_CHECK(ops->device_open(&g.dev, 0, 0) == DC_OK, "device_open");
-    test_widths(g, rng, true);
-    ops->device_close(g.dev);
-    unsetenv("DELTACOME_GPU_MMA_NO_PAIRS");
-    unsetenv("DELTACOME_GPU_MMA_MIN_M");
-  }
-  {  // the staged m = 1 kernel with t in 1 copy and y's old values read at the end (defaults: 4 copies, early)
-    setenv("DELTACOME_GPU_PERSIST_T_COPIES", "1", 1);
-    setenv("DELTACOME_GPU_PERSIST_Y_LATE", "1", 1);
-    Gpu g{ops, nullptr, "m = 1, one copy of t, y read late"};
-    GT_CHECK(ops->device_open(&g.dev, 0, 0) == DC_OK, "device_open");
+  });
+  // one delta at every 1 < m ≤ 64 on the tensor-core kernel (by default m < 5 stays on the persistent one)
+  configuration({{"DELTACOME_GPU_MMA_MIN_M", "2"}}, "tensor-core kernel from m = 2", [&](Gpu& g) {
     test_widths(g, rng, true);
     test_shapes(g, rng, true);
     test_base_and_kinds(g, rng, true);
-    test_graph_single(g, rng);
-    ops->device_close(g.dev);
-    unsetenv("DELTACOME_GPU_PERSIST_T_COPIES");
-    unsetenv("DELTACOME_GPU_PERSIST_Y_LATE");
-  }
+  });
+  // one delta at 1 < m ≤ 64 on the tensor-core kernel one row at a time (by default two rows share each tile)
+  configuration({{"DELTACOME_GPU_MMA_NO_PAIRS", "1"}, {"DELTACOME_GPU_MMA_MIN_M", "2"}},
+                "tensor-core kernel, rows unpaired", [&](Gpu& g) { test_widths(g, rng, true); });
+  // the staged m = 1 kernel with t in 1 copy and y's old values read at the end (defaults: 4 copies, early)
+  configuration({{"DELTACOME_GPU_PERSIST_T_COPIES", "1"}, {"DELTACOME_GPU_PERSIST_Y_LATE", "1"}},
+                "m = 1, one copy of t, y read late", [&](Gpu& g) {
+                  test_widths(g, rng, true);
+                  test_shapes(g, rng, true);
+                  test_base_and_kinds(g, rng, true);
+                  test_graph_single(g, rng);
+                });
   // the fused m = 1 call: by default warp-specialized with 4 delta warps; also with 2, and with
   // every warp running both parts (DELTACOME_GPU_FUSED_SPEC=0)
-  for (const char* spec : {"0", "2"}) {
-    setenv("DELTACOME_GPU_FUSED_SPEC", spec, 1);
-    const std::string name = std::string("fused m = 1, ") + (spec[0] == '0' ? "unspecialized" : "2 delta warps");
-    Gpu g{ops, nullptr, name.c_str()};
-    GT_CHECK(ops->device_open(&g.dev, 0, 0) == DC_OK, "device_open");
-    test_base_and_kinds(g, rng, false);  // (not quick: its fused m = 1 shapes)
-    ops->device_close(g.dev);
-    unsetenv("DELTACOME_GPU_FUSED_SPEC");
-  }
-  {  // the wave64 code path (logical groups of 64 = two NVIDIA warps) and the portable GEMM
-    setenv("DELTACOME_GPU_GROUP", "64", 1);
-    setenv("DELTACOME_GPU_PORTABLE_GEMM", "1", 1);
-    Gpu g{ops, nullptr, "group 64 + portable GEMM"};
-    GT_CHECK(ops->device_open(&g.dev, 0, 0) == DC_OK, "device_open");
-    test_widths(g, rng, true);
-    test_base_and_kinds(g, rng, quick);
-    test_batched(g, rng, true, false);
-    test_merge(g, rng, quick);
-    ops->device_close(g.dev);
-    unsetenv("DELTACOME_GPU_GROUP");
-    unsetenv("DELTACOME_GPU_PORTABLE_GEMM");
-  }
+  for (const char* spec : {"0", "2"})
+    configuration({{"DELTACOME_GPU_FUSED_SPEC", spec}},
+                  std::string("fused m = 1, ") + (spec[0] == '0' ? "unspecialized" : "2 delta warps"),
+                  [&](Gpu& g) { test_base_and_kinds(g, rng, false); });  // (not quick: its fused m = 1 shapes)
+  // the wave64 code path (logical groups of 64 = two NVIDIA warps) and the portable GEMM
+  configuration({{"DELTACOME_GPU_GROUP", "64"}, {"DELTACOME_GPU_PORTABLE_GEMM", "1"}}, "group 64 + portable GEMM",
+                [&](Gpu& g) {
+                  test_widths(g, rng, true);
+                  test_base_and_kinds(g, rng, quick);
+                  test_batched(g, rng, true, false);
+                  test_merge(g, rng, quick);
+                });
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   printf("%d checks, %d failures (%.1f s)\n", checks(), failures(), secs);
   return failures() ? 1 : 0;
