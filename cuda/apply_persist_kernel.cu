@@ -745,7 +745,6 @@ __global__ void __launch_bounds__(kPThreads, kStaged ? DC_PERSIST_STAGED_MIN_BLO
   trace_at(a, 5);
 }
 
-
 // ---- one delta at 2 … kRowsMax rows (staged codes, each code decoded once) ----------------------
 // Why: the kernel above decodes every code once per row of x (m·T phase-1 items), so at 2–4 rows it
 // costs ~7 µs a row over its m = 1 time (H100, eleventh session: 10.7, 16.7, 25.1, 26.7 µs), while

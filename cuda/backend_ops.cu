@@ -10,9 +10,9 @@
 //                  time 44 and 119 µs, the persistent kernel 71 and 243 µs); below 5 rows the
 //                  persistent kernel, faster there, with each code decoded once for all rows where
 //                  they fit (persist_rows_kernel; m = 2: 14.7 against 33.1 µs on the tensor cores;
-//                  bench/RESULTS-h100.md, ninth to twelfth sessions). Where neither runs (HIP, act-order, shard offsets,
-//                  BitDelta): phase 1 (x·V̂ ⊙ σ into the device's t scratch) + phase 2 (t·Ûᵀ, with
-//                  the base GEMV), two launches.
+//                  bench/RESULTS-h100.md, ninth to twelfth sessions). Where neither runs (HIP,
+//                  act-order, shard offsets, BitDelta): phase 1 (x·V̂ ⊙ σ into the device's t
+//                  scratch) + phase 2 (t·Ûᵀ, with the base GEMV), two launches.
 //   m > 64       : with a workspace of dc_apply_workspace_size bytes, Û and V̂ are dequantized into
 //                  it and two GEMMs run (cuBLAS tensor cores, or the portable tiled GEMM on HIP);
 //                  without one, the fused path runs in chunks of 64 rows (correct, slower).
@@ -406,8 +406,8 @@ void delta_free(void* devp, void* p) {
 LaunchCfg launch_cfg(const GpuDevice* dev, cudaStream_t s) {
   return LaunchCfg{dev->group, s, dev->pdl, dev->coop, dev->persist_blocks, dev->persist_compact, dev->trace,
                    dev->stage_codes, dev->persist_wparts, dev->mma_stage_w1, dev->mma_stage_w2,
-                   dev->mma_pairs, dev->mma_pair_w1, dev->mma_pair_w2, dev->mma_pair_small_m, dev->fused_spec, dev->persist_rows,
-                   dev->t_copies, dev->y_early};
+                   dev->mma_pairs, dev->mma_pair_w1, dev->mma_pair_w2, dev->mma_pair_small_m, dev->fused_spec,
+                   dev->persist_rows, dev->t_copies, dev->y_early};
 }
 
 dc_status gemm_nt(GpuDevice* dev, cudaStream_t s, uint64_t M, uint64_t N, uint64_t K, const void* A, uint64_t lda,
