@@ -82,7 +82,7 @@ __device__ __forceinline__ float digit_scale(uint32_t m, float* down) {
 
 // Digits of chunk c of n elements of a staged vector (element k at src[(k >> 5)·kPitch + (k & 31)],
 // k ≥ n reads as 0) into dig (`chunks` chunks, digit_bytes; the B order above) and the sum of the
-// chunk's elements into csum[c], by one warp: lane 4·qs + j takes elements 128c + 16·qs + 4e + j
+// chunk's elements times `up` into csum[c], by one warp: lane 4·qs + j takes elements 128c + 16·qs + 4e + j
 // (e = 0..3), i.e. byte e of B word (qs, j) of each digit column, and stores those three words.
 // `up` = 2^e from digit_scale. Why a warp per chunk (bench/RESULTS-h100.md, ninth session): with a
 // thread per 16 elements, t's short bands kept one or two warps busy on a chain of ~250
@@ -110,7 +110,7 @@ __device__ __noinline__ void stage_digit_chunk(const float* src, uint32_t n, uin
   dig[(0 * chunks + c) * 32 + lane] = w0;
   dig[(1 * chunks + c) * 32 + lane] = w1;
   dig[(2 * chunks + c) * 32 + lane] = w2;
-  if (lane == 0) csum[c] = s;
+  if (lane == 0) csum[c] = s * up;  // scaled like the digits: mma_rows folds 2^-e in once
 }
 
 // Every chunk of n elements (stage_digit_chunk), warp w taking chunks w, w + warps, … The caller
@@ -168,21 +168,50 @@ __device__ __forceinline__ float2 mma_group_sums(const int acc[4], bool pair, in
   return make_float2(a, b);
 }
 
+// The first MMA of a chain: C = 0 (ptxas feeds the zero register), no accumulator to clear.
+__device__ __forceinline__ void mma_u8s8_first(int c[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                               uint32_t b0, uint32_t b1) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile(
+      "mma.sync.aligned.m16n8k32.row.col.s32.u8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%10,%10,%10,%10};"
+      : "=r"(c[0]), "=r"(c[1]), "=r"(c[2]), "=r"(c[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1), "r"(0));
+#else
+  (void)a0; (void)a1; (void)a2; (void)a3; (void)b0; (void)b1;
+  c[0] = c[1] = c[2] = c[3] = 0;
+  __trap();
+#endif
+}
+
 // Σ_k s·(c − z)·v_k over chunks [c_begin, c_end) of the 16 rows row_a (lane group g) and row_b
 // (g + 8) of one band (row stride row_words words, qparams row_groups per row, 2^gsh chunks per
-// group; a range may start or end inside a group: the partial sums of a group add up) against
-// staged digits (dig of `chunks` chunks, csum;
-// `down` = 2^-e). Lane (g, q) returns the sums of rows g (x) and g + 8 (y) in q = 0. Rows are
+// group; kG1: gsh = 0; a range may start or end inside a group: the partial sums of a group add
+// up) against staged digits (dig of `chunks` chunks; csum: each chunk's Σ v already scaled by
+// 2^e; `down` = 2^-e). Lane (g, q) returns the sums of rows g (x) and g + 8 (y) in q = 0. Rows are
 // always valid (the caller clamps). dig_b (or null): a second vector's digits (csum_b, down_b) in
 // B columns 3..5 — each tile decoded once for two vectors; its sums are returned in lanes q = 1.
-// The loads of a batch of 4 chunks are issued before any math, and the next batch's lines are
-// requested into L2. Sub-steps 0 and 1 accumulate apart (two chains of dependent MMAs, not one).
-template <int BITS>
+//
+// Codes and group parameters come in batches of kB = 2 chunks, the next batch's loads issued
+// before the current one's math (two register sets), and the lines of the batch after that are
+// requested into L2. Each chunk is one chain of 4 MMAs from zero: with groups of one chunk (the
+// default group of 128) no accumulator is cleared or added; longer groups add the chunk sums in
+// s32. Why this shape (bench/RESULTS-h100.md, thirteenth session): the loop it replaces (batches
+// of 4, loaded and then used) spent ~140 warp instructions per chunk — 64-bit address arithmetic
+// and bounds per load, generic loads of the group parameters, accumulators cleared and added, B
+// registers re-zeroed, the 2^-e product per group — 55 % of the 32-tenant kernel's instructions
+// (ncu). Here a batch computes its addresses once (constant offsets per chunk), the group
+// parameters come through the read-only path, and 2^-e multiplies the row's sum once at the end
+// (csum is staged pre-scaled: s·(F − z·Σv·2^e) per group). Same call on the H100, three rounds:
+// 32 tenants 76.7–77.4 µs against 78.3–78.9, one delta at M = 16 36.8–37.0 against 37.9–38.0,
+// M = 64 83.6–84.6 against 86.9–87.4; the same loop without the second register set (batches of
+// 4): 79.3–79.6 / 35.8–35.9 / 81.3–81.8, with batches of 3 in two sets (spills): 79.0–79.9.
+template <int BITS, bool kG1>
 __device__ __forceinline__ float2 mma_rows(const uint32_t* __restrict__ codes, uint32_t row_words,
                                            const dc_qparam* __restrict__ qp, uint32_t row_groups, uint32_t gsh,
                                            uint64_t row_a, uint64_t row_b, uint32_t c_begin, uint32_t c_end,
                                            uint32_t chunks, const uint32_t* dig, const float* csum, float down,
                                            const uint32_t* dig_b, const float* csum_b, float down_b) {
+  constexpr uint32_t kW = 4 * BITS;  // words of one lane's row block per chunk
   const int lane = threadIdx.x % 32, g = lane / 4, q = lane % 4;
   const bool pair = dig_b != nullptr;
   const uint32_t* pa = codes + row_a * row_words + (uint64_t)q * BITS;
@@ -196,43 +225,54 @@ __device__ __forceinline__ float2 mma_rows(const uint32_t* __restrict__ codes, u
   const float* cs = pair && q == 1 ? csum_b : csum;  // lanes q = 1 finish the second vector's sums
   const float dn = pair && q == 1 ? down_b : down;
   const uint32_t gmask = (1u << gsh) - 1u;
-  // this lane's block of chunk c starts at word 4·BITS·c (+ q·BITS above); it exists while < row_words
+  // this lane's block of chunk c starts at word kW·c (+ q·BITS above) and exists while that is
+  // < row_words: for c < c_have
   const uint32_t lim = row_words > (uint32_t)q * BITS ? row_words - (uint32_t)q * BITS : 0u;
-  constexpr int kB = 4;  // chunks per batch
+  const uint32_t c_have = min(c_end, (lim + kW - 1) / kW);
+#ifndef DC_MMA_KB
+#  define DC_MMA_KB 2  // chunks per batch (build-time tuning; 3 and 4 spill at 128 registers)
+#endif
+  constexpr int kB = DC_MMA_KB;
   float2 sum = make_float2(0.f, 0.f);
-  int acc0[4] = {0, 0, 0, 0}, acc1[4] = {0, 0, 0, 0};
+  int acc[4] = {0, 0, 0, 0};  // a group's sums so far (groups longer than a chunk)
   float sx = 0.f;
-#pragma unroll 1
-  for (uint32_t c0 = c_begin; c0 < c_end; c0 += kB) {
-    uint32_t wa[kB][BITS], wb[kB][BITS], pqa[kB], pqb[kB];
-    // the next batch's lines into L2: row g in lane q = 0, row g + 8 in lane q = 1
-    if (q < 2 && c0 + kB < c_end) prefetch_l2((q ? pb : pa) + (uint64_t)(c0 + kB) * 4 * BITS);
+  // Batch c0's codes and group parameters into registers (zeros past the range or the row).
+  auto load = [&](uint32_t c0, uint32_t (&wa)[kB][BITS], uint32_t (&wb)[kB][BITS], uint32_t (&pqa)[kB],
+                  uint32_t (&pqb)[kB]) {
+    const uint32_t* ca = pa + (uint64_t)c0 * kW;
+    const uint32_t* cb = pb + (uint64_t)c0 * kW;
+    // the lines of the batch after this one into L2: row g in lane q = 0, row g + 8 in lane q = 1
+    if (q < 2 && c0 + kB < c_end) prefetch_l2((q ? cb : ca) + kB * kW);
 #pragma unroll
     for (int u = 0; u < kB; ++u) {
-      const uint32_t c = c0 + u, wo = c * 4 * BITS;
+      const uint32_t c = c0 + u;
 #pragma unroll
       for (int b = 0; b < BITS; ++b) wa[u][b] = wb[u][b] = 0u;
       pqa[u] = pqb[u] = 0u;
-      if (c < c_end) {
-        pqa[u] = qa[c >> gsh];  // the chunk's group parameters (used by the group's last chunk)
-        pqb[u] = qb[c >> gsh];
-        if (wo < lim) {
-          // The codes bypass L1 (ld_stream*): read once, they kept the group parameters and the
-          // spill slots out of it — 32 tenants 88.1–88.2 µs against 90.0–90.6 µs through L1 on
-          // the H100 (three alternating rounds, eighth session).
-          if constexpr (BITS == 2) {
-            const uint2 x = ld_stream8(pa + wo), y = ld_stream8(pb + wo);
-            wa[u][0] = x.x; wa[u][1] = x.y; wb[u][0] = y.x; wb[u][1] = y.y;
-          } else {
+      if (c < c_end) {  // the chunk's group parameters (used by the group's last chunk)
+        pqa[u] = __ldg(qa + (kG1 ? c : c >> gsh));
+        pqb[u] = __ldg(qb + (kG1 ? c : c >> gsh));
+      }
+      if (c < c_have) {
+        // The codes bypass L1 (ld_stream*): read once, they kept the group parameters and the
+        // spill slots out of it — 32 tenants 88.1–88.2 µs against 90.0–90.6 µs through L1 on
+        // the H100 (three alternating rounds, eighth session).
+        if constexpr (BITS == 2) {
+          const uint2 x = ld_stream8(ca + u * kW), y = ld_stream8(cb + u * kW);
+          wa[u][0] = x.x; wa[u][1] = x.y; wb[u][0] = y.x; wb[u][1] = y.y;
+        } else {
 #pragma unroll
-            for (int b = 0; b < BITS; ++b) {
-              wa[u][b] = ld_stream4(pa + wo + b);
-              wb[u][b] = ld_stream4(pb + wo + b);
-            }
+          for (int b = 0; b < BITS; ++b) {
+            wa[u][b] = ld_stream4(ca + u * kW + b);
+            wb[u][b] = ld_stream4(cb + u * kW + b);
           }
         }
       }
     }
+  };
+  // Batch c0's MMAs and group sums.
+  auto compute = [&](uint32_t c0, const uint32_t (&wa)[kB][BITS], const uint32_t (&wb)[kB][BITS],
+                     const uint32_t (&pqa)[kB], const uint32_t (&pqb)[kB]) {
 #pragma unroll
     for (int u = 0; u < kB; ++u) {
       const uint32_t c = c0 + u;
@@ -242,44 +282,72 @@ __device__ __forceinline__ float2 mma_rows(const uint32_t* __restrict__ codes, u
         b0 = bw[c * 8];
         b1 = bw[c * 8 + 1];
       }
+      int t[4];
       uint32_t ra[4], rb[4];
       regs_of<BITS>(wa[u], 0, ra);
       regs_of<BITS>(wb[u], 0, rb);
-      mma_substep(acc0, ra, rb, b0);
+      mma_u8s8_first(t, ra[0], rb[0], ra[1], rb[1], b0.x, b0.y);
+      mma_u8s8(t, ra[2], rb[2], ra[3], rb[3], b0.z, b0.w);
       regs_of<BITS>(wa[u], 1, ra);
       regs_of<BITS>(wb[u], 1, rb);
-      mma_substep(acc1, ra, rb, b1);
-      sx += cs[c];
-      if ((c & gmask) == gmask || c + 1 == c_end) {  // the group ends: fold it in
-        int acc[4];
+      mma_substep(t, ra, rb, b1);
+      if constexpr (kG1) {
+        sx = cs[c];
+      } else {
+        sx += cs[c];
 #pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          acc[i] = acc0[i] + acc1[i];
-          acc0[i] = acc1[i] = 0;
-        }
+        for (int i = 0; i < 4; ++i) t[i] = acc[i] += t[i];
+      }
+      if (kG1 || (c & gmask) == gmask || c + 1 == c_end) {  // the group ends: fold it in
         const float sa = f16_to_f32((uint16_t)pqa[u]), za = f16_to_f32((uint16_t)(pqa[u] >> 16));
         const float sb = f16_to_f32((uint16_t)pqb[u]), zb = f16_to_f32((uint16_t)(pqb[u] >> 16));
-        const float2 f = mma_group_sums(acc, pair, q);
-        sum.x = fmaf(sa, fmaf(dn, f.x, -za * sx), sum.x);
-        sum.y = fmaf(sb, fmaf(dn, f.y, -zb * sx), sum.y);
-        sx = 0.f;
+        const float2 f = mma_group_sums(t, pair, q);
+        sum.x = fmaf(sa, fmaf(-za, sx, f.x), sum.x);
+        sum.y = fmaf(sb, fmaf(-zb, sx, f.y), sum.y);
+        if constexpr (!kG1) {
+          sx = 0.f;
+#pragma unroll
+          for (int i = 0; i < 4; ++i) acc[i] = 0;
+        }
       }
     }
+  };
+  // Two register sets in turn: batch c0 + kB is in flight while batch c0 is computed, so a warp
+  // always has codes on the way.
+  uint32_t wa0[kB][BITS], wb0[kB][BITS], pqa0[kB], pqb0[kB];
+  load(c_begin, wa0, wb0, pqa0, pqb0);
+#pragma unroll 1
+  for (uint32_t c0 = c_begin; c0 < c_end; c0 += kB) {
+    uint32_t wa1[kB][BITS], wb1[kB][BITS], pqa1[kB], pqb1[kB];
+    load(c0 + kB, wa1, wb1, pqa1, pqb1);
+    compute(c0, wa0, wb0, pqa0, pqb0);
+#pragma unroll
+    for (int u = 0; u < kB; ++u) {
+#pragma unroll
+      for (int b = 0; b < BITS; ++b) {
+        wa0[u][b] = wa1[u][b];
+        wb0[u][b] = wb1[u][b];
+      }
+      pqa0[u] = pqa1[u];
+      pqb0[u] = pqb1[u];
+    }
   }
-  return sum;
+  return make_float2(sum.x * dn, sum.y * dn);
 }
 
-// mma_rows for a band width known at run time (2 or 3: mma_band).
+// mma_rows for a band width (2 or 3: mma_band) and group length known at run time.
 __device__ __forceinline__ float2 mma_rows_any(uint32_t bits, const uint32_t* codes, uint32_t row_words,
                                                const dc_qparam* qp, uint32_t row_groups, uint32_t gsh, uint64_t row_a,
                                                uint64_t row_b, uint32_t c_begin, uint32_t c_end, uint32_t chunks,
                                                const uint32_t* dig, const float* csum, float down,
                                                const uint32_t* dig_b = nullptr, const float* csum_b = nullptr,
                                                float down_b = 0.f) {
-  return bits == 2 ? mma_rows<2>(codes, row_words, qp, row_groups, gsh, row_a, row_b, c_begin, c_end, chunks, dig, csum,
-                                 down, dig_b, csum_b, down_b)
-                   : mma_rows<3>(codes, row_words, qp, row_groups, gsh, row_a, row_b, c_begin, c_end, chunks, dig, csum,
-                                 down, dig_b, csum_b, down_b);
+#define DC_MMA_ROWS(B, G1) \
+  mma_rows<B, G1>(codes, row_words, qp, row_groups, gsh, row_a, row_b, c_begin, c_end, chunks, dig, csum, down, dig_b, \
+                  csum_b, down_b)
+  if (gsh == 0) return bits == 2 ? DC_MMA_ROWS(2, true) : DC_MMA_ROWS(3, true);
+  return bits == 2 ? DC_MMA_ROWS(2, false) : DC_MMA_ROWS(3, false);
+#undef DC_MMA_ROWS
 }
 
 }  // namespace dcg
