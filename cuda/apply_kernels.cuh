@@ -153,9 +153,12 @@ cudaError_t launch_vec(const LaunchCfg& c, const DeltaSel* sel, const RowsArgs& 
 // for m = 1. persist_supported says whether launch_persist would run; otherwise it returns
 // cudaErrorNotSupported having launched nothing. `barrier`: the device's zeroed kBarrierBytes of
 // barrier state (one per context: a context's launches are ordered by its stream); `sms`: multiprocessors.
+// rows_only: above 4 rows of one delta only the rows kernel (one decode per 4 rows) — where it
+// declines, cudaErrorNotSupported instead of one row after another, which is slower than the
+// caller's tensor-core kernel there.
 bool persist_supported(const DeltaSel& sel, const RowsArgs& a);
 cudaError_t launch_persist(const LaunchCfg& c, const DeltaSel& sel, const RowsArgs& a, unsigned int* barrier,
-                           int sms);
+                           int sms, bool rows_only = false);
 
 // The tensor-core batch kernel (apply_mma_kernel.cu; CUDA, sm_80+): the same result as
 // launch_persist for a multi-tenant batch (`sel.row_slot` non-null, every delta low-rank without

@@ -178,6 +178,23 @@ __device__ __forceinline__ StagedRow staged_u_row(const BandDesc& bd, const Stag
                    bd.bits == 16 ? nullptr : reinterpret_cast<const dc_qparam*>(codes + sb.u_qp) + oo * bd.u_row_groups,
                    bd.bits == 16 ? 1u : bd.group_size / 32};
 }
+// The same for staged V̂ row js (counted from the block's first row of the band), with its σ.
+struct StagedVRow : StagedRow {
+  float sigma;
+};
+__device__ __forceinline__ StagedVRow staged_v_row(const BandDesc& bd, const StagedBand& sb, const uint32_t* codes,
+                                                   uint32_t js) {
+  return StagedVRow{{codes + sb.v_codes + js * bd.v_row_words,
+                     bd.bits == 16 ? nullptr : reinterpret_cast<const dc_qparam*>(codes + sb.v_qp) + js * bd.v_row_groups,
+                     bd.bits == 16 ? 1u : bd.group_size / 32},
+                    reinterpret_cast<const float*>(codes + sb.sigma)[js]};
+}
+
+// t[kv] in each of the scratch's first `copies` rows (ldt apart): at m = 1 block b reads copy
+// b mod copies (PersistArgs::t_copies).
+__device__ __forceinline__ void store_t_copies(float* t, uint64_t ldt, uint32_t copies, uint32_t kv, float v) {
+  for (uint32_t c = 0; c < copies; ++c) __stcg(t + (uint64_t)c * ldt + kv, v);
+}
 
 // Issues the copies of the block's pieces (phase-1 items [lo1, hi1), output rows [olo, ohi)) and
 // records where they go in tab (warp 0). Layout: the V̂ pieces of every band (codes, quantization
@@ -501,9 +518,9 @@ __global__ void __launch_bounds__(kPThreads, kStaged ? DC_PERSIST_STAGED_MIN_BLO
   trace_at(a, 1);
   // staged, delta only: y's old value of output row olo + threadIdx.x (stored by this thread at the
   // end), read now so that its round trip overlaps the phases instead of following phase 2
+  const bool y_early = staged && a.y_early && a.io.accumulate && a.io.W == nullptr;
   float y_old = 0.f;
-  if (staged && a.y_early && a.io.accumulate && a.io.W == nullptr && threadIdx.x < ohi - olo)
-    y_old = load_any(a.io.y, olo + threadIdx.x, a.io.ydt);
+  if (y_early && threadIdx.x < ohi - olo) y_old = load_any(a.io.y, olo + threadIdx.x, a.io.ydt);
 
   // ---- phase 1 ----
   const ColMap xmap{nullptr, 0, a.io.cols, a.io.cols};
@@ -537,16 +554,11 @@ __global__ void __launch_bounds__(kPThreads, kStaged ? DC_PERSIST_STAGED_MIN_BLO
         const uint32_t j = kv - bd.t_off;
         float v = 0.f;
         if (j < bd.r1 - bd.r0) {
-          const StagedBand& sb = tab[bi];
-          const uint32_t js = j - sb.jlo;
-          const uint32_t* row = codes + sb.v_codes + js * bd.v_row_words;
-          const dc_qparam* qp = reinterpret_cast<const dc_qparam*>(codes + sb.v_qp) + js * bd.v_row_groups;
-          const uint32_t gb = bd.bits == 16 ? 1 : bd.group_size / 32;
-          v = band_row_dot<kCompact>(bd.bits, row, bd.bits == 16 ? nullptr : qp, gb, nblk_v, stage, lane, 32);
-          v = seg_sum<32>(v) * reinterpret_cast<const float*>(codes + sb.sigma)[js] * a.io.scale;
+          const StagedVRow vr = staged_v_row(bd, tab[bi], codes, j - tab[bi].jlo);
+          v = band_row_dot<kCompact>(bd.bits, vr.row, vr.qp, vr.gb, nblk_v, stage, lane, 32);
+          v = seg_sum<32>(v) * vr.sigma * a.io.scale;
         }
-        if (lane == 0)
-          for (uint32_t c = 0; c < a.t_copies; ++c) __stcg(a.io.t + (uint64_t)c * a.io.ldt + kv, v);
+        if (lane == 0) store_t_copies(a.io.t, a.io.ldt, a.t_copies, kv, v);
       }
       arrive_after_phase1(a.barrier, min(hi1 - lo1, D), warp, lane, p1_done, ticket);
       trace_at(a, 2);
@@ -620,11 +632,10 @@ __global__ void __launch_bounds__(kPThreads, kStaged ? DC_PERSIST_STAGED_MIN_BLO
         const dc_qparam* qp;
         float sg;
         if (staged) {
-          const StagedBand& sb = tab[bi];
-          const uint32_t js = j - sb.jlo;
-          row = codes + sb.v_codes + js * bd.v_row_words;
-          qp = reinterpret_cast<const dc_qparam*>(codes + sb.v_qp) + js * bd.v_row_groups;
-          sg = reinterpret_cast<const float*>(codes + sb.sigma)[js];
+          const StagedVRow vr = staged_v_row(bd, tab[bi], codes, j - tab[bi].jlo);
+          row = vr.row;
+          qp = vr.qp;
+          sg = vr.sigma;
         } else {
           row = bd.v_codes + (uint64_t)j * bd.v_row_words;
           qp = bd.v_qp + (uint64_t)j * bd.v_row_groups;
@@ -636,12 +647,9 @@ __global__ void __launch_bounds__(kPThreads, kStaged ? DC_PERSIST_STAGED_MIN_BLO
         v = seg_sum<32>(v) * sg * a.io.scale;
       }
       if (lane == 0) {
-        if (split1 == 1) {
-          __stcg(a.io.t + (uint64_t)r * a.io.ldt + kv, v);
-          if (staged)  // m = 1: the other copies
-            for (uint32_t c = 1; c < a.t_copies; ++c) __stcg(a.io.t + (uint64_t)c * a.io.ldt + kv, v);
-        }
-        else atomicAdd(&tsum[i - lo1], v);
+        if (split1 > 1) atomicAdd(&tsum[i - lo1], v);
+        else if (staged) store_t_copies(a.io.t, a.io.ldt, a.t_copies, kv, v);  // m = 1
+        else __stcg(a.io.t + (uint64_t)r * a.io.ldt + kv, v);
       }
     }
   }
@@ -736,7 +744,7 @@ __global__ void __launch_bounds__(kPThreads, kStaged ? DC_PERSIST_STAGED_MIN_BLO
     if (threadIdx.x < ohi - olo) {
       const uint64_t at = olo + threadIdx.x;
       const float base = a.io.W != nullptr ? wpart[threadIdx.x] : 0.f;
-      const float old = !a.io.accumulate ? 0.f : a.y_early && a.io.W == nullptr ? y_old : load_any(a.io.y, at, a.io.ydt);
+      const float old = y_early ? y_old : a.io.accumulate ? load_any(a.io.y, at, a.io.ydt) : 0.f;
       store_any(a.io.y, at, a.io.ydt, old + base + ysum[threadIdx.x]);
     }
   }
@@ -751,7 +759,8 @@ __global__ void __launch_bounds__(kPThreads, kStaged ? DC_PERSIST_STAGED_MIN_BLO
 // the tensor-core kernel has a ~31 µs floor at these sizes. Here the items are those of m = 1 (a
 // column of t, a group of output rows), the block's codes are staged as at m = 1, x and then t are
 // staged m rows at a time, and each block of 32 codes is decoded once and dotted with all m rows.
-constexpr uint32_t kRowsMax = 4;
+constexpr uint32_t kRowsMax = 4;  // rows staged (and dotted per decoded block) at once
+constexpr uint32_t kRowsAll = 8;  // rows of one launch: groups of kRowsMax, each decoding the codes again
 
 // acc[r] += Σ over blocks k = k0, k0 + step, … < nblk of one packed row against the staged blocks
 // xs[r·xstride + k·kPitch] of rows r < m (sum of each block at [32]).
@@ -771,6 +780,10 @@ __device__ __forceinline__ void packed_rows_loop(const uint32_t* __restrict__ ro
   }
 }
 
+// kGroups: m up to kRowsAll in groups of kRowsMax rows (x and t staged, every code decoded once
+// per group); without it m ≤ kRowsMax, one group — a separate instance, so that the 2–4-row code
+// keeps its registers (the group loop cost 2–4 rows 0.25–0.5 µs on the H100, thirteenth session).
+template <bool kGroups>
 __global__ void __launch_bounds__(kPThreads, DC_PERSIST_STAGED_MIN_BLOCKS)
     persist_rows_kernel(const __grid_constant__ PersistArgs a) {
   extern __shared__ float4 dyn_smem[];
@@ -804,49 +817,50 @@ __global__ void __launch_bounds__(kPThreads, DC_PERSIST_STAGED_MIN_BLOCKS)
   // ---- phase 1: t[r][kv] for every row r < m of each item kv ----
   const DeltaDesc& d = sdesc;
   const uint32_t xstride = a.nbx * kPitch;
-  {
-    const ColMap xmap{nullptr, 0, a.io.cols, a.io.cols};
-    __shared__ int rr[kRowsMax];  // stage_rows reads its row list at run time
-    if (threadIdx.x < kRowsMax) rr[threadIdx.x] = (int)threadIdx.x;
-    __syncthreads();
-    stage_rows(stage, (int)a.nbx, 0, a.io.x, a.io.xdt, a.io.ldx, rr, (int)m, xmap, a.xvec);
-  }
-  cp_async_wait<1>();  // this thread's V̂ pieces
-  __syncthreads();
+  const ColMap xmap{nullptr, 0, a.io.cols, a.io.cols};
+  __shared__ int rr[kRowsAll];  // stage_rows reads its row list at run time
+  if (threadIdx.x < kRowsAll) rr[threadIdx.x] = (int)threadIdx.x;
   const uint32_t nblk_v = (uint32_t)((d.v_len + 31) / 32);
-  for (uint32_t kv = lo1 + warp / split1; kv < hi1; kv += kPWarps / split1) {
-    const uint32_t bi = band_of(d, kv);
-    const BandDesc& bd = d.bands[bi];
-    const uint32_t j = kv - bd.t_off;
-    float acc[kRowsMax] = {0.f, 0.f, 0.f, 0.f};
-    if (kv < d.t_stride && j < bd.r1 - bd.r0) {
-      const StagedBand& sb = tab[bi];
-      const uint32_t js = j - sb.jlo;
-      const uint32_t* row = codes + sb.v_codes + js * bd.v_row_words;
-      const dc_qparam* qp =
-          bd.bits == 16 ? nullptr : reinterpret_cast<const dc_qparam*>(codes + sb.v_qp) + js * bd.v_row_groups;
-      const uint32_t gb = bd.bits == 16 ? 1 : bd.group_size / 32;
-      with_bits(bd.bits, [&](auto b) {
-        packed_rows_loop<decltype(b)::value>(row, qp, gb, nblk_v, stage, xstride, m, lane + 32 * part1, 32 * split1, acc);
-      });
-      const float f = reinterpret_cast<const float*>(codes + sb.sigma)[js] * a.io.scale;
-#pragma unroll
-      for (uint32_t r = 0; r < kRowsMax; ++r) acc[r] = seg_sum<32>(acc[r]) * f;
-    }
-    if (lane == 0) {
-#pragma unroll
-      for (uint32_t r = 0; r < kRowsMax; ++r) {  // unrolled: acc stays in registers
-        if (r >= m) break;
-        if (split1 > 1) atomicAdd(&tsum[(kv - lo1) * kRowsMax + r], acc[r]);
-        else __stcg(a.io.t + (uint64_t)r * a.io.ldt + kv, acc[r]);
+  for (uint32_t g0 = 0; g0 < (kGroups ? m : 1u); g0 += kRowsMax) {  // rows [g0, g0 + mg)
+    const uint32_t mg = kGroups ? min(m - g0, kRowsMax) : m;
+    __syncthreads();  // rr written; the previous group's readers are done with the stage and tsum
+    stage_rows(stage, (int)a.nbx, 0, a.io.x, a.io.xdt, a.io.ldx, rr + g0, (int)mg, xmap, a.xvec);
+    if (g0 == 0) cp_async_wait<1>();  // this thread's V̂ pieces
+    __syncthreads();
+    for (uint32_t kv = lo1 + warp / split1; kv < hi1; kv += kPWarps / split1) {
+      const uint32_t bi = band_of(d, kv);
+      const BandDesc& bd = d.bands[bi];
+      const uint32_t j = kv - bd.t_off;
+      float acc[kRowsMax] = {0.f, 0.f, 0.f, 0.f};
+      if (kv < d.t_stride && j < bd.r1 - bd.r0) {
+        const StagedVRow vr = staged_v_row(bd, tab[bi], codes, j - tab[bi].jlo);
+        with_bits(bd.bits, [&](auto b) {
+          packed_rows_loop<decltype(b)::value>(vr.row, vr.qp, vr.gb, nblk_v, stage, xstride, mg, lane + 32 * part1,
+                                               32 * split1, acc);
+        });
+        const float f = vr.sigma * a.io.scale;
+  #pragma unroll
+        for (uint32_t r = 0; r < kRowsMax; ++r) acc[r] = seg_sum<32>(acc[r]) * f;
+      }
+      if (lane == 0) {
+  #pragma unroll
+        for (uint32_t r = 0; r < kRowsMax; ++r) {  // unrolled: acc stays in registers
+          if (r >= mg) break;
+          if (split1 > 1) atomicAdd(&tsum[(kv - lo1) * kRowsMax + r], acc[r]);
+          else __stcg(a.io.t + (uint64_t)(g0 + r) * a.io.ldt + kv, acc[r]);
+        }
       }
     }
-  }
-  if (split1 > 1) {
-    __syncthreads();
-    for (uint32_t e = threadIdx.x; e < (hi1 - lo1) * m; e += blockDim.x) {
-      const uint32_t r = e / (hi1 - lo1), i = e % (hi1 - lo1);
-      __stcg(a.io.t + (uint64_t)r * a.io.ldt + lo1 + i, tsum[i * kRowsMax + r]);
+    if (split1 > 1) {
+      __syncthreads();
+      for (uint32_t e = threadIdx.x; e < (hi1 - lo1) * mg; e += blockDim.x) {
+        const uint32_t r = e / (hi1 - lo1), i = e % (hi1 - lo1);
+        __stcg(a.io.t + (uint64_t)(g0 + r) * a.io.ldt + lo1 + i, tsum[i * kRowsMax + r]);
+      }
+      if (kGroups) {
+        __syncthreads();
+        for (uint32_t e = threadIdx.x; e < kPWarps * kRowsMax; e += blockDim.x) tsum[e] = 0.f;  // the next group's
+      }
     }
   }
   trace_at(a, 2);
@@ -855,48 +869,57 @@ __global__ void __launch_bounds__(kPThreads, DC_PERSIST_STAGED_MIN_BLOCKS)
   trace_at(a, 3);
 
   // ---- phase 2: y[r][o] (+)= Σ_k t[r][k]·Û[o][k] ----
-  for (uint32_t r = 0; r < m; ++r) stage_t(stage + r * a.nbt * kPitch, a.io.t + (uint64_t)r * a.io.ldt, a.nbt);
-  cp_async_wait<0>();  // this thread's Û pieces
-  __syncthreads();
-  trace_at(a, 4);
   const uint32_t lanes2 = kRowLanesV * split2, me2 = sub + kRowLanesV * part2;
-  for (uint32_t i = lo2 + warp / split2; i < hi2; i += kPWarps / split2) {
-    const uint32_t o = i * kGroupRows + rsub;
-    float acc[kRowsMax] = {0.f, 0.f, 0.f, 0.f};
-    if (o < a.io.rows) {
-      uint32_t boff = 0;  // blocks of the bands before: the lanes rotate so that short bands spread
-      for (uint32_t bb = 0; bb < d.n_bands; ++bb) {
-        const BandDesc& bd = d.bands[bb];
-        const uint32_t nbb = (bd.r1 - bd.r0 + 31) / 32;
-        const StagedRow u = staged_u_row(bd, tab[bb], codes, o - olo);
-        const uint32_t k0 = (me2 + lanes2 - boff % lanes2) % lanes2;
-        with_bits(bd.bits, [&](auto b) {
-          packed_rows_loop<decltype(b)::value>(u.row, u.qp, u.gb, nbb, stage + (bd.t_off / 32) * kPitch, a.nbt * kPitch,
-                                               m, k0, lanes2, acc);
-        });
-        boff += nbb;
-      }
-    }
-#pragma unroll
-    for (uint32_t r = 0; r < kRowsMax; ++r) acc[r] = seg_sum<kRowLanesV>(acc[r]);
-    if (sub == 0 && o < a.io.rows)
-#pragma unroll
-      for (uint32_t r = 0; r < kRowsMax; ++r) {
-        if (r >= m) break;
-        if (split2 > 1) {
-          atomicAdd(&ysum[(o - olo) * kRowsMax + r], acc[r]);
-        } else {
-          const uint64_t at = (uint64_t)r * a.io.ldy + o;
-          store_any(a.io.y, at, a.io.ydt, (a.io.accumulate ? load_any(a.io.y, at, a.io.ydt) : 0.f) + acc[r]);
+  for (uint32_t g0 = 0; g0 < (kGroups ? m : 1u); g0 += kRowsMax) {  // rows [g0, g0 + mg)
+    const uint32_t mg = kGroups ? min(m - g0, kRowsMax) : m;
+    if (g0 != 0) __syncthreads();  // the previous group's readers are done with the stage and ysum
+    for (uint32_t r = 0; r < mg; ++r)
+      stage_t(stage + r * a.nbt * kPitch, a.io.t + (uint64_t)(g0 + r) * a.io.ldt, a.nbt);
+    if (g0 == 0) cp_async_wait<0>();  // this thread's Û pieces
+    __syncthreads();
+    trace_at(a, 4);
+    for (uint32_t i = lo2 + warp / split2; i < hi2; i += kPWarps / split2) {
+      const uint32_t o = i * kGroupRows + rsub;
+      float acc[kRowsMax] = {0.f, 0.f, 0.f, 0.f};
+      if (o < a.io.rows) {
+        uint32_t boff = 0;  // blocks of the bands before: the lanes rotate so that short bands spread
+        for (uint32_t bb = 0; bb < d.n_bands; ++bb) {
+          const BandDesc& bd = d.bands[bb];
+          const uint32_t nbb = (bd.r1 - bd.r0 + 31) / 32;
+          const StagedRow u = staged_u_row(bd, tab[bb], codes, o - olo);
+          const uint32_t k0 = (me2 + lanes2 - boff % lanes2) % lanes2;
+          with_bits(bd.bits, [&](auto b) {
+            packed_rows_loop<decltype(b)::value>(u.row, u.qp, u.gb, nbb, stage + (bd.t_off / 32) * kPitch, a.nbt * kPitch,
+                                                 mg, k0, lanes2, acc);
+          });
+          boff += nbb;
         }
       }
-  }
-  if (split2 > 1) {
-    __syncthreads();
-    for (uint32_t e = threadIdx.x; e < (ohi - olo) * m; e += blockDim.x) {
-      const uint32_t r = e / (ohi - olo), oo = e % (ohi - olo);
-      const uint64_t at = (uint64_t)r * a.io.ldy + olo + oo;
-      store_any(a.io.y, at, a.io.ydt, (a.io.accumulate ? load_any(a.io.y, at, a.io.ydt) : 0.f) + ysum[oo * kRowsMax + r]);
+  #pragma unroll
+      for (uint32_t r = 0; r < kRowsMax; ++r) acc[r] = seg_sum<kRowLanesV>(acc[r]);
+      if (sub == 0 && o < a.io.rows)
+  #pragma unroll
+        for (uint32_t r = 0; r < kRowsMax; ++r) {
+          if (r >= mg) break;
+          if (split2 > 1) {
+            atomicAdd(&ysum[(o - olo) * kRowsMax + r], acc[r]);
+          } else {
+            const uint64_t at = (uint64_t)(g0 + r) * a.io.ldy + o;
+            store_any(a.io.y, at, a.io.ydt, (a.io.accumulate ? load_any(a.io.y, at, a.io.ydt) : 0.f) + acc[r]);
+          }
+        }
+    }
+    if (split2 > 1) {
+      __syncthreads();
+      for (uint32_t e = threadIdx.x; e < (ohi - olo) * mg; e += blockDim.x) {
+        const uint32_t r = e / (ohi - olo), oo = e % (ohi - olo);
+        const uint64_t at = (uint64_t)(g0 + r) * a.io.ldy + olo + oo;
+        store_any(a.io.y, at, a.io.ydt, (a.io.accumulate ? load_any(a.io.y, at, a.io.ydt) : 0.f) + ysum[oo * kRowsMax + r]);
+      }
+      if (kGroups) {
+        __syncthreads();
+        for (uint32_t e = threadIdx.x; e < kPWarps * kGroupRows * kRowsMax; e += blockDim.x) ysum[e] = 0.f;  // the next group's
+      }
     }
   }
   cp_async_wait<0>();
@@ -950,7 +973,8 @@ cudaError_t allow_smem() {
   static cudaError_t err = cudaSuccess;
   std::call_once(once, [] {
     for (void (*k)(PersistArgs) : {persist_kernel<true, false>, persist_kernel<false, false>, persist_kernel<true, true>,
-                                   persist_kernel<true, true, true>, persist_rows_kernel})
+                                   persist_kernel<true, true, true>, persist_rows_kernel<false>,
+                                   persist_rows_kernel<true>})
       if (err == cudaSuccess) err = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)kPSmemLimit);
   });
   return err;
@@ -977,42 +1001,44 @@ PersistArgs base_args(const DeltaSel& s, const RowsArgs& r, unsigned int* barrie
 cudaError_t launch_persist_rows(const LaunchCfg& c, const DeltaSel& s, const RowsArgs& r, unsigned int* barrier,
                                 int sms) {
   if (!c.persist_rows || !c.stage_codes || s.row_slot != nullptr || s.one_dev == nullptr || r.W != nullptr ||
-      r.m < 2 || r.m > kRowsMax || r.ldt % 4 != 0)
+      r.m < 2 || r.m > kRowsAll || r.ldt % 4 != 0)
     return cudaErrorNotSupported;
   PersistArgs a = base_args(s, r, barrier);
   const uint64_t n1 = a.T, n2 = a.G, items = std::max(n1, n2);
-  const size_t stage_bytes = (size_t)r.m * std::max(a.nbx, a.nbt) * kPitch * 4;
+  const size_t stage_bytes = (size_t)std::min<uint64_t>(r.m, kRowsMax) * std::max(a.nbx, a.nbt) * kPitch * 4;
   if (stage_bytes > kPSmemLimit) return cudaErrorNotSupported;
   cudaError_t e = allow_smem();
   if (e != cudaSuccess) return e;
+  void (*kernel)(PersistArgs) = r.m > kRowsMax ? persist_rows_kernel<true> : persist_rows_kernel<false>;
   int occ = 0;
-  e = occupancy(persist_rows_kernel, stage_bytes, &occ);
+  e = occupancy(kernel, stage_bytes, &occ);
   if (e != cudaSuccess) return e;
   if (occ <= 0) return cudaErrorNotSupported;
   const unsigned blocks = persist_grid_blocks(c, persist_min_blocks(c, items, sms), items, occ, sms);
   const uint64_t per1 = (n1 + blocks - 1) / blocks, rows2 = (n2 + blocks - 1) / blocks * kGroupRows;
   const size_t smem = stage_bytes + (size_t)staged_words(s.one, per1, rows2) * 4;
   int occ2 = 0;
-  if (smem > kPSmemLimit || occupancy(persist_rows_kernel, smem, &occ2) != cudaSuccess || (uint64_t)occ2 * sms < blocks)
+  if (smem > kPSmemLimit || occupancy(kernel, smem, &occ2) != cudaSuccess || (uint64_t)occ2 * sms < blocks)
     return cudaErrorNotSupported;
   a.split = split_items(n1, n2, blocks);
   a.codes_at = (uint32_t)(stage_bytes / 4);
-  return launch_persistent(c, persist_rows_kernel, blocks, kPThreads, smem, a);
+  return launch_persistent(c, kernel, blocks, kPThreads, smem, a);
 }
 }  // namespace
 #endif
 
 cudaError_t launch_persist(const LaunchCfg& c, const DeltaSel& s, const RowsArgs& r, unsigned int* barrier,
-                           int sms) {
+                           int sms, bool rows_only) {
 #if defined(DC_USE_HIP)
-  (void)c; (void)s; (void)r; (void)barrier; (void)sms;
+  (void)c; (void)s; (void)r; (void)barrier; (void)sms; (void)rows_only;
   return cudaErrorNotSupported;
 #else
   if (!persist_supported(s, r) || barrier == nullptr || sms <= 0) return cudaErrorNotSupported;
-  if (r.m >= 2 && r.m <= kRowsMax) {  // one delta at a few rows: each code decoded once
+  if (r.m >= 2 && r.m <= kRowsAll) {  // one delta at a few rows: each code decoded once per kRowsMax rows
     const cudaError_t e = launch_persist_rows(c, s, r, barrier, sms);
     if (e != cudaErrorNotSupported) return e;
   }
+  if (rows_only && r.m > kRowsMax) return cudaErrorNotSupported;
   PersistArgs a = base_args(s, r, barrier);
   a.wvec = r.W != nullptr && r.wdt != DC_DTYPE_F32 && r.cols % 16 == 0 && aligned16(r.W, r.ldw, 2);
   a.trace = (c.trace && s.row_slot == nullptr && r.m == 1) ? c.trace : nullptr;

@@ -560,14 +560,17 @@ dc_status apply(void* devp, const void* dp, const dc_apply_params* p) {
           what = "tensor-core apply kernel";
           return launch_persist_mma(c, ms, a, dev->barrier, dev->sms, true);
         };
-        // Below mma_min_m rows (5) the persistent fp32 kernel is faster: one row after another its
-        // cost grows by ~7 µs a row from 10.7 at m = 1, while the tensor-core kernel costs ~31 µs
-        // from m = 2 to 6 (H100, eleventh session, delta only: m = 2: 16.7 vs 33.1; 3: 25.1 vs 30.9;
-        // 4: 26.7 vs 31.4; 5: 31.7 vs 30.5; 6: 34.5 vs 31.2); with one decode for all rows
-        // (persist_rows_kernel, up to 4 rows) 14.7, 17.5 and 19.9 µs at m = 2, 3, 4 (twelfth).
+        // Below mma_min_m rows (7) the persistent fp32 kernels are faster: one row after another
+        // their cost grows by ~7 µs a row from 10.7 at m = 1, while the tensor-core kernel costs ~31
+        // µs from m = 2 to 6 (H100, eleventh session, delta only: m = 2: 16.7 vs 33.1; 3: 25.1 vs
+        // 30.9; 4: 26.7 vs 31.4; 5: 31.7 vs 30.5; 6: 34.5 vs 31.2); with one decode for up to 4
+        // rows (persist_rows_kernel) 14.7, 17.5 and 19.9 µs at m = 2, 3, 4 (twelfth), and in groups
+        // of 4 rows 27.4 and 29.8 at m = 5, 6 against 30.8–31.1 and 31.4–31.6, but 35.2–35.5 at
+        // m = 8 against 32.6–32.7 (thirteenth). Above 4 rows only that kernel beats the
+        // tensor-core one (rows_only).
         if (mma_ok && n >= dev->mma_min_m) e = run_mma();
         if (e == cudaErrorNotSupported && (n == 1 || dev->persist_multi)) {
-          e = launch_persist(c, sel, a, dev->barrier, dev->sms);
+          e = launch_persist(c, sel, a, dev->barrier, dev->sms, mma_ok);
           what = "persistent apply kernel";
         }
         if (e == cudaErrorNotSupported && mma_ok && n < dev->mma_min_m) e = run_mma();  // the persistent kernel declined

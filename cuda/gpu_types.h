@@ -16,7 +16,7 @@ struct GpuDevice {
   bool coop = true;            // ... launched cooperatively (DELTACOME_GPU_NO_COOP=1: plain launch)
   bool mma_batch = true;       // batches on the tensor-core batch kernel (sm_80+; DELTACOME_GPU_NO_MMA=1 turns it off)
   bool mma_multi = true;       // ... also one delta at 1 < m ≤ 64 (DELTACOME_GPU_NO_MMA_MULTI=1: persistent kernel)
-  unsigned mma_min_m = 5;      // ... from this many rows on; fewer stay on the persistent kernel
+  unsigned mma_min_m = 7;      // ... from this many rows on; fewer stay on the persistent kernel
                                // (DELTACOME_GPU_MMA_MIN_M; measured in backend_ops.cu's apply)
   unsigned mma_stage_w1 = 2, mma_stage_w2 = 8;  // its split's row-staging weights (DELTACOME_GPU_MMA_STAGE_W=w1,w2)
   bool mma_pairs = true;       // ... one delta at m > 1: two rows per tile decode (DELTACOME_GPU_MMA_NO_PAIRS=1)

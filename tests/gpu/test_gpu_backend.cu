@@ -222,9 +222,11 @@ void test_shapes(Gpu& g, std::mt19937_64& rng, bool quick) {
     uint64_t r, c;
     std::vector<uint64_t> ms;
   };
-  std::vector<S> shapes = {{4096, 4096, {1, 2, 3, 4, 16, 64, 257}}, {11008, 4096, {1, 4, 16}}, {4096, 11008, {1, 2, 16}},
-                           {1024, 4096, {1, 3, 16, 64, 257}}, {1000, 3000, {1, 2, 3, 4, 16, 64, 257}}};
-  if (quick) shapes = {{1024, 4096, {1, 2, 3, 4, 257}}};
+  // (m = 5 at 4096 columns: the rows kernel in two groups; at 11008 columns it declines and the
+  // tensor-core kernel takes it)
+  std::vector<S> shapes = {{4096, 4096, {1, 2, 3, 4, 5, 16, 64, 257}}, {11008, 4096, {1, 4, 16}}, {4096, 11008, {1, 2, 5, 16}},
+                           {1024, 4096, {1, 3, 16, 64, 257}}, {1000, 3000, {1, 2, 3, 4, 6, 8, 16, 64, 257}}};
+  if (quick) shapes = {{1024, 4096, {1, 2, 3, 4, 6, 8, 257}}};
   for (const S& s : shapes) {
     HostDelta h;
     make_lowrank(h, rng, s.r, s.c, default_bands(s.r, s.c), 128);
@@ -695,6 +697,11 @@ int main(int argc, char** argv) {
   });
   // one delta at 2–4 rows one row after another (by default each code is decoded once for all rows)
   configuration({{"DELTACOME_GPU_PERSIST_NO_ROWS", "1"}}, "persistent kernel, rows one by one", [&](Gpu& g) {
+    test_widths(g, rng, true);
+    test_shapes(g, rng, true);
+  });
+  // one delta at 5–8 rows on the rows kernel too, in groups of 4 (by default the tensor-core kernel)
+  configuration({{"DELTACOME_GPU_MMA_MIN_M", "9"}}, "rows kernel up to 8 rows", [&](Gpu& g) {
     test_widths(g, rng, true);
     test_shapes(g, rng, true);
   });
