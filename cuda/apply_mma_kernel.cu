@@ -99,6 +99,9 @@ __device__ __forceinline__ float scale_of(const float* whole, uint32_t span, uin
   return digit_scale(m, down);
 }
 
+#ifndef DC_MMA_TINY
+#  define DC_MMA_TINY 1
+#endif
 #ifndef DC_MMA_MIN_BLOCKS
 #  define DC_MMA_MIN_BLOCKS 2  // resident blocks per SM the registers are sized for (build-time tuning)
 #endif
@@ -309,6 +312,19 @@ __global__ void __launch_bounds__(kMThreads, DC_MMA_MIN_BLOCKS) mma_batch_kernel
             for (uint32_t h = 0; h < (kPair ? 2u : 1u); ++h) {
               if (h >= nrows) break;
               const float* tb = stage + h * a.nbt * kPitch + (bd.t_off / 32) * kPitch;
+#if DC_MMA_TINY
+              if (nr <= 8) {
+                // Every code of the band is among the first 8 of its one block (the 8-bit band of the
+                // default allocation holds 2): lane q = 0 takes row oa, q = 1 row ob, in one call —
+                // one round trip for both rows' codes instead of one after the other.
+                const bool second = q & 1;
+                const float v = fp32_quarter(bd.bits, bd.u_codes + (second ? ob : oa) * bd.u_row_words, second ? qb : qa,
+                                             gb, 1, tb, 0);
+                if (q == 0) f[h][0] += v;
+                if (q == 1) f[h][1] += v;
+                continue;
+              }
+#endif
               f[h][0] += fp32_quarter(bd.bits, bd.u_codes + oa * bd.u_row_words, qa, gb, nbb, tb, q);
               f[h][1] += fp32_quarter(bd.bits, bd.u_codes + ob * bd.u_row_words, qb, gb, nbb, tb, q);
             }

@@ -83,41 +83,57 @@ __device__ __forceinline__ float digit_scale(uint32_t m, float* down) {
 // Digits of chunk c of n elements of a staged vector (element k at src[(k >> 5)·kPitch + (k & 31)],
 // k ≥ n reads as 0) into dig (`chunks` chunks, digit_bytes; the B order above) and the sum of the
 // chunk's elements times `up` into csum[c], by one warp: lane 4·qs + j takes elements 128c + 16·qs + 4e + j
-// (e = 0..3), i.e. byte e of B word (qs, j) of each digit column, and stores those three words.
-// `up` = 2^e from digit_scale. Why a warp per chunk (bench/RESULTS-h100.md, ninth session): with a
+// (e = 0..3), i.e. byte e of B word (qs, j) of each digit column, and stores those three words;
+// with NC > 1 also chunks c + step, …, c + (NC − 1)·step (those < chunks), interleaved so that the
+// warp has NC independent chains. `up` = 2^e from digit_scale. Why a warp per chunk (bench/RESULTS-h100.md, ninth session): with a
 // thread per 16 elements, t's short bands kept one or two warps busy on a chain of ~250
 // instructions each, and the batch kernel's phase-2 staging took ~10k cycles. Out of line: inlined
 // twice, it added spill slots to the batch kernel (112 against 104 bytes of stores).
+template <int NC = 1>
 __device__ __noinline__ void stage_digit_chunk(const float* src, uint32_t n, uint32_t c, uint32_t chunks, float up,
-                                               uint32_t* dig, float* csum) {
+                                               uint32_t* dig, float* csum, uint32_t step = 0) {
   const uint32_t lane = threadIdx.x % 32, qs = lane / 4, j = lane % 4;
-  float s = 0.f;
-  uint32_t w0 = 0u, w1 = 0u, w2 = 0u;
+  float s[NC];
+  uint32_t w0[NC], w1[NC], w2[NC];
 #pragma unroll
-  for (uint32_t e = 0; e < 4; ++e) {
-    const uint32_t k = c * kMmaChunk + 16 * qs + 4 * e + j;
-    const float v = k < n ? src[(k >> 5) * kPitch + (k & 31)] : 0.f;
-    s += v;
-    const int q = __float2int_rn(v * up);  // |q| ≤ 2^22
-    const int lo = ((q + 128) & 255) - 128, r = (q - lo) >> 8;
-    const int mid = ((r + 128) & 255) - 128, hi = (r - mid) >> 8;
-    w0 |= (uint32_t)(hi & 255) << (8 * e);
-    w1 |= (uint32_t)(mid & 255) << (8 * e);
-    w2 |= (uint32_t)(lo & 255) << (8 * e);
+  for (int i = 0; i < NC; ++i) {  // NC chunks c, c + step, … side by side (independent chains)
+    s[i] = 0.f;
+    w0[i] = w1[i] = w2[i] = 0u;
+#pragma unroll
+    for (uint32_t e = 0; e < 4; ++e) {
+      const uint32_t k = (c + i * step) * kMmaChunk + 16 * qs + 4 * e + j;
+      const float v = k < n ? src[(k >> 5) * kPitch + (k & 31)] : 0.f;
+      s[i] += v;
+      const int q = __float2int_rn(v * up);  // |q| ≤ 2^22
+      const int lo = ((q + 128) & 255) - 128, r = (q - lo) >> 8;
+      const int mid = ((r + 128) & 255) - 128, hi = (r - mid) >> 8;
+      w0[i] |= (uint32_t)(hi & 255) << (8 * e);
+      w1[i] |= (uint32_t)(mid & 255) << (8 * e);
+      w2[i] |= (uint32_t)(lo & 255) << (8 * e);
+    }
   }
-  s = seg_sum<32>(s);
-  // word index ((d·chunks + c)·4 + q)·8 + s·4 + j = (d·chunks + c)·32 + lane
-  dig[(0 * chunks + c) * 32 + lane] = w0;
-  dig[(1 * chunks + c) * 32 + lane] = w1;
-  dig[(2 * chunks + c) * 32 + lane] = w2;
-  if (lane == 0) csum[c] = s * up;  // scaled like the digits: mma_rows folds 2^-e in once
+#pragma unroll
+  for (int i = 0; i < NC; ++i) {
+    const uint32_t ci = c + i * step;
+    if (ci >= chunks) break;
+    const float t = seg_sum<32>(s[i]);
+    // word index ((d·chunks + c)·4 + q)·8 + s·4 + j = (d·chunks + c)·32 + lane
+    dig[(0 * chunks + ci) * 32 + lane] = w0[i];
+    dig[(1 * chunks + ci) * 32 + lane] = w1[i];
+    dig[(2 * chunks + ci) * 32 + lane] = w2[i];
+    if (lane == 0) csum[ci] = t * up;  // scaled like the digits: mma_rows folds 2^-e in once
+  }
 }
 
-// Every chunk of n elements (stage_digit_chunk), warp w taking chunks w, w + warps, … The caller
-// synchronises before the digits are read.
+// Every chunk of n elements (stage_digit_chunk), warp w taking chunks w, w + warps, …, DC_DIGIT_NC
+// of them per call side by side. The caller synchronises before the digits are read.
+#ifndef DC_DIGIT_NC
+#  define DC_DIGIT_NC 4
+#endif
 __device__ __forceinline__ void stage_digits(const float* src, uint32_t n, float up, uint32_t* dig, float* csum) {
-  const uint32_t chunks = mma_chunks(n);
-  for (uint32_t c = threadIdx.x / 32; c < chunks; c += blockDim.x / 32) stage_digit_chunk(src, n, c, chunks, up, dig, csum);
+  const uint32_t chunks = mma_chunks(n), warps = blockDim.x / 32;
+  for (uint32_t c = threadIdx.x / 32; c < chunks; c += DC_DIGIT_NC * warps)
+    stage_digit_chunk<DC_DIGIT_NC>(src, n, c, chunks, up, dig, csum, warps);
 }
 
 // The four A registers of one sub-step from a 2-bit word: R_j = (w >> 2j) & 0x03030303.
