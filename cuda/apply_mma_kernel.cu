@@ -24,7 +24,10 @@
 // access pattern alone streams at 2.3 TB/s (bench/probes/batch_access.cu). Measured and not kept:
 // more codes in flight per warp (L2 or L1 prefetches, 8-chunk batches, per-warp cp.async rings in
 // shared memory: 92–115 µs against 90), registers for 3 blocks per SM (spills: 110.8 vs 87.5 µs on
-// an H200), a leaner group epilogue (no change).
+// an H200), a leaner group epilogue (no change). Thirteenth session: the rows loop with constant
+// offsets, read-only group parameters, one MMA chain per chunk and the next batch in flight
+// (mma_int8.cuh), and the phase-2 band of ≤ 8 codes in one call for both rows: 74–75 µs against
+// 78–79 (H100, same call); L2 prefetches ahead of the loads made it slower again (84 µs).
 #include <algorithm>
 #include <mutex>
 
