@@ -45,7 +45,10 @@ constexpr int kMThreads = 256;
 constexpr int kMWarps = kMThreads / 32;
 constexpr size_t kMSmemLimit = 100 * 1024;  // two blocks per SM
 constexpr uint32_t kPairSmallW1 = 1, kPairSmallW2 = 4;  // pairs' split weights up to mma_pair_small_m rows
-constexpr uint32_t kParts = 4;              // phase 1: warps (work units) per tile
+#ifndef DC_MMA_PARTS
+#  define DC_MMA_PARTS 4  // build-time tuning
+#endif
+constexpr uint32_t kParts = DC_MMA_PARTS;   // phase 1: warps (work units) per tile
 
 struct MmaArgs {
   DeltaSel sel;       // the batch's table and row slots
