@@ -324,8 +324,8 @@ __global__ void __launch_bounds__(kMThreads, DC_MMA_MIN_BLOCKS) mma_batch_kernel
                 // default allocation holds 2): lane q = 0 takes row oa, q = 1 row ob, in one call —
                 // one round trip for both rows' codes instead of one after the other.
                 const bool second = q & 1;
-                const float v = fp32_quarter(bd.bits, bd.u_codes + (second ? ob : oa) * bd.u_row_words, second ? qb : qa,
-                                             gb, 1, tb, 0);
+                const float v = fp32_quarter(bd.bits, bd.u_codes + (second ? ob : oa) * bd.u_row_words,
+                                             second ? qb : qa, gb, 1, tb, 0);
                 if (q == 0) f[h][0] += v;
                 if (q == 1) f[h][1] += v;
                 continue;

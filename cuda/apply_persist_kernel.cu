@@ -185,7 +185,8 @@ struct StagedVRow : StagedRow {
 __device__ __forceinline__ StagedVRow staged_v_row(const BandDesc& bd, const StagedBand& sb, const uint32_t* codes,
                                                    uint32_t js) {
   return StagedVRow{{codes + sb.v_codes + js * bd.v_row_words,
-                     bd.bits == 16 ? nullptr : reinterpret_cast<const dc_qparam*>(codes + sb.v_qp) + js * bd.v_row_groups,
+                     bd.bits == 16 ? nullptr
+                                   : reinterpret_cast<const dc_qparam*>(codes + sb.v_qp) + js * bd.v_row_groups,
                      bd.bits == 16 ? 1u : bd.group_size / 32},
                     reinterpret_cast<const float*>(codes + sb.sigma)[js]};
 }
@@ -839,11 +840,11 @@ __global__ void __launch_bounds__(kPThreads, DC_PERSIST_STAGED_MIN_BLOCKS)
                                                32 * split1, acc);
         });
         const float f = vr.sigma * a.io.scale;
-  #pragma unroll
+#pragma unroll
         for (uint32_t r = 0; r < kRowsMax; ++r) acc[r] = seg_sum<32>(acc[r]) * f;
       }
       if (lane == 0) {
-  #pragma unroll
+#pragma unroll
         for (uint32_t r = 0; r < kRowsMax; ++r) {  // unrolled: acc stays in registers
           if (r >= mg) break;
           if (split1 > 1) atomicAdd(&tsum[(kv - lo1) * kRowsMax + r], acc[r]);
@@ -889,16 +890,16 @@ __global__ void __launch_bounds__(kPThreads, DC_PERSIST_STAGED_MIN_BLOCKS)
           const StagedRow u = staged_u_row(bd, tab[bb], codes, o - olo);
           const uint32_t k0 = (me2 + lanes2 - boff % lanes2) % lanes2;
           with_bits(bd.bits, [&](auto b) {
-            packed_rows_loop<decltype(b)::value>(u.row, u.qp, u.gb, nbb, stage + (bd.t_off / 32) * kPitch, a.nbt * kPitch,
-                                                 mg, k0, lanes2, acc);
+            packed_rows_loop<decltype(b)::value>(u.row, u.qp, u.gb, nbb, stage + (bd.t_off / 32) * kPitch,
+                                                 a.nbt * kPitch, mg, k0, lanes2, acc);
           });
           boff += nbb;
         }
       }
-  #pragma unroll
+#pragma unroll
       for (uint32_t r = 0; r < kRowsMax; ++r) acc[r] = seg_sum<kRowLanesV>(acc[r]);
       if (sub == 0 && o < a.io.rows)
-  #pragma unroll
+#pragma unroll
         for (uint32_t r = 0; r < kRowsMax; ++r) {
           if (r >= mg) break;
           if (split2 > 1) {
@@ -914,11 +915,13 @@ __global__ void __launch_bounds__(kPThreads, DC_PERSIST_STAGED_MIN_BLOCKS)
       for (uint32_t e = threadIdx.x; e < (ohi - olo) * mg; e += blockDim.x) {
         const uint32_t r = e / (ohi - olo), oo = e % (ohi - olo);
         const uint64_t at = (uint64_t)(g0 + r) * a.io.ldy + olo + oo;
-        store_any(a.io.y, at, a.io.ydt, (a.io.accumulate ? load_any(a.io.y, at, a.io.ydt) : 0.f) + ysum[oo * kRowsMax + r]);
+        const float old = a.io.accumulate ? load_any(a.io.y, at, a.io.ydt) : 0.f;
+        store_any(a.io.y, at, a.io.ydt, old + ysum[oo * kRowsMax + r]);
       }
       if (kGroups) {
         __syncthreads();
-        for (uint32_t e = threadIdx.x; e < kPWarps * kGroupRows * kRowsMax; e += blockDim.x) ysum[e] = 0.f;  // the next group's
+        for (uint32_t e = threadIdx.x; e < kPWarps * kGroupRows * kRowsMax; e += blockDim.x)
+          ysum[e] = 0.f;  // the next group's
       }
     }
   }

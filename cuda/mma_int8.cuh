@@ -82,13 +82,14 @@ __device__ __forceinline__ float digit_scale(uint32_t m, float* down) {
 
 // Digits of chunk c of n elements of a staged vector (element k at src[(k >> 5)·kPitch + (k & 31)],
 // k ≥ n reads as 0) into dig (`chunks` chunks, digit_bytes; the B order above) and the sum of the
-// chunk's elements times `up` into csum[c], by one warp: lane 4·qs + j takes elements 128c + 16·qs + 4e + j
-// (e = 0..3), i.e. byte e of B word (qs, j) of each digit column, and stores those three words;
+// chunk's elements times `up` into csum[c], by one warp: lane 4·qs + j takes elements
+// 128c + 16·qs + 4e + j (e = 0..3), i.e. byte e of B word (qs, j) of each digit column, and stores those three words;
 // with NC > 1 also chunks c + step, …, c + (NC − 1)·step (those < chunks), interleaved so that the
-// warp has NC independent chains. `up` = 2^e from digit_scale. Why a warp per chunk (bench/RESULTS-h100.md, ninth session): with a
-// thread per 16 elements, t's short bands kept one or two warps busy on a chain of ~250
-// instructions each, and the batch kernel's phase-2 staging took ~10k cycles. Out of line: inlined
-// twice, it added spill slots to the batch kernel (112 against 104 bytes of stores).
+// warp has NC independent chains. `up` = 2^e from digit_scale. Why a warp per chunk
+// (bench/RESULTS-h100.md, ninth session): with a thread per 16 elements, t's short bands kept one
+// or two warps busy on a chain of ~250 instructions each, and the batch kernel's phase-2 staging
+// took ~10k cycles. Out of line: inlined twice, it added spill slots to the batch kernel (112
+// against 104 bytes of stores).
 template <int NC = 1>
 __device__ __noinline__ void stage_digit_chunk(const float* src, uint32_t n, uint32_t c, uint32_t chunks, float up,
                                                uint32_t* dig, float* csum, uint32_t step = 0) {

@@ -224,8 +224,11 @@ void test_shapes(Gpu& g, std::mt19937_64& rng, bool quick) {
   };
   // (m = 5 at 4096 columns: the rows kernel in two groups; at 11008 columns it declines and the
   // tensor-core kernel takes it)
-  std::vector<S> shapes = {{4096, 4096, {1, 2, 3, 4, 5, 16, 64, 257}}, {11008, 4096, {1, 4, 16}}, {4096, 11008, {1, 2, 5, 16}},
-                           {1024, 4096, {1, 3, 16, 64, 257}}, {1000, 3000, {1, 2, 3, 4, 6, 8, 16, 64, 257}}};
+  std::vector<S> shapes = {{4096, 4096, {1, 2, 3, 4, 5, 16, 64, 257}},
+                           {11008, 4096, {1, 4, 16}},
+                           {4096, 11008, {1, 2, 5, 16}},
+                           {1024, 4096, {1, 3, 16, 64, 257}},
+                           {1000, 3000, {1, 2, 3, 4, 6, 8, 16, 64, 257}}};
   if (quick) shapes = {{1024, 4096, {1, 2, 3, 4, 6, 8, 257}}};
   for (const S& s : shapes) {
     HostDelta h;
