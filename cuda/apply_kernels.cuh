@@ -34,7 +34,7 @@ struct LaunchCfg {
   unsigned mma_pair_w1 = 2, mma_pair_w2 = 8;    // ... the split's weights for such a pair of rows
   unsigned mma_pair_small_m = 16;  // ... up to this many rows weights 1,4 instead (launch_persist_mma)
   unsigned fused_spec = 4;      // persistent kernel, fused m = 1: delta warps of the warp-specialized instance (0: off)
-  bool persist_rows = true;     // ... one delta at 2–4 rows: each code decoded once for all rows
+  bool persist_rows = true;     // ... one delta at 2–8 rows: each code decoded once per 4 rows
   unsigned t_copies = 4;        // ... staged m = 1: copies of t in the scratch (blocks read copy b mod n)
   bool y_early = true;          // ... staged m = 1: y's old values read right after the PDL wait
 };

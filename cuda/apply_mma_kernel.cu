@@ -106,7 +106,7 @@ __device__ __forceinline__ float scale_of(const float* whole, uint32_t span, uin
 }
 
 #ifndef DC_MMA_TINY
-#  define DC_MMA_TINY 1
+#  define DC_MMA_TINY 1  // phase 2: a band of ≤ 8 codes in one call for both rows (0: two calls; build-time A/B)
 #endif
 #ifndef DC_MMA_MIN_BLOCKS
 #  define DC_MMA_MIN_BLOCKS 2  // resident blocks per SM the registers are sized for (build-time tuning)

@@ -754,12 +754,13 @@ __global__ void __launch_bounds__(kPThreads, kStaged ? DC_PERSIST_STAGED_MIN_BLO
   trace_at(a, 5);
 }
 
-// ---- one delta at 2 … kRowsMax rows (staged codes, each code decoded once) ----------------------
+// ---- one delta at 2 … kRowsAll rows (staged codes, each code decoded once per kRowsMax rows) -----
 // Why: the kernel above decodes every code once per row of x (m·T phase-1 items), so at 2–4 rows it
 // costs ~7 µs a row over its m = 1 time (H100, eleventh session: 10.7, 16.7, 25.1, 26.7 µs), while
 // the tensor-core kernel has a ~31 µs floor at these sizes. Here the items are those of m = 1 (a
 // column of t, a group of output rows), the block's codes are staged as at m = 1, x and then t are
-// staged m rows at a time, and each block of 32 codes is decoded once and dotted with all m rows.
+// staged up to kRowsMax rows at a time, and each block of 32 codes is decoded once per such group
+// and dotted with each of its rows.
 constexpr uint32_t kRowsMax = 4;  // rows staged (and dotted per decoded block) at once
 constexpr uint32_t kRowsAll = 8;  // rows of one launch: groups of kRowsMax, each decoding the codes again
 
@@ -998,8 +999,8 @@ PersistArgs base_args(const DeltaSel& s, const RowsArgs& r, unsigned int* barrie
   return a;
 }
 
-// One delta at 2 … kRowsMax rows without the base on persist_rows_kernel, when the block's codes
-// and m staged rows fit in shared memory without costing residency; cudaErrorNotSupported (nothing
+// One delta at 2 … kRowsAll rows without the base on persist_rows_kernel, when the block's codes
+// and min(m, kRowsMax) staged rows fit in shared memory without costing residency; cudaErrorNotSupported (nothing
 // launched) otherwise.
 cudaError_t launch_persist_rows(const LaunchCfg& c, const DeltaSel& s, const RowsArgs& r, unsigned int* barrier,
                                 int sms) {

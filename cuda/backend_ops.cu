@@ -4,13 +4,13 @@
 // Apply paths (dc_apply_delta_linear):
 //   m = 1        : the persistent kernel (apply_persist_kernel.cu), one launch, with the base GEMV
 //                  fused under DC_APPLY_INCLUDE_BASE; no allocation.
-//   1 < m ≤ 64   : the base (cuBLAS) if asked, then, from 5 rows on, the tensor-core batch kernel
-//                  (apply_mma_kernel.cu) with every row in slot 0 of a one-delta table, two rows
-//                  per tile decode: 37 µs at m = 16 and 87 µs at m = 64 (4096², H100; one row at a
-//                  time 44 and 119 µs, the persistent kernel 71 and 243 µs); below 5 rows the
-//                  persistent kernel, faster there, with each code decoded once for all rows where
-//                  they fit (persist_rows_kernel; m = 2: 14.7 against 33.1 µs on the tensor cores;
-//                  bench/RESULTS-h100.md, ninth to twelfth sessions). Where neither runs (HIP,
+//   1 < m ≤ 64   : the base (cuBLAS) if asked, then, from 7 rows on (mma_min_m), the tensor-core
+//                  batch kernel (apply_mma_kernel.cu) with every row in slot 0 of a one-delta table,
+//                  two rows per tile decode: 36 µs at m = 16 and 80 µs at m = 64 (4096², H100; one
+//                  row at a time 44 and 119 µs, the persistent kernel 71 and 243 µs); below 7 rows
+//                  the persistent kernel, faster there, with each code decoded once per 4 rows where
+//                  they fit (persist_rows_kernel; m = 2: 14.7 against 33.1 µs on the tensor cores,
+//                  m = 5: 27.2 against 31.0; bench/RESULTS-h100.md, ninth to thirteenth sessions). Where neither runs (HIP,
 //                  act-order, shard offsets, BitDelta): phase 1 (x·V̂ ⊙ σ into the device's t
 //                  scratch) + phase 2 (t·Ûᵀ, with the base GEMV), two launches.
 //   m > 64       : with a workspace of dc_apply_workspace_size bytes, Û and V̂ are dequantized into

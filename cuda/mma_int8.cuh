@@ -222,6 +222,9 @@ __device__ __forceinline__ void mma_u8s8_first(int c[4], uint32_t a0, uint32_t a
 // 32 tenants 76.7–77.4 µs against 78.3–78.9, one delta at M = 16 36.8–37.0 against 37.9–38.0,
 // M = 64 83.6–84.6 against 86.9–87.4; the same loop without the second register set (batches of
 // 4): 79.3–79.6 / 35.8–35.9 / 81.3–81.8, with batches of 3 in two sets (spills): 79.0–79.9.
+#ifndef DC_MMA_KB
+#  define DC_MMA_KB 2  // mma_rows: chunks per batch (build-time tuning; 3 and 4 spill at 128 registers)
+#endif
 template <int BITS, bool kG1>
 __device__ __forceinline__ float2 mma_rows(const uint32_t* __restrict__ codes, uint32_t row_words,
                                            const dc_qparam* __restrict__ qp, uint32_t row_groups, uint32_t gsh,
@@ -246,9 +249,6 @@ __device__ __forceinline__ float2 mma_rows(const uint32_t* __restrict__ codes, u
   // < row_words: for c < c_have
   const uint32_t lim = row_words > (uint32_t)q * BITS ? row_words - (uint32_t)q * BITS : 0u;
   const uint32_t c_have = min(c_end, (lim + kW - 1) / kW);
-#ifndef DC_MMA_KB
-#  define DC_MMA_KB 2  // chunks per batch (build-time tuning; 3 and 4 spill at 128 registers)
-#endif
   constexpr int kB = DC_MMA_KB;
   float2 sum = make_float2(0.f, 0.f);
   int acc[4] = {0, 0, 0, 0};  // a group's sums so far (groups longer than a chunk)
