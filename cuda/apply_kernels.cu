@@ -299,7 +299,7 @@ __global__ void __launch_bounds__(kRowThreads, 4) rows_kernel(RowsLaunch L) {
     const float v = seg_sum<kRowLanes>(fmaf(a.alpha_w, accw[i], acc[i]));
     if (active && sub == 0 && i < tt) {
       const uint64_t at = (uint64_t)sh.rows[i] * a.ldy + o;
-      store_any(a.y, at, a.ydt, (a.accumulate ? load_any(a.y, at, a.ydt) : 0.f) + v);
+      store_or_add(a.y, at, a.ydt, a.accumulate, v);
     }
   }
 }

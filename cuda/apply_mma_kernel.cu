@@ -126,6 +126,7 @@ __global__ void __launch_bounds__(kMThreads, DC_MMA_MIN_BLOCKS) mma_batch_kernel
   float* csum = reinterpret_cast<float*>(dig + a.dig_words);
   float* part = csum + a.sum_floats;  // phase 1: [item][part][row] partial sums of the tiles
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, q = lane % 4;
+  constexpr int kKB = kPair ? DC_MMA_KB_PAIR : DC_MMA_KB;  // mma_rows' chunks per batch (mma_int8.cuh)
   const uint32_t b = blockIdx.x;
   uint32_t lo1, hi1, lo2, hi2;  // this block's phase-1 and phase-2 items
   a.split.phase1(b, lo1, hi1);
@@ -184,9 +185,9 @@ __global__ void __launch_bounds__(kMThreads, DC_MMA_MIN_BLOCKS) mma_batch_kernel
         if (tile) {
           const uint32_t ja = min(j + g, nr - 1), jb = min(j + g + 8, nr - 1);
           const uint32_t cb = min(p * per, chunks_v), ce = min(cb + per, chunks_v), gsh = mma_group_shift(bd.group_size);
-          const float2 s = mma_rows_any(bd.bits, bd.v_codes, bd.v_row_words, bd.v_qp, bd.v_row_groups, gsh, ja, jb, cb,
-                                        ce, chunks_v, dig, csum, down[0], kPair && nrows > 1 ? dig + a.dig_row : nullptr,
-                                        csum + a.sum_row, down[1]);
+          const float2 s = mma_rows_any<kKB>(bd.bits, bd.v_codes, bd.v_row_words, bd.v_qp, bd.v_row_groups, gsh, ja, jb,
+                                             cb, ce, chunks_v, dig, csum, down[0],
+                                             kPair && nrows > 1 ? dig + a.dig_row : nullptr, csum + a.sum_row, down[1]);
           if ((uint32_t)q < nrows) {  // lane q = 0: row ra, q = 1: row ra + 1
             float* pp = part + (((i - ilo) * kParts + p) * nrows + q) * kMmaRows;
             pp[g] = s.x;
@@ -304,10 +305,10 @@ __global__ void __launch_bounds__(kMThreads, DC_MMA_MIN_BLOCKS) mma_batch_kernel
           const uint32_t nr = bd.r1 - bd.r0;
           if (mma_band(bd.bits, bd.group_size)) {
             const uint32_t ch = mma_chunks(nr), gsh = mma_group_shift(bd.group_size);
-            const float2 s = mma_rows_any(bd.bits, bd.u_codes, bd.u_row_words, bd.u_qp, bd.u_row_groups, gsh, oa, ob, 0, ch,
-                                          ch, dig + dig_at[bb], csum + sum_at[bb], down[0],
-                                          kPair && nrows > 1 ? dig + a.dig_row + dig_at[bb] : nullptr,
-                                          csum + a.sum_row + sum_at[bb], down[1]);
+            const float2 s = mma_rows_any<kKB>(bd.bits, bd.u_codes, bd.u_row_words, bd.u_qp, bd.u_row_groups, gsh, oa,
+                                               ob, 0, ch, ch, dig + dig_at[bb], csum + sum_at[bb], down[0],
+                                               kPair && nrows > 1 ? dig + a.dig_row + dig_at[bb] : nullptr,
+                                               csum + a.sum_row + sum_at[bb], down[1]);
             ya += s.x;
             yb += s.y;
           } else {

@@ -597,7 +597,7 @@ __global__ void __launch_bounds__(kPThreads, kStaged ? DC_PERSIST_STAGED_MIN_BLO
     __syncthreads();  // base and delta sums in wpart
     for (uint32_t e = threadIdx.x; e < ohi - olo; e += blockDim.x) {
       const uint64_t at = olo + e;
-      store_any(a.io.y, at, a.io.ydt, (a.io.accumulate ? load_any(a.io.y, at, a.io.ydt) : 0.f) + wpart[e]);
+      store_or_add(a.io.y, at, a.io.ydt, a.io.accumulate, wpart[e]);
     }
     trace_at(a, 5);
     return;
@@ -734,6 +734,7 @@ __global__ void __launch_bounds__(kPThreads, kStaged ? DC_PERSIST_STAGED_MIN_BLO
         } else {
           const uint64_t at = (uint64_t)r * a.io.ldy + o;
           const float base = a.io.W != nullptr ? wpart[(i - lo2) * kGroupRows + rsub] : 0.f;
+          // (not store_or_add: old + base first, then acc — the order the fused results were checked in)
           store_any(a.io.y, at, a.io.ydt, (a.io.accumulate ? load_any(a.io.y, at, a.io.ydt) : 0.f) + base + acc);
         }
       }
@@ -907,7 +908,7 @@ __global__ void __launch_bounds__(kPThreads, DC_PERSIST_STAGED_MIN_BLOCKS)
             atomicAdd(&ysum[(o - olo) * kRowsMax + r], acc[r]);
           } else {
             const uint64_t at = (uint64_t)(g0 + r) * a.io.ldy + o;
-            store_any(a.io.y, at, a.io.ydt, (a.io.accumulate ? load_any(a.io.y, at, a.io.ydt) : 0.f) + acc[r]);
+            store_or_add(a.io.y, at, a.io.ydt, a.io.accumulate, acc[r]);
           }
         }
     }

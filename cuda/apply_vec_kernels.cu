@@ -355,7 +355,7 @@ __global__ void __launch_bounds__(kRowThreadsV, 4) rows_vec_kernel(const DC_GRID
   const float v = seg_sum<kRowLanesV>(fmaf(a.io.alpha_w, accw, acc));
   if (active && sub == 0) {
     const uint64_t at = (uint64_t)y * a.io.ldy + o;
-    store_any(a.io.y, at, a.io.ydt, (a.io.accumulate ? load_any(a.io.y, at, a.io.ydt) : 0.f) + v);
+    store_or_add(a.io.y, at, a.io.ydt, a.io.accumulate, v);
   }
 }
 

@@ -64,6 +64,12 @@ __device__ __forceinline__ void store_any(void* p, uint64_t i, int dtype, float 
   }
 }
 
+// y[i] = v, or y[i] += v where the call accumulates (y's old value read in y's dtype, the sum
+// rounded once).
+__device__ __forceinline__ void store_or_add(void* y, uint64_t i, int dtype, bool accumulate, float v) {
+  store_any(y, i, dtype, (accumulate ? load_any(y, i, dtype) : 0.f) + v);
+}
+
 // ---- device-side descriptors (plain data, passed by value or kept in a device table) -------------
 struct BandDesc {
   uint32_t bits, r0, r1, group_size;

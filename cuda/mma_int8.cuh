@@ -208,7 +208,7 @@ __device__ __forceinline__ void mma_u8s8_first(int c[4], uint32_t a0, uint32_t a
 // always valid (the caller clamps). dig_b (or null): a second vector's digits (csum_b, down_b) in
 // B columns 3..5 — each tile decoded once for two vectors; its sums are returned in lanes q = 1.
 //
-// Codes and group parameters come in batches of kB = 2 chunks, the next batch's loads issued
+// Codes and group parameters come in batches of kB chunks (below), the next batch's loads issued
 // before the current one's math (two register sets), and the lines of the batch after that are
 // requested into L2. Each chunk is one chain of 4 MMAs from zero: with groups of one chunk (the
 // default group of 128) no accumulator is cleared or added; longer groups add the chunk sums in
@@ -222,10 +222,21 @@ __device__ __forceinline__ void mma_u8s8_first(int c[4], uint32_t a0, uint32_t a
 // 32 tenants 76.7–77.4 µs against 78.3–78.9, one delta at M = 16 36.8–37.0 against 37.9–38.0,
 // M = 64 83.6–84.6 against 86.9–87.4; the same loop without the second register set (batches of
 // 4): 79.3–79.6 / 35.8–35.9 / 81.3–81.8, with batches of 3 in two sets (spills): 79.0–79.9.
+//
+// kB, chunks per batch, is the kernel instance's (build-time tuning): 2 for the batch instance (3 and
+// 4 spill at 128 registers), 1 for the pair instance, whose second vector's sums take the registers
+// (spills 40/60 bytes against 108/244 with 2). H100, same call, three rounds (fourteenth session):
+// kB = 1 in both instances gave one delta at M = 16 34.3–34.7 µs against 35.6–36.3 and M = 64
+// 77.4–77.8 against 79.6–80.2, but 32 tenants 77.5–77.9 against 74.3–75.3; kB = 1 for pairs only
+// (kept): M = 7 28.2–28.5 against 28.9–29.3, M = 16 33.7–34.0 against 35.0–35.2, M = 64 76.3–77.1
+// against 78.7–79.1, 32 tenants unchanged (74.6–75.5 against 74.8–74.9).
 #ifndef DC_MMA_KB
-#  define DC_MMA_KB 2  // mma_rows: chunks per batch (build-time tuning; 3 and 4 spill at 128 registers)
+#  define DC_MMA_KB 2  // the batch instance's kB
 #endif
-template <int BITS, bool kG1>
+#ifndef DC_MMA_KB_PAIR
+#  define DC_MMA_KB_PAIR 1  // the pair instance's kB
+#endif
+template <int BITS, bool kG1, int kB>
 __device__ __forceinline__ float2 mma_rows(const uint32_t* __restrict__ codes, uint32_t row_words,
                                            const dc_qparam* __restrict__ qp, uint32_t row_groups, uint32_t gsh,
                                            uint64_t row_a, uint64_t row_b, uint32_t c_begin, uint32_t c_end,
@@ -249,7 +260,6 @@ __device__ __forceinline__ float2 mma_rows(const uint32_t* __restrict__ codes, u
   // < row_words: for c < c_have
   const uint32_t lim = row_words > (uint32_t)q * BITS ? row_words - (uint32_t)q * BITS : 0u;
   const uint32_t c_have = min(c_end, (lim + kW - 1) / kW);
-  constexpr int kB = DC_MMA_KB;
   float2 sum = make_float2(0.f, 0.f);
   int acc[4] = {0, 0, 0, 0};  // a group's sums so far (groups longer than a chunk)
   float sx = 0.f;
@@ -353,6 +363,7 @@ __device__ __forceinline__ float2 mma_rows(const uint32_t* __restrict__ codes, u
 }
 
 // mma_rows for a band width (2 or 3: mma_band) and group length known at run time.
+template <int kB>
 __device__ __forceinline__ float2 mma_rows_any(uint32_t bits, const uint32_t* codes, uint32_t row_words,
                                                const dc_qparam* qp, uint32_t row_groups, uint32_t gsh, uint64_t row_a,
                                                uint64_t row_b, uint32_t c_begin, uint32_t c_end, uint32_t chunks,
@@ -360,7 +371,7 @@ __device__ __forceinline__ float2 mma_rows_any(uint32_t bits, const uint32_t* co
                                                const uint32_t* dig_b = nullptr, const float* csum_b = nullptr,
                                                float down_b = 0.f) {
 #define DC_MMA_ROWS(B, G1) \
-  mma_rows<B, G1>(codes, row_words, qp, row_groups, gsh, row_a, row_b, c_begin, c_end, chunks, dig, csum, down, dig_b, \
+  mma_rows<B, G1, kB>(codes, row_words, qp, row_groups, gsh, row_a, row_b, c_begin, c_end, chunks, dig, csum, down, dig_b, \
                   csum_b, down_b)
   if (gsh == 0) return bits == 2 ? DC_MMA_ROWS(2, true) : DC_MMA_ROWS(3, true);
   return bits == 2 ? DC_MMA_ROWS(2, false) : DC_MMA_ROWS(3, false);
