@@ -6,13 +6,13 @@
 //                  fused under DC_APPLY_INCLUDE_BASE; no allocation.
 //   1 < m ≤ 64   : the base (cuBLAS) if asked, then, from 7 rows on (mma_min_m), the tensor-core
 //                  batch kernel (apply_mma_kernel.cu) with every row in slot 0 of a one-delta table,
-//                  two rows per tile decode: 36 µs at m = 16 and 80 µs at m = 64 (4096², H100; one
+//                  two rows per tile decode: 34 µs at m = 16 and 77 µs at m = 64 (4096², H100; one
 //                  row at a time 44 and 119 µs, the persistent kernel 71 and 243 µs); below 7 rows
 //                  the persistent kernel, faster there, with each code decoded once per 4 rows where
 //                  they fit (persist_rows_kernel; m = 2: 14.7 against 33.1 µs on the tensor cores,
-//                  m = 5: 27.2 against 31.0; bench/RESULTS-h100.md, ninth to thirteenth sessions). Where neither runs (HIP,
-//                  act-order, shard offsets, BitDelta): phase 1 (x·V̂ ⊙ σ into the device's t
-//                  scratch) + phase 2 (t·Ûᵀ, with the base GEMV), two launches.
+//                  m = 5: 27.2 against 31.0; bench/RESULTS-h100.md, ninth to fourteenth sessions).
+//                  Where neither runs (HIP, act-order, shard offsets, BitDelta): phase 1 (x·V̂ ⊙ σ
+//                  into the device's t scratch) + phase 2 (t·Ûᵀ, with the base GEMV), two launches.
 //   m > 64       : with a workspace of dc_apply_workspace_size bytes, Û and V̂ are dequantized into
 //                  it and two GEMMs run (cuBLAS tensor cores, or the portable tiled GEMM on HIP);
 //                  without one, the fused path runs in chunks of 64 rows (correct, slower).

@@ -32,7 +32,7 @@ struct GpuDevice {
   unsigned long long* trace = nullptr;  // DELTACOME_GPU_PERSIST_TRACE=1: phase clocks, printed at close
   bool stage_codes = true;          // its decode launches copy the block's codes into shared memory first
                                     // (DELTACOME_GPU_PERSIST_NO_STAGE=1: read them from L2 as they go)
-  bool persist_rows = true;         // ... one delta at 2–6 rows: one decode per 4 rows
+  bool persist_rows = true;         // ... one delta at 2–8 rows (2–6 by default, mma_min_m): one decode per 4 rows
                                     // (DELTACOME_GPU_PERSIST_NO_ROWS=1: one row after another)
   unsigned t_copies = 4;            // ... at m = 1: copies of t (DELTACOME_GPU_PERSIST_T_COPIES=n; 4 measured)
   bool y_early = true;              // ... at m = 1: y's old values read early (DELTACOME_GPU_PERSIST_Y_LATE=1: at the end)

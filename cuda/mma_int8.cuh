@@ -370,9 +370,9 @@ __device__ __forceinline__ float2 mma_rows_any(uint32_t bits, const uint32_t* co
                                                const uint32_t* dig, const float* csum, float down,
                                                const uint32_t* dig_b = nullptr, const float* csum_b = nullptr,
                                                float down_b = 0.f) {
-#define DC_MMA_ROWS(B, G1) \
-  mma_rows<B, G1, kB>(codes, row_words, qp, row_groups, gsh, row_a, row_b, c_begin, c_end, chunks, dig, csum, down, dig_b, \
-                  csum_b, down_b)
+#define DC_MMA_ROWS(B, G1)                                                                                         \
+  mma_rows<B, G1, kB>(codes, row_words, qp, row_groups, gsh, row_a, row_b, c_begin, c_end, chunks, dig, csum, down, \
+                      dig_b, csum_b, down_b)
   if (gsh == 0) return bits == 2 ? DC_MMA_ROWS(2, true) : DC_MMA_ROWS(3, true);
   return bits == 2 ? DC_MMA_ROWS(2, false) : DC_MMA_ROWS(3, false);
 #undef DC_MMA_ROWS
