@@ -917,8 +917,7 @@ __global__ void __launch_bounds__(kPThreads, DC_PERSIST_STAGED_MIN_BLOCKS)
       for (uint32_t e = threadIdx.x; e < (ohi - olo) * mg; e += blockDim.x) {
         const uint32_t r = e / (ohi - olo), oo = e % (ohi - olo);
         const uint64_t at = (uint64_t)(g0 + r) * a.io.ldy + olo + oo;
-        const float old = a.io.accumulate ? load_any(a.io.y, at, a.io.ydt) : 0.f;
-        store_any(a.io.y, at, a.io.ydt, old + ysum[oo * kRowsMax + r]);
+        store_or_add(a.io.y, at, a.io.ydt, a.io.accumulate, ysum[oo * kRowsMax + r]);
       }
       if (kGroups) {
         __syncthreads();

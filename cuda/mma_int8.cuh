@@ -263,9 +263,16 @@ __device__ __forceinline__ float2 mma_rows(const uint32_t* __restrict__ codes, u
   float2 sum = make_float2(0.f, 0.f);
   int acc[4] = {0, 0, 0, 0};  // a group's sums so far (groups longer than a chunk)
   float sx = 0.f;
+  // A batch in registers: kB chunks' codes of rows g (wa) and g + 8 (wb) and their group parameters.
+  struct Batch {
+    uint32_t wa[kB][BITS], wb[kB][BITS], pqa[kB], pqb[kB];
+  };
   // Batch c0's codes and group parameters into registers (zeros past the range or the row).
-  auto load = [&](uint32_t c0, uint32_t (&wa)[kB][BITS], uint32_t (&wb)[kB][BITS], uint32_t (&pqa)[kB],
-                  uint32_t (&pqb)[kB]) {
+  auto load = [&](uint32_t c0, Batch& bt) {
+    auto& wa = bt.wa;
+    auto& wb = bt.wb;
+    auto& pqa = bt.pqa;
+    auto& pqb = bt.pqb;
     const uint32_t* ca = pa + (uint64_t)c0 * kW;
     const uint32_t* cb = pb + (uint64_t)c0 * kW;
     // the lines of the batch after this one into L2: row g in lane q = 0, row g + 8 in lane q = 1
@@ -298,8 +305,11 @@ __device__ __forceinline__ float2 mma_rows(const uint32_t* __restrict__ codes, u
     }
   };
   // Batch c0's MMAs and group sums.
-  auto compute = [&](uint32_t c0, const uint32_t (&wa)[kB][BITS], const uint32_t (&wb)[kB][BITS],
-                     const uint32_t (&pqa)[kB], const uint32_t (&pqb)[kB]) {
+  auto compute = [&](uint32_t c0, const Batch& bt) {
+    const auto& wa = bt.wa;
+    const auto& wb = bt.wb;
+    const auto& pqa = bt.pqa;
+    const auto& pqb = bt.pqb;
 #pragma unroll
     for (int u = 0; u < kB; ++u) {
       const uint32_t c = c0 + u;
@@ -341,23 +351,14 @@ __device__ __forceinline__ float2 mma_rows(const uint32_t* __restrict__ codes, u
   };
   // Two register sets in turn: batch c0 + kB is in flight while batch c0 is computed, so a warp
   // always has codes on the way.
-  uint32_t wa0[kB][BITS], wb0[kB][BITS], pqa0[kB], pqb0[kB];
-  load(c_begin, wa0, wb0, pqa0, pqb0);
+  Batch cur;
+  load(c_begin, cur);
 #pragma unroll 1
   for (uint32_t c0 = c_begin; c0 < c_end; c0 += kB) {
-    uint32_t wa1[kB][BITS], wb1[kB][BITS], pqa1[kB], pqb1[kB];
-    load(c0 + kB, wa1, wb1, pqa1, pqb1);
-    compute(c0, wa0, wb0, pqa0, pqb0);
-#pragma unroll
-    for (int u = 0; u < kB; ++u) {
-#pragma unroll
-      for (int b = 0; b < BITS; ++b) {
-        wa0[u][b] = wa1[u][b];
-        wb0[u][b] = wb1[u][b];
-      }
-      pqa0[u] = pqa1[u];
-      pqb0[u] = pqb1[u];
-    }
+    Batch next;
+    load(c0 + kB, next);
+    compute(c0, cur);
+    cur = next;
   }
   return make_float2(sum.x * dn, sum.y * dn);
 }
