@@ -27,7 +27,13 @@
 // an H200), a leaner group epilogue (no change). Thirteenth session: the rows loop with constant
 // offsets, read-only group parameters, one MMA chain per chunk and the next batch in flight
 // (mma_int8.cuh), and the phase-2 band of ≤ 8 codes in one call for both rows: 74–75 µs against
-// 78–79 (H100, same call); L2 prefetches ahead of the loads made it slower again (84 µs).
+// 78–79 (H100, same call); L2 prefetches ahead of the loads made it slower again (84 µs). Fifteenth
+// session, measured and not kept (bench/results/wip-mma-bulk-prefetch.patch): L2 prefetch of a
+// block's items while it stages x or waits at the barrier (76–85 µs against 76), phase-2 tiles
+// bulk-copied into shared memory (82.5 against 74.8: phase 2 as long with its codes in shared
+// memory), phase 2's staging code run once at the barrier to fetch it (noise). ncu: ~14k warp
+// instructions per warp at ~9 cycles each make the whole duration — fewer instructions per warp
+// or more warps are what is left.
 #include <algorithm>
 #include <mutex>
 
