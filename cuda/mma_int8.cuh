@@ -269,10 +269,7 @@ __device__ __forceinline__ float2 mma_rows(const uint32_t* __restrict__ codes, u
   };
   // Batch c0's codes and group parameters into registers (zeros past the range or the row).
   auto load = [&](uint32_t c0, Batch& bt) {
-    auto& wa = bt.wa;
-    auto& wb = bt.wb;
-    auto& pqa = bt.pqa;
-    auto& pqb = bt.pqb;
+    auto& [wa, wb, pqa, pqb] = bt;
     const uint32_t* ca = pa + (uint64_t)c0 * kW;
     const uint32_t* cb = pb + (uint64_t)c0 * kW;
     // the lines of the batch after this one into L2: row g in lane q = 0, row g + 8 in lane q = 1
@@ -306,10 +303,7 @@ __device__ __forceinline__ float2 mma_rows(const uint32_t* __restrict__ codes, u
   };
   // Batch c0's MMAs and group sums.
   auto compute = [&](uint32_t c0, const Batch& bt) {
-    const auto& wa = bt.wa;
-    const auto& wb = bt.wb;
-    const auto& pqa = bt.pqa;
-    const auto& pqb = bt.pqb;
+    const auto& [wa, wb, pqa, pqb] = bt;
 #pragma unroll
     for (int u = 0; u < kB; ++u) {
       const uint32_t c = c0 + u;

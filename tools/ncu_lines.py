@@ -87,24 +87,23 @@ NOT_NAMES = {"__launch_bounds__", "if", "for", "while", "switch", "return", "siz
 PHASE = re.compile(r"//\s*-+\s*(phase \d)\s*-+")
 
 
+def called_name(text):
+    """The first name followed by "(" on a line that is not a keyword or __launch_bounds__, or None."""
+    return next((w for w in re.findall(r"(\w+)\s*\(", text) if w not in NOT_NAMES), None)
+
+
 def enclosing_names(path):
     """Line number -> the name of the definition (or kernel phase) it lies in."""
     names, current, pending = {}, "(file scope)", False
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
             for n, text in enumerate(f, 1):
-                m = DEFINITION.match(text)
-                if m and not text.startswith(("template", "namespace", "struct", "class")):
-                    found = [w for w in re.findall(r"(\w+)\s*\(", text) if w not in NOT_NAMES]
-                    if found:
-                        current = found[0]
-                    elif "__launch_bounds__" in text:
-                        pending = True  # the kernel's name follows on the next line
-                        continue
-                if pending:
-                    found = [w for w in re.findall(r"(\w+)\s*\(", text) if w not in NOT_NAMES]
-                    current = found[0] if found else current
-                    pending = False
+                if pending:  # the line after `__global__ void __launch_bounds__(…)` names the kernel
+                    current, pending = called_name(text) or current, False
+                elif DEFINITION.match(text) and not text.startswith(("template", "namespace", "struct", "class")):
+                    name = called_name(text)
+                    pending = name is None and "__launch_bounds__" in text
+                    current = name or current
                 p = PHASE.search(text)
                 if p:
                     current = current.split(":")[0] + ":" + p.group(1)
@@ -122,7 +121,7 @@ def by_function(lines, src_dir, total_samples, total_instr, top):
         name = f"{fname}:{maps[fname].get(line_no, '?')}"
         sums[name][0] += samples
         sums[name][1] += instr
-        sums[name][2] += why.get("no_inst", 0) + why.get("no_instruction", 0)
+        sums[name][2] += why.get("no_inst", 0)
     print("samples  instr  no-inst  function")
     for name, (samples, instr, noi) in sorted(sums.items(), key=lambda kv: -kv[1][0])[:top]:
         print(f"{100 * samples / total_samples:6.1f}% {100 * instr / total_instr:5.1f}%i {100 * noi / max(samples, 1):5.0f}%  {name}")
