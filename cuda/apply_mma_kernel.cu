@@ -33,7 +33,11 @@
 // bulk-copied into shared memory (82.5 against 74.8: phase 2 as long with its codes in shared
 // memory), phase 2's staging code run once at the barrier to fetch it (noise). ncu: ~14k warp
 // instructions per warp at ~9 cycles each make the whole duration — fewer instructions per warp
-// or more warps are what is left.
+// or more warps are what is left. Sixteenth session: per-item trace marks put phase 2's two small
+// bands (8-bit × 2 ranks, 3-bit × 32) at ~5.7k of an item's ~14k cycles, each a round trip and a
+// call of its own after the other; their loads now go out together when an item starts and their
+// sums are inline (mma_one, the tiny 8-bit path): 32 tenants 67.6–67.8 µs against 75.3 (H100,
+// same call; ~4 µs of it from mma_rows' shared helpers, whose register allocation spills less).
 #include <algorithm>
 #include <mutex>
 
@@ -113,6 +117,9 @@ __device__ __forceinline__ float scale_of(const float* whole, uint32_t span, uin
 
 #ifndef DC_MMA_TINY
 #  define DC_MMA_TINY 1  // phase 2: a band of ≤ 8 codes in one call for both rows (0: two calls; build-time A/B)
+#endif
+#ifndef DC_MMA_SMALL_FIRST
+#  define DC_MMA_SMALL_FIRST 1  // phase 2: the small bands' loads first and their sums inline (0: through mma_rows; A/B)
 #endif
 #ifndef DC_MMA_MIN_BLOCKS
 #  define DC_MMA_MIN_BLOCKS 2  // resident blocks per SM the registers are sized for (build-time tuning)
@@ -293,6 +300,22 @@ __global__ void __launch_bounds__(kMThreads, DC_MMA_MIN_BLOCKS) mma_batch_kernel
       first = false;
     }
     const uint32_t ilo = max(lo2, r * a.G), ihi = min(hi2, (r + 1) * a.G);
+    // The small bands whose loads an item issues first, all at once (then their sums, then the
+    // large bands): the first tensor-core band of one chunk (one_b) and the first 8-bit band of at
+    // most 4 ranks (tiny_b: its codes are the bytes of word 0 and t is zero past its ranks); -1: none.
+    int one_b = -1, tiny_b = -1;
+#if DC_MMA_SMALL_FIRST
+    if (dp != nullptr)
+      for (uint32_t bb = 0; bb < sdesc.n_bands; ++bb) {
+        const BandDesc& bd = sdesc.bands[bb];
+        const uint32_t nr = bd.r1 - bd.r0;
+        if (mma_band(bd.bits, bd.group_size)) {
+          if (one_b < 0 && mma_chunks(nr) == 1) one_b = (int)bb;
+        } else if (tiny_b < 0 && bd.bits == 8 && nr <= 4) {
+          tiny_b = (int)bb;
+        }
+      }
+#endif
     for (uint32_t i = ilo + warp; i < ihi; i += kMWarps) {
       const uint64_t o0 = (uint64_t)(i - r * a.G) * kMmaRows;
       const uint64_t oa = umin64(o0 + g, a.io.rows - 1), ob = umin64(o0 + g + 8, a.io.rows - 1);
@@ -304,12 +327,43 @@ __global__ void __launch_bounds__(kMThreads, DC_MMA_MIN_BLOCKS) mma_batch_kernel
 #pragma unroll
         for (int h = 0; h < 2; ++h)
           if (o0 + g + 8 * h < a.io.rows) y0[h] = load_any(a.io.y, yrow * a.io.ldy + o0 + g + 8 * h, a.io.ydt);
+      OneChunk one;
+      uint32_t tiny_w = 0u, tiny_qp = 0u;  // lanes q = 0, 2: row oa's first code word and group; q = 1, 3: row ob's
+      if (one_b >= 0) {
+        const BandDesc& bd = sdesc.bands[one_b];
+        mma_one_load(bd.bits, bd.u_codes, bd.u_row_words, bd.u_qp, bd.u_row_groups, oa, ob, one);
+      }
+      if (tiny_b >= 0) {
+        const BandDesc& bd = sdesc.bands[tiny_b];
+        const uint64_t row = q & 1 ? ob : oa;
+        tiny_w = __ldg(bd.u_codes + row * bd.u_row_words);
+        tiny_qp = __ldg(reinterpret_cast<const uint32_t*>(bd.u_qp + row * bd.u_row_groups));
+      }
       if (dp != nullptr) {
         const DeltaDesc& d = sdesc;
         for (uint32_t bb = 0; bb < d.n_bands; ++bb) {
           const BandDesc& bd = d.bands[bb];
           const uint32_t nr = bd.r1 - bd.r0;
-          if (mma_band(bd.bits, bd.group_size)) {
+          if ((int)bb == one_b) {
+            const float2 s = mma_one(bd.bits, one, dig + dig_at[bb], csum + sum_at[bb], down[0],
+                                     kPair && nrows > 1 ? dig + a.dig_row + dig_at[bb] : nullptr,
+                                     csum + a.sum_row + sum_at[bb], down[1]);
+            ya += s.x;
+            yb += s.y;
+          } else if ((int)bb == tiny_b) {
+            float sc, z;
+            load_qp_word(tiny_qp, sc, z);
+#pragma unroll
+            for (uint32_t h = 0; h < (kPair ? 2u : 1u); ++h) {
+              if (h >= nrows) break;
+              const float* tb = stage + h * a.nbt * kPitch + (bd.t_off / 32) * kPitch;
+              float v = 0.f;
+#pragma unroll
+              for (int u = 0; u < 4; ++u) v = fmaf((float)((tiny_w >> (8 * u)) & 255u) - z, tb[u], v);
+              if (q == 0) f[h][0] = fmaf(sc, v, f[h][0]);
+              if (q == 1) f[h][1] = fmaf(sc, v, f[h][1]);
+            }
+          } else if (mma_band(bd.bits, bd.group_size)) {
             const uint32_t ch = mma_chunks(nr), gsh = mma_group_shift(bd.group_size);
             const float2 s = mma_rows_any<kKB>(bd.bits, bd.u_codes, bd.u_row_words, bd.u_qp, bd.u_row_groups, gsh, oa,
                                                ob, 0, ch, ch, dig + dig_at[bb], csum + sum_at[bb], down[0],

@@ -200,6 +200,56 @@ __device__ __forceinline__ void mma_u8s8_first(int c[4], uint32_t a0, uint32_t a
 #endif
 }
 
+// A lane's side of the B operand and of the group sums (mma_rows, mma_one): whether it holds a
+// digit column (bw: its words of chunk 0), the chunk sums it finishes with, and their 2^-e.
+struct DigitLane {
+  bool has_b;
+  const uint4* bw;
+  const float* cs;
+  float dn;
+};
+__device__ __forceinline__ DigitLane digit_lane(uint32_t chunks, const uint32_t* dig, const float* csum, float down,
+                                                const uint32_t* dig_b, const float* csum_b, float down_b) {
+  const int g = threadIdx.x % 32 / 4, q = threadIdx.x % 4;
+  const bool pair = dig_b != nullptr;
+  // this lane's B column g: digit g of the vector, or digit g − 3 of the second one (pair)
+  const bool has_b = g < (int)kDigits || (pair && g < 2 * (int)kDigits);
+  const uint4* bw = reinterpret_cast<const uint4*>(g < (int)kDigits || !pair ? dig : dig_b) +
+                    (has_b ? (g % (int)kDigits) * chunks * 8 : 0) + 2 * q;
+  // lanes q = 1 finish the second vector's sums
+  return DigitLane{has_b, bw, pair && q == 1 ? csum_b : csum, pair && q == 1 ? down_b : down};
+}
+
+// Chunk c's four MMAs from zero (rows g: wa, g + 8: wb) into t.
+template <int BITS>
+__device__ __forceinline__ void chunk_mmas(const DigitLane& dl, uint32_t c, const uint32_t* wa, const uint32_t* wb,
+                                           int t[4]) {
+  uint4 b0 = make_uint4(0u, 0u, 0u, 0u), b1 = b0;
+  if (dl.has_b) {
+    b0 = dl.bw[c * 8];
+    b1 = dl.bw[c * 8 + 1];
+  }
+  uint32_t ra[4], rb[4];
+  regs_of<BITS>(wa, 0, ra);
+  regs_of<BITS>(wb, 0, rb);
+  mma_u8s8_first(t, ra[0], rb[0], ra[1], rb[1], b0.x, b0.y);
+  mma_u8s8(t, ra[2], rb[2], ra[3], rb[3], b0.z, b0.w);
+  regs_of<BITS>(wa, 1, ra);
+  regs_of<BITS>(wb, 1, rb);
+  mma_substep(t, ra, rb, b1);
+}
+
+// A group's s32 sums t folded into sum: s·(F − z·Σv) per row, with the group parameters pqa, pqb
+// (f16 scale, f16 zero) and sx = Σv of the group (scaled by 2^e).
+__device__ __forceinline__ void fold_group(const int t[4], uint32_t pqa, uint32_t pqb, float sx, bool pair, int q,
+                                           float2& sum) {
+  const float sa = f16_to_f32((uint16_t)pqa), za = f16_to_f32((uint16_t)(pqa >> 16));
+  const float sb = f16_to_f32((uint16_t)pqb), zb = f16_to_f32((uint16_t)(pqb >> 16));
+  const float2 f = mma_group_sums(t, pair, q);
+  sum.x = fmaf(sa, fmaf(-za, sx, f.x), sum.x);
+  sum.y = fmaf(sb, fmaf(-zb, sx, f.y), sum.y);
+}
+
 // Σ_k s·(c − z)·v_k over chunks [c_begin, c_end) of the 16 rows row_a (lane group g) and row_b
 // (g + 8) of one band (row stride row_words words, qparams row_groups per row, 2^gsh chunks per
 // group; kG1: gsh = 0; a range may start or end inside a group: the partial sums of a group add
@@ -243,18 +293,13 @@ __device__ __forceinline__ float2 mma_rows(const uint32_t* __restrict__ codes, u
                                            uint32_t chunks, const uint32_t* dig, const float* csum, float down,
                                            const uint32_t* dig_b, const float* csum_b, float down_b) {
   constexpr uint32_t kW = 4 * BITS;  // words of one lane's row block per chunk
-  const int lane = threadIdx.x % 32, g = lane / 4, q = lane % 4;
+  const int q = threadIdx.x % 4;
   const bool pair = dig_b != nullptr;
   const uint32_t* pa = codes + row_a * row_words + (uint64_t)q * BITS;
   const uint32_t* pb = codes + row_b * row_words + (uint64_t)q * BITS;
   const uint32_t* qa = reinterpret_cast<const uint32_t*>(qp + row_a * row_groups);
   const uint32_t* qb = reinterpret_cast<const uint32_t*>(qp + row_b * row_groups);
-  // this lane's B column g: digit g of the vector, or digit g − 3 of the second one (pair)
-  const bool has_b = g < (int)kDigits || (pair && g < 2 * (int)kDigits);
-  const uint4* bw = reinterpret_cast<const uint4*>(g < (int)kDigits || !pair ? dig : dig_b) +
-                    (has_b ? (g % (int)kDigits) * chunks * 8 : 0) + 2 * q;
-  const float* cs = pair && q == 1 ? csum_b : csum;  // lanes q = 1 finish the second vector's sums
-  const float dn = pair && q == 1 ? down_b : down;
+  const DigitLane dl = digit_lane(chunks, dig, csum, down, dig_b, csum_b, down_b);
   const uint32_t gmask = (1u << gsh) - 1u;
   // this lane's block of chunk c starts at word kW·c (+ q·BITS above) and exists while that is
   // < row_words: for c < c_have
@@ -308,33 +353,17 @@ __device__ __forceinline__ float2 mma_rows(const uint32_t* __restrict__ codes, u
     for (int u = 0; u < kB; ++u) {
       const uint32_t c = c0 + u;
       if (c >= c_end) break;
-      uint4 b0 = make_uint4(0u, 0u, 0u, 0u), b1 = b0;
-      if (has_b) {
-        b0 = bw[c * 8];
-        b1 = bw[c * 8 + 1];
-      }
       int t[4];
-      uint32_t ra[4], rb[4];
-      regs_of<BITS>(wa[u], 0, ra);
-      regs_of<BITS>(wb[u], 0, rb);
-      mma_u8s8_first(t, ra[0], rb[0], ra[1], rb[1], b0.x, b0.y);
-      mma_u8s8(t, ra[2], rb[2], ra[3], rb[3], b0.z, b0.w);
-      regs_of<BITS>(wa[u], 1, ra);
-      regs_of<BITS>(wb[u], 1, rb);
-      mma_substep(t, ra, rb, b1);
+      chunk_mmas<BITS>(dl, c, wa[u], wb[u], t);
       if constexpr (kG1) {
-        sx = cs[c];
+        sx = dl.cs[c];
       } else {
-        sx += cs[c];
+        sx += dl.cs[c];
 #pragma unroll
         for (int i = 0; i < 4; ++i) t[i] = acc[i] += t[i];
       }
       if (kG1 || (c & gmask) == gmask || c + 1 == c_end) {  // the group ends: fold it in
-        const float sa = f16_to_f32((uint16_t)pqa[u]), za = f16_to_f32((uint16_t)(pqa[u] >> 16));
-        const float sb = f16_to_f32((uint16_t)pqb[u]), zb = f16_to_f32((uint16_t)(pqb[u] >> 16));
-        const float2 f = mma_group_sums(t, pair, q);
-        sum.x = fmaf(sa, fmaf(-za, sx, f.x), sum.x);
-        sum.y = fmaf(sb, fmaf(-zb, sx, f.y), sum.y);
+        fold_group(t, pqa[u], pqb[u], sx, pair, q, sum);
         if constexpr (!kG1) {
           sx = 0.f;
 #pragma unroll
@@ -354,7 +383,42 @@ __device__ __forceinline__ float2 mma_rows(const uint32_t* __restrict__ codes, u
     compute(c0, cur);
     cur = next;
   }
-  return make_float2(sum.x * dn, sum.y * dn);
+  return make_float2(sum.x * dl.dn, sum.y * dl.dn);
+}
+
+// A band of one chunk (every code of a row in chunk 0, one group: the 3-bit band of 32 ranks in the
+// default allocation) in phase 2 of the batch kernel: mma_one_load issues the lane's loads when an
+// item starts, beside the other small bands' and before the large band's, and mma_one sums them.
+// Why (bench/RESULTS-h100.md, sixteenth session): through mma_rows such a band cost each item a
+// loop's set-up and its own round trip, ~2.4k of an item's ~14k cycles for 1.6 % of its bytes.
+struct OneChunk {
+  uint32_t wa[3], wb[3], pqa, pqb;  // rows g and g + 8: the lane's words (bits of them used), group parameters
+};
+__device__ __forceinline__ void mma_one_load(uint32_t bits, const uint32_t* codes, uint32_t row_words,
+                                             const dc_qparam* qp, uint32_t row_groups, uint64_t row_a, uint64_t row_b,
+                                             OneChunk& o) {
+  const uint32_t q = threadIdx.x % 4;
+  o.pqa = __ldg(reinterpret_cast<const uint32_t*>(qp + row_a * row_groups));
+  o.pqb = __ldg(reinterpret_cast<const uint32_t*>(qp + row_b * row_groups));
+  const bool have = q * bits < row_words;  // the lane's block of 32 codes exists (rows are whole blocks)
+  const uint32_t* pa = codes + row_a * row_words + q * bits;
+  const uint32_t* pb = codes + row_b * row_words + q * bits;
+#pragma unroll
+  for (uint32_t b = 0; b < 3; ++b) {
+    o.wa[b] = have && b < bits ? ld_stream4(pa + b) : 0u;
+    o.wb[b] = have && b < bits ? ld_stream4(pb + b) : 0u;
+  }
+}
+// The sums of rows g (x) and g + 8 (y) in lanes q = 0 (a second vector's in q = 1), as mma_rows.
+__device__ __forceinline__ float2 mma_one(uint32_t bits, const OneChunk& o, const uint32_t* dig, const float* csum,
+                                          float down, const uint32_t* dig_b, const float* csum_b, float down_b) {
+  const DigitLane dl = digit_lane(1, dig, csum, down, dig_b, csum_b, down_b);
+  int t[4];
+  if (bits == 2) chunk_mmas<2>(dl, 0, o.wa, o.wb, t);
+  else chunk_mmas<3>(dl, 0, o.wa, o.wb, t);
+  float2 sum = make_float2(0.f, 0.f);
+  fold_group(t, o.pqa, o.pqb, dl.cs[0], dig_b != nullptr, threadIdx.x % 4, sum);
+  return make_float2(sum.x * dl.dn, sum.y * dl.dn);
 }
 
 // mma_rows for a band width (2 or 3: mma_band) and group length known at run time.

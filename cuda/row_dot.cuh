@@ -245,10 +245,13 @@ __device__ __forceinline__ void dot_block(const float c[32], float s, float z, c
 
 // Scale and zero point of one quantization group with one 32-bit load (dc_qparam: fp16 scale in
 // the low half, fp16 zero in the high half; the arrays are 4-byte aligned).
-__device__ __forceinline__ void load_qp(const dc_qparam* q, float& s, float& z) {
-  const uint32_t v = *reinterpret_cast<const uint32_t*>(q);
+// A group's parameters from their 32-bit word (f16 scale, then f16 zero).
+__device__ __forceinline__ void load_qp_word(uint32_t v, float& s, float& z) {
   s = f16_to_f32((uint16_t)v);
   z = f16_to_f32((uint16_t)(v >> 16));
+}
+__device__ __forceinline__ void load_qp(const dc_qparam* q, float& s, float& z) {
+  load_qp_word(*reinterpret_cast<const uint32_t*>(q), s, z);
 }
 
 // Block k's quantization group, gb blocks per group: a shift when gb is a power of two (every
