@@ -36,8 +36,8 @@
 // or more warps are what is left. Sixteenth session: per-item trace marks put phase 2's two small
 // bands (8-bit × 2 ranks, 3-bit × 32) at ~5.7k of an item's ~14k cycles, each a round trip and a
 // call of its own after the other; their loads now go out together when an item starts and their
-// sums are inline (mma_one, the tiny 8-bit path): 32 tenants 67.6–67.8 µs against 75.3 (H100,
-// same call; ~4 µs of it from mma_rows' shared helpers, whose register allocation spills less).
+// sums are inline (mma_one, the tiny 8-bit path) after the large band's: 32 tenants ~66.3 µs against
+// 75.3 (H100, same calls; ~4 µs of it from mma_rows' shared helpers, whose register allocation spills less).
 #include <algorithm>
 #include <mutex>
 
@@ -119,7 +119,7 @@ __device__ __forceinline__ float scale_of(const float* whole, uint32_t span, uin
 #  define DC_MMA_TINY 1  // phase 2: a band of ≤ 8 codes in one call for both rows (0: two calls; build-time A/B)
 #endif
 #ifndef DC_MMA_SMALL_FIRST
-#  define DC_MMA_SMALL_FIRST 1  // phase 2: the small bands' loads first and their sums inline (0: through mma_rows; A/B)
+#  define DC_MMA_SMALL_FIRST 1  // phase 2: the small bands' loads first, their sums inline after the large bands' (0: through mma_rows; A/B)
 #endif
 #ifndef DC_MMA_MIN_BLOCKS
 #  define DC_MMA_MIN_BLOCKS 2  // resident blocks per SM the registers are sized for (build-time tuning)
@@ -300,8 +300,8 @@ __global__ void __launch_bounds__(kMThreads, DC_MMA_MIN_BLOCKS) mma_batch_kernel
       first = false;
     }
     const uint32_t ilo = max(lo2, r * a.G), ihi = min(hi2, (r + 1) * a.G);
-    // The small bands whose loads an item issues first, all at once (then their sums, then the
-    // large bands): the first tensor-core band of one chunk (one_b) and the first 8-bit band of at
+    // The small bands whose loads an item issues first, all at once (their sums follow the large
+    // bands'): the first tensor-core band of one chunk (one_b) and the first 8-bit band of at
     // most 4 ranks (tiny_b: its codes are the bytes of word 0 and t is zero past its ranks); -1: none.
     int one_b = -1, tiny_b = -1;
 #if DC_MMA_SMALL_FIRST
@@ -344,26 +344,8 @@ __global__ void __launch_bounds__(kMThreads, DC_MMA_MIN_BLOCKS) mma_batch_kernel
         for (uint32_t bb = 0; bb < d.n_bands; ++bb) {
           const BandDesc& bd = d.bands[bb];
           const uint32_t nr = bd.r1 - bd.r0;
-          if ((int)bb == one_b) {
-            const float2 s = mma_one(bd.bits, one, dig + dig_at[bb], csum + sum_at[bb], down[0],
-                                     kPair && nrows > 1 ? dig + a.dig_row + dig_at[bb] : nullptr,
-                                     csum + a.sum_row + sum_at[bb], down[1]);
-            ya += s.x;
-            yb += s.y;
-          } else if ((int)bb == tiny_b) {
-            float sc, z;
-            load_qp_word(tiny_qp, sc, z);
-#pragma unroll
-            for (uint32_t h = 0; h < (kPair ? 2u : 1u); ++h) {
-              if (h >= nrows) break;
-              const float* tb = stage + h * a.nbt * kPitch + (bd.t_off / 32) * kPitch;
-              float v = 0.f;
-#pragma unroll
-              for (int u = 0; u < 4; ++u) v = fmaf((float)((tiny_w >> (8 * u)) & 255u) - z, tb[u], v);
-              if (q == 0) f[h][0] = fmaf(sc, v, f[h][0]);
-              if (q == 1) f[h][1] = fmaf(sc, v, f[h][1]);
-            }
-          } else if (mma_band(bd.bits, bd.group_size)) {
+          if ((int)bb == one_b || (int)bb == tiny_b) continue;
+          if (mma_band(bd.bits, bd.group_size)) {
             const uint32_t ch = mma_chunks(nr), gsh = mma_group_shift(bd.group_size);
             const float2 s = mma_rows_any<kKB>(bd.bits, bd.u_codes, bd.u_row_words, bd.u_qp, bd.u_row_groups, gsh, oa,
                                                ob, 0, ch, ch, dig + dig_at[bb], csum + sum_at[bb], down[0],
@@ -395,6 +377,32 @@ __global__ void __launch_bounds__(kMThreads, DC_MMA_MIN_BLOCKS) mma_batch_kernel
               f[h][0] += fp32_quarter(bd.bits, bd.u_codes + oa * bd.u_row_words, qa, gb, nbb, tb, q);
               f[h][1] += fp32_quarter(bd.bits, bd.u_codes + ob * bd.u_row_words, qb, gb, nbb, tb, q);
             }
+          }
+        }
+        // The small bands' sums come after the large bands': their loads, issued when the item
+        // started, are back by then without the warp waiting on them (sixteenth session, H100, same
+        // call: 32 tenants 66.3 µs against 67.8 with the sums first; inside mma_rows, right after the
+        // large band's first batch is requested, the spills grow and it takes 72.2).
+        if (one_b >= 0) {
+          const uint32_t bb = (uint32_t)one_b;
+          const float2 s = mma_one(d.bands[bb].bits, one, dig + dig_at[bb], csum + sum_at[bb], down[0],
+                                   kPair && nrows > 1 ? dig + a.dig_row + dig_at[bb] : nullptr,
+                                   csum + a.sum_row + sum_at[bb], down[1]);
+          ya += s.x;
+          yb += s.y;
+        }
+        if (tiny_b >= 0) {
+          float sc, z;
+          load_qp_word(tiny_qp, sc, z);
+#pragma unroll
+          for (uint32_t h = 0; h < (kPair ? 2u : 1u); ++h) {
+            if (h >= nrows) break;
+            const float* tb = stage + h * a.nbt * kPitch + (d.bands[tiny_b].t_off / 32) * kPitch;
+            float v = 0.f;
+#pragma unroll
+            for (int u = 0; u < 4; ++u) v = fmaf((float)((tiny_w >> (8 * u)) & 255u) - z, tb[u], v);
+            if (q == 0) f[h][0] = fmaf(sc, v, f[h][0]);
+            if (q == 1) f[h][1] = fmaf(sc, v, f[h][1]);
           }
         }
       }

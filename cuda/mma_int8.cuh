@@ -388,9 +388,10 @@ __device__ __forceinline__ float2 mma_rows(const uint32_t* __restrict__ codes, u
 
 // A band of one chunk (every code of a row in chunk 0, one group: the 3-bit band of 32 ranks in the
 // default allocation) in phase 2 of the batch kernel: mma_one_load issues the lane's loads when an
-// item starts, beside the other small bands' and before the large band's, and mma_one sums them.
-// Why (bench/RESULTS-h100.md, sixteenth session): through mma_rows such a band cost each item a
-// loop's set-up and its own round trip, ~2.4k of an item's ~14k cycles for 1.6 % of its bytes.
+// item starts, beside the other small bands' and before the large band's, and mma_one sums them
+// after the large band (the loads are back by then). Why (bench/RESULTS-h100.md, sixteenth
+// session): through mma_rows such a band cost each item a loop's set-up and its own round trip,
+// ~2.4k of an item's ~14k cycles for 1.6 % of its bytes.
 struct OneChunk {
   uint32_t wa[3], wb[3], pqa, pqb;  // rows g and g + 8: the lane's words (bits of them used), group parameters
 };
