@@ -36,8 +36,9 @@
 // or more warps are what is left. Sixteenth session: per-item trace marks put phase 2's two small
 // bands (8-bit × 2 ranks, 3-bit × 32) at ~5.7k of an item's ~14k cycles, each a round trip and a
 // call of its own after the other; their loads now go out together when an item starts and their
-// sums are inline (mma_one, the tiny 8-bit path) after the large band's: 32 tenants ~66.3 µs against
-// 75.3 (H100, same calls; ~4 µs of it from mma_rows' shared helpers, whose register allocation spills less).
+// sums are inline (mma_one, the tiny 8-bit path) after the large band's: 32 tenants 66.6–66.7 µs
+// against 74.3–74.8, m = 64 71.8–72.2 against 77.1–77.7 (H100, same call; ~4 µs of the 32 tenants'
+// gain came from mma_rows' shared helpers alone, whose register allocation spills less).
 #include <algorithm>
 #include <mutex>
 

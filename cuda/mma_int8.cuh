@@ -243,8 +243,9 @@ __device__ __forceinline__ void chunk_mmas(const DigitLane& dl, uint32_t c, cons
 // (f16 scale, f16 zero) and sx = Σv of the group (scaled by 2^e).
 __device__ __forceinline__ void fold_group(const int t[4], uint32_t pqa, uint32_t pqb, float sx, bool pair, int q,
                                            float2& sum) {
-  const float sa = f16_to_f32((uint16_t)pqa), za = f16_to_f32((uint16_t)(pqa >> 16));
-  const float sb = f16_to_f32((uint16_t)pqb), zb = f16_to_f32((uint16_t)(pqb >> 16));
+  float sa, za, sb, zb;
+  load_qp_word(pqa, sa, za);
+  load_qp_word(pqb, sb, zb);
   const float2 f = mma_group_sums(t, pair, q);
   sum.x = fmaf(sa, fmaf(-za, sx, f.x), sum.x);
   sum.y = fmaf(sb, fmaf(-zb, sx, f.y), sum.y);

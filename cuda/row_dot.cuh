@@ -243,13 +243,13 @@ __device__ __forceinline__ void dot_block(const float c[32], float s, float z, c
   }
 }
 
-// Scale and zero point of one quantization group with one 32-bit load (dc_qparam: fp16 scale in
-// the low half, fp16 zero in the high half; the arrays are 4-byte aligned).
-// A group's parameters from their 32-bit word (f16 scale, then f16 zero).
+// Scale and zero point of one quantization group from its 32-bit word (dc_qparam: fp16 scale in
+// the low half, fp16 zero in the high half).
 __device__ __forceinline__ void load_qp_word(uint32_t v, float& s, float& z) {
   s = f16_to_f32((uint16_t)v);
   z = f16_to_f32((uint16_t)(v >> 16));
 }
+// The same with one 32-bit load (the arrays are 4-byte aligned).
 __device__ __forceinline__ void load_qp(const dc_qparam* q, float& s, float& z) {
   load_qp_word(*reinterpret_cast<const uint32_t*>(q), s, z);
 }
