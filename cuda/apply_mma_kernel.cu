@@ -38,7 +38,8 @@
 // call of its own after the other; their loads now go out together when an item starts and their
 // sums are inline (mma_one, the tiny 8-bit path) after the large band's: 32 tenants 66.6–66.7 µs
 // against 74.3–74.8, m = 64 71.8–72.2 against 77.1–77.7 (H100, same call; ~4 µs of the 32 tenants'
-// gain came from mma_rows' shared helpers alone, whose register allocation spills less).
+// gain came from mma_rows' shared helpers alone, whose register allocation spills less); t's digits
+// staged two chunks per warp: m = 16 32.1–32.4 against 33.0–33.3.
 #include <algorithm>
 #include <mutex>
 
@@ -121,6 +122,9 @@ __device__ __forceinline__ float scale_of(const float* whole, uint32_t span, uin
 #endif
 #ifndef DC_MMA_SMALL_FIRST
 #  define DC_MMA_SMALL_FIRST 1  // phase 2: the small bands' loads first, their sums inline after the large bands' (0: through mma_rows; A/B)
+#endif
+#ifndef DC_MMA_T_PAIRS
+#  define DC_MMA_T_PAIRS 1  // phase 2: t's digits staged two chunks per warp side by side (0: one chunk per warp; A/B)
 #endif
 #ifndef DC_MMA_MIN_BLOCKS
 #  define DC_MMA_MIN_BLOCKS 2  // resident blocks per SM the registers are sized for (build-time tuning)
@@ -283,6 +287,25 @@ __global__ void __launch_bounds__(kMThreads, DC_MMA_MIN_BLOCKS) mma_batch_kernel
         const float* ts = stage + h * a.nbt * kPitch;
         const float up = scale_of(ts, d.t_stride, red, &down[h]);
         if (first) mark(a, 10);  // scale
+#if DC_MMA_T_PAIRS
+        // every tensor-core band's chunks at once, a warp per job of two chunks of one band side by
+        // side (c and c + half): the default allocation's 8 + 1 chunks take one round of the block's
+        // 8 warps instead of two (warp 0 staged two chunks in sequence while the others waited)
+        for (uint32_t job = warp;; job += kMWarps) {
+          uint32_t bb = 0, j = job, half = 0;
+          for (; bb < d.n_bands; ++bb) {
+            if (!mma_band(d.bands[bb].bits, d.bands[bb].group_size)) continue;
+            half = (mma_chunks(d.bands[bb].r1 - d.bands[bb].r0) + 1) / 2;
+            if (j < half) break;
+            j -= half;
+          }
+          if (bb == d.n_bands) break;  // past the last band's jobs
+          const BandDesc& bd = d.bands[bb];
+          const uint32_t nr = bd.r1 - bd.r0;
+          stage_digit_chunk<2>(ts + (bd.t_off / 32) * kPitch, nr, j, mma_chunks(nr), up, dig + h * a.dig_row + dig_at[bb],
+                               csum + h * a.sum_row + sum_at[bb], half);
+        }
+#else
         // every tensor-core band's chunks at once, a warp per chunk (sum_at: the chunks before band bb)
         for (uint32_t gc = warp;; gc += kMWarps) {
           uint32_t bb = 0;
@@ -295,6 +318,7 @@ __global__ void __launch_bounds__(kMThreads, DC_MMA_MIN_BLOCKS) mma_batch_kernel
           stage_digit_chunk(ts + (bd.t_off / 32) * kPitch, nr, gc - sum_at[bb], mma_chunks(nr), up,
                             dig + h * a.dig_row + dig_at[bb], csum + h * a.sum_row + sum_at[bb]);
         }
+#endif
       }
       __syncthreads();
       if (first) mark(a, 4);
