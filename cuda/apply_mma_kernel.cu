@@ -121,7 +121,8 @@ __device__ __forceinline__ float scale_of(const float* whole, uint32_t span, uin
 #  define DC_MMA_TINY 1  // phase 2: a band of ≤ 8 codes in one call for both rows (0: two calls; build-time A/B)
 #endif
 #ifndef DC_MMA_SMALL_FIRST
-#  define DC_MMA_SMALL_FIRST 1  // phase 2: the small bands' loads first, their sums inline after the large bands' (0: through mma_rows; A/B)
+// phase 2: the small bands' loads first, their sums inline after the large bands' (0: through mma_rows; A/B)
+#  define DC_MMA_SMALL_FIRST 1
 #endif
 #ifndef DC_MMA_T_PAIRS
 #  define DC_MMA_T_PAIRS 1  // phase 2: t's digits staged two chunks per warp side by side (0: one chunk per warp; A/B)
@@ -302,8 +303,8 @@ __global__ void __launch_bounds__(kMThreads, DC_MMA_MIN_BLOCKS) mma_batch_kernel
           if (bb == d.n_bands) break;  // past the last band's jobs
           const BandDesc& bd = d.bands[bb];
           const uint32_t nr = bd.r1 - bd.r0;
-          stage_digit_chunk<2>(ts + (bd.t_off / 32) * kPitch, nr, j, mma_chunks(nr), up, dig + h * a.dig_row + dig_at[bb],
-                               csum + h * a.sum_row + sum_at[bb], half);
+          stage_digit_chunk<2>(ts + (bd.t_off / 32) * kPitch, nr, j, mma_chunks(nr), up,
+                               dig + h * a.dig_row + dig_at[bb], csum + h * a.sum_row + sum_at[bb], half);
         }
 #else
         // every tensor-core band's chunks at once, a warp per chunk (sum_at: the chunks before band bb)
