@@ -971,6 +971,30 @@ cudaError_t occupancy(void (*kernel)(PersistArgs), size_t smem, int* occ) {
   return cached_occupancy(reinterpret_cast<const void*>(kernel), kPThreads, smem, occ);
 }
 
+// Shared memory of a staged launch of `blocks` blocks: `fixed` bytes (the stages) and each block's
+// staged codes for ⌈n1 / blocks⌉ phase-1 items and the output rows of ⌈n2 / blocks⌉ phase-2 items.
+size_t staged_smem(const DeltaDesc& d, size_t fixed, uint64_t n1, uint64_t n2, uint64_t blocks) {
+  const uint64_t per1 = (n1 + blocks - 1) / blocks, rows2 = (n2 + blocks - 1) / blocks * kGroupRows;
+  return fixed + (size_t)staged_words(d, per1, rows2) * 4;
+}
+
+// The grid of a staged single-delta launch without the base: one block per SM instead of
+// occupancy × SMs when PDL is on, the knob does not set the grid, and two such blocks fit an SM.
+// The next launch's blocks are then resident beside this one's and stage their codes (the
+// prologue, before pdl_wait_prev) while it runs; with every slot taken they could only start as
+// this launch's blocks ended. Seventeenth session, H100, same call, back to back: delta-only m = 1
+// 9.35–9.43 µs against 10.48–10.51, m = 2 13.1–13.2 against 14.6–14.7, m = 3 15.7–15.8 against
+// 17.5 (m = 4: two blocks of twice the codes do not fit an SM, the grid stays). One launch alone
+// is ~0.5k cycles longer (trace: block end 18.9k against 18.5k), and the fused m = 1 call, whose
+// blocks also stream the base rows, took 23.8 µs against 18.3 at one block per SM: it keeps the grid.
+unsigned grid_beside_next(const LaunchCfg& c, void (*kernel)(PersistArgs), const DeltaDesc& d, size_t fixed,
+                          uint64_t n1, uint64_t n2, unsigned blocks, int sms) {
+  if (!c.pdl || c.persist_blocks != 0 || blocks <= (unsigned)sms) return blocks;
+  const size_t smem = staged_smem(d, fixed, n1, n2, (uint64_t)sms);
+  int occ = 0;
+  return smem <= kPSmemLimit && occupancy(kernel, smem, &occ) == cudaSuccess && occ >= 2 ? (unsigned)sms : blocks;
+}
+
 // Every instance may take kPSmemLimit bytes of dynamic shared memory (set once per process).
 cudaError_t allow_smem() {
   static std::once_flag once;
@@ -1018,9 +1042,9 @@ cudaError_t launch_persist_rows(const LaunchCfg& c, const DeltaSel& s, const Row
   e = occupancy(kernel, stage_bytes, &occ);
   if (e != cudaSuccess) return e;
   if (occ <= 0) return cudaErrorNotSupported;
-  const unsigned blocks = persist_grid_blocks(c, persist_min_blocks(c, items, sms), items, occ, sms);
-  const uint64_t per1 = (n1 + blocks - 1) / blocks, rows2 = (n2 + blocks - 1) / blocks * kGroupRows;
-  const size_t smem = stage_bytes + (size_t)staged_words(s.one, per1, rows2) * 4;
+  const unsigned full = persist_grid_blocks(c, persist_min_blocks(c, items, sms), items, occ, sms);
+  const unsigned blocks = grid_beside_next(c, kernel, s.one, stage_bytes, n1, n2, full, sms);
+  const size_t smem = staged_smem(s.one, stage_bytes, n1, n2, blocks);
   int occ2 = 0;
   if (smem > kPSmemLimit || occupancy(kernel, smem, &occ2) != cudaSuccess || (uint64_t)occ2 * sms < blocks)
     return cudaErrorNotSupported;
@@ -1064,15 +1088,17 @@ cudaError_t launch_persist(const LaunchCfg& c, const DeltaSel& s, const RowsArgs
   e = occupancy(kernel, smem, &occ);
   if (e != cudaSuccess) return e;
   if (occ <= 0) return cudaErrorNotSupported;
-  const unsigned blocks = persist_grid_blocks(c, min_blocks, items, occ, sms);
-  a.split = split_items(n1, n2, blocks);
+  unsigned blocks = persist_grid_blocks(c, min_blocks, items, occ, sms);
   // A single delta at m = 1 stages each block's codes in shared memory (stage_codes) when they fit
   // next to the stage without costing residency; the codes start 16-byte aligned (smem is a
   // multiple of 16: pitch 144 bytes, base sums 16 per item).
+  const bool stage = c.stage_codes && s.row_slot == nullptr && s.one_dev != nullptr && r.m == 1;
+  if (stage && r.W == nullptr)
+    blocks = grid_beside_next(c, persist_kernel<true, true>, s.one, smem, n1, n2, blocks, sms);
+  a.split = split_items(n1, n2, blocks);
   size_t smem_launch = smem;
-  if (c.stage_codes && s.row_slot == nullptr && s.one_dev != nullptr && r.m == 1) {
-    const uint64_t per1 = (n1 + blocks - 1) / blocks, rows2 = (n2 + blocks - 1) / blocks * kGroupRows;
-    const size_t with = smem + (size_t)staged_words(s.one, per1, rows2) * 4;
+  if (stage) {
+    const size_t with = staged_smem(s.one, smem, n1, n2, blocks);
     int occ2 = 0;
     if (with <= kPSmemLimit && occupancy(persist_kernel<true, true>, with, &occ2) == cudaSuccess &&
         (uint64_t)occ2 * sms >= blocks) {

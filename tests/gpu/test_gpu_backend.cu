@@ -717,9 +717,12 @@ int main(int argc, char** argv) {
   // one delta at 1 < m ≤ 64 on the tensor-core kernel one row at a time (by default two rows share each tile)
   configuration({{"DELTACOME_GPU_MMA_NO_PAIRS", "1"}, {"DELTACOME_GPU_MMA_MIN_M", "2"}},
                 "tensor-core kernel, rows unpaired", [&](Gpu& g) { test_widths(g, rng, true); });
-  // the staged m = 1 kernel with t in 1 copy and y's old values read at the end (defaults: 4 copies, early)
-  configuration({{"DELTACOME_GPU_PERSIST_T_COPIES", "1"}, {"DELTACOME_GPU_PERSIST_Y_LATE", "1"}},
-                "m = 1, one copy of t, y read late", [&](Gpu& g) {
+  // the staged m = 1 kernel with t in 1 copy and y's old values read at the end (defaults: 4 copies,
+  // early), on the full grid (a grid knob above occupancy × SMs; by default a delta-only m = 1 launch
+  // with PDL takes one block per SM)
+  configuration({{"DELTACOME_GPU_PERSIST_T_COPIES", "1"}, {"DELTACOME_GPU_PERSIST_Y_LATE", "1"},
+                 {"DELTACOME_GPU_PERSIST_BLOCKS", "100000"}},
+                "m = 1 on the full grid, one copy of t, y read late", [&](Gpu& g) {
                   test_widths(g, rng, true);
                   test_shapes(g, rng, true);
                   test_base_and_kinds(g, rng, true);
