@@ -6,7 +6,9 @@
 //             requests the codes of its first two work items of each phase into L2. Both before
 //             waiting on the previous kernel when launched with programmatic dependent launch: a
 //             loaded delta is immutable, so its codes may be read while the kernel that writes x
-//             still runs;
+//             still runs. A single delta without the base at m ≤ 3 takes one block per SM so
+//             that the next launch's blocks, resident beside it, do this while it runs
+//             (grid_beside_next);
 //   phase 1   t[r][kv] = scale·σ_kv·(x_r·V̂_kv) for the items (row r, column kv of t). x_r is
 //             staged in shared memory once per block and row. Staged, `split` warps share an item
 //             so that all eight work (split_of);
