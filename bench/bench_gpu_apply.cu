@@ -6,7 +6,9 @@
 //        bench_gpu_apply --profile | --profile-m1 | --profile-fused  (untimed runs for ncu or for
 //        DELTACOME_GPU_PERSIST_TRACE=1: three M=1 applies then a 32-tenant batch, three delta-only
 //        M=1 applies, or three fused M=1 applies; the trace prints the last persistent launch;
-//        with --ms, the profile runs use its last token count instead of M=1)
+//        with --ms, the profile runs use its last token count instead of M=1; with --profile-graph,
+//        the M=1 applies are eight in one CUDA graph, back to back as the timings run them, so the
+//        trace shows a launch whose prologue ran beside the previous one)
 //        bench_gpu_apply --ms 1,4,16,32,64  (the token counts of the single-delta rows; default 1,16,64;
 //        each 1..64; M=1 is always measured, the targets need it)
 #include <algorithm>
@@ -57,10 +59,12 @@ int main(int argc, char** argv) {
   bool profile = false;  // --profile: three M=1 applies and one 32-tenant batch, untimed (for ncu)
   bool profile_fused = false;  // --profile-fused: only the three M=1 applies, fused with the base layer
   bool profile_m1 = false;     // --profile-m1: only the three M=1 applies, delta only (the trace keeps the last)
+  bool profile_graph = false;  // --profile-graph: the profile's M=1 applies as 8 in one graph (steady state)
   for (int i = 1; i < argc; ++i) {
     if (!strcmp(argv[i], "--profile")) profile = true;
     if (!strcmp(argv[i], "--profile-fused")) profile = profile_fused = true;
     if (!strcmp(argv[i], "--profile-m1")) profile = profile_m1 = true;
+    if (!strcmp(argv[i], "--profile-graph")) profile_graph = true;
   }
   std::vector<uint64_t> ms = {1, 16, 64};
   uint64_t profile_m = 1;  // the profile runs' token count: the last of --ms when given
@@ -160,9 +164,25 @@ int main(int argc, char** argv) {
   if (profile) {  // before any timing, so that the first persistent launches are these two
     p.m = profile_m;
     p.flags = profile_fused ? DC_APPLY_INCLUDE_BASE : 0;
-    for (int i = 0; i < 3; ++i) {  // cold deltas (uploaded first)
+    auto profile_apply = [&](int i) {  // cold deltas (uploaded first)
       p.base_weight = W[i % kW];
-      ops->apply(dev, deltas[i], &p);
+      ops->apply(dev, deltas[i % 3], &p);
+    };
+    if (profile_graph) {
+      // From the host, one apply takes longer to issue than to run, so the launches do not
+      // overlap; in a graph they follow each other as in the timings.
+      cudaGraph_t graph;
+      cudaGraphExec_t exec;
+      CU(cudaStreamBeginCapture(g_stream, cudaStreamCaptureModeThreadLocal));
+      for (int i = 0; i < 8; ++i) profile_apply(i);
+      CU(cudaStreamEndCapture(g_stream, &graph));
+      CU(cudaGraphInstantiate(&exec, graph, 0));
+      CU(cudaGraphLaunch(exec, g_stream));
+      CU(cudaStreamSynchronize(g_stream));
+      CU(cudaGraphExecDestroy(exec));
+      CU(cudaGraphDestroy(graph));
+    } else {
+      for (int i = 0; i < 3; ++i) profile_apply(i);
     }
     p.flags = 0;
     if (!profile_fused && !profile_m1) {  // (the trace keeps the last persistent launch's clocks: no batch after)
