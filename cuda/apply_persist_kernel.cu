@@ -987,8 +987,10 @@ size_t staged_smem(const DeltaDesc& d, size_t fixed, uint64_t n1, uint64_t n2, u
 // this launch's blocks ended. Seventeenth session, H100, same call, back to back: delta-only m = 1
 // 9.35–9.43 µs against 10.48–10.51, m = 2 13.1–13.2 against 14.6–14.7, m = 3 15.7–15.8 against
 // 17.5 (m = 4: two blocks of twice the codes do not fit an SM, the grid stays). One launch alone
-// is ~0.5k cycles longer (trace: block end 18.9k against 18.5k), and the fused m = 1 call, whose
-// blocks also stream the base rows, took 23.8 µs against 18.3 at one block per SM: it keeps the grid.
+// is 0.4–1.3k cycles longer (trace: block end 18.9–19.8k against 18.5k; after a cuBLAS GEMM, which
+// lets no launch in early, the two calls took 27.2–27.5 µs against 27.1–27.2), and the fused m = 1
+// call, whose blocks also stream the base rows, took 23.8 µs against 18.3 at one block per SM: it
+// keeps the grid.
 unsigned grid_beside_next(const LaunchCfg& c, void (*kernel)(PersistArgs), const DeltaDesc& d, size_t fixed,
                           uint64_t n1, uint64_t n2, unsigned blocks, int sms) {
   if (!c.pdl || c.persist_blocks != 0 || blocks <= (unsigned)sms) return blocks;
