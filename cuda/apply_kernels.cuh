@@ -37,6 +37,7 @@ struct LaunchCfg {
   bool persist_rows = true;     // ... one delta at 2–8 rows: each code decoded once per 4 rows
   unsigned t_copies = 4;        // ... staged m = 1: copies of t in the scratch (blocks read copy b mod n)
   bool y_early = true;          // ... staged m = 1: y's old values read right after the PDL wait
+  bool p1_by_band = false;      // ... staged m = 1, delta only: phase 1's columns cut by band (item_split.h)
 };
 
 // Device memory of the persistent kernel's grid barrier (one counter, apply_persist_kernel.cu):

@@ -78,6 +78,10 @@ struct PersistArgs {
   // y_early: y's old values read right after the PDL wait instead of after phase 2
   uint32_t t_copies;
   bool y_early;
+  // staged, delta only (m = 1): phase 1's columns cut by band (p1_band_range, item_split.h) with
+  // these blocks per band; else equal counts (split)
+  bool p1_by_band;
+  BandBlocks p1b[DC_MAX_BANDS];
 };
 
 // Diagnostics: marks after each phase ([1..5]; trace_mark) and, finer, the staged single delta's
@@ -131,6 +135,19 @@ __device__ __forceinline__ void prefetch_u_row(const DeltaDesc& d, uint64_t o, i
     if (bd.bits != 16 && sub == 0) prefetch_l2(bd.u_qp + o * bd.u_row_groups);
   }
 }
+
+// ---- phase 1's columns by band (a lone staged delta at m = 1) ---------------------------------------
+// Phase 1's items are t's columns. Cut into equal counts (ItemSplit), the blocks holding the 3-bit
+// band's rows were the last to reach the grid barrier, 1.6–1.9k cycles after the others (trace,
+// eighteenth session: blocks 4–7 every time): with ~8 columns a block each warp decodes one row,
+// and a 3-bit row has 3 words a block of 32 codes against a 2-bit row's 2. Meanwhile the blocks
+// holding band 0's padding columns (no codes, t = 0) had almost nothing to do. Cut by band
+// (p1_band_blocks), each band's rows go to its own blocks in proportion to rows × width: the
+// default delta's 3-bit rows 4 a block (two warps a row, split_of), its two 8-bit rows one block
+// (four warps a row), its 2-bit rows 7–8 a block. Padding columns are no items: the last block of
+// each band writes its zeros. (A cut by a weight per column, padding included, was slower: the
+// padding items piled onto the warps of the last rows, and the cut cost the prologue ~2k cycles of
+// 64-bit divisions.)
 
 // ---- staged codes (a single delta at m = 1) -------------------------------------------------------
 // A block's items are contiguous ranges: phase 1 takes V̂ rows [jlo, jhi) of each band (a slice of
@@ -478,6 +495,7 @@ __global__ void __launch_bounds__(kPThreads, kStaged ? DC_PERSIST_STAGED_MIN_BLO
   const uint32_t olo = (uint32_t)umin64((uint64_t)lo2 * kGroupRows, a.io.rows);
   const uint32_t ohi = (uint32_t)umin64((uint64_t)hi2 * kGroupRows, a.io.rows);
 
+  uint32_t pad_lo = 0, pad_hi = 0;  // phase 1 by band: the padding columns of t this block zeroes
   trace_at(a, 0);
   // prologue (immutable delta data only): the block's codes into shared memory, or the first two
   // items of each phase into L2
@@ -488,6 +506,14 @@ __global__ void __launch_bounds__(kPThreads, kStaged ? DC_PERSIST_STAGED_MIN_BLO
     // long-scoreboard stalls in the phases; trace and ncu, eighth session).
     copy_desc(&sdesc, a.sel.one_dev);
     __syncthreads();
+    // (w1, from the equal split, is only read by the instances without staged codes)
+    if (!kSpec && a.p1_by_band) {
+      const uint32_t k = p1_band_range(sdesc, a.p1b, b, lo1, hi1);
+      if (k + 1 == sdesc.n_bands ? b + 1 == gridDim.x : b + 1 == a.p1b[k + 1].first) {  // the band's last block
+        pad_lo = sdesc.bands[k].t_off + (sdesc.bands[k].r1 - sdesc.bands[k].r0);
+        pad_hi = k + 1 == sdesc.n_bands ? sdesc.t_stride : sdesc.bands[k + 1].t_off;
+      }
+    }
     trace_at(a, 14);
     stage_codes(sdesc, const_cast<uint32_t*>(codes), lo1, hi1, olo, ohi, tab, kSpec ? a.spec_warps : (uint32_t)kPWarps);
     trace_at(a, 15);
@@ -658,6 +684,11 @@ __global__ void __launch_bounds__(kPThreads, kStaged ? DC_PERSIST_STAGED_MIN_BLO
   }
   trace_at(a, 10);  // warp 0's phase-1 items done
   if (a.io.W == nullptr) {
+    if (pad_hi > pad_lo) {  // phase 1 by band: the band's padding columns, in every copy of t
+      const uint32_t np = pad_hi - pad_lo;
+      for (uint32_t e = threadIdx.x; e < np * a.t_copies; e += blockDim.x)
+        __stcg(a.io.t + (uint64_t)(e / np) * a.io.ldt + pad_lo + e % np, 0.f);
+    }
     if (split1 > 1) {  // staged: m = 1, one row
       __syncthreads();
       for (uint32_t e = threadIdx.x; e < (hi1 - lo1) * a.t_copies; e += blockDim.x)
@@ -975,9 +1006,23 @@ cudaError_t occupancy(void (*kernel)(PersistArgs), size_t smem, int* occ) {
 
 // Shared memory of a staged launch of `blocks` blocks: `fixed` bytes (the stages) and each block's
 // staged codes for ⌈n1 / blocks⌉ phase-1 items and the output rows of ⌈n2 / blocks⌉ phase-2 items.
-size_t staged_smem(const DeltaDesc& d, size_t fixed, uint64_t n1, uint64_t n2, uint64_t blocks) {
+// With by_band (phase 1 cut by band, m = 1, where p1_band_blocks applies): a block's V̂ rows are
+// those of one band, at most q + 1 of them.
+size_t staged_smem(const DeltaDesc& d, size_t fixed, uint64_t n1, uint64_t n2, uint64_t blocks, bool by_band = false) {
   const uint64_t per1 = (n1 + blocks - 1) / blocks, rows2 = (n2 + blocks - 1) / blocks * kGroupRows;
-  return fixed + (size_t)staged_words(d, per1, rows2) * 4;
+  BandBlocks bb[DC_MAX_BANDS];
+  if (!by_band || !p1_band_blocks(d, (unsigned)blocks, bb, DC_MAX_BANDS))
+    return fixed + (size_t)staged_words(d, per1, rows2) * 4;
+  auto piece = [](uint64_t n) { return (n + 3) & ~3ull; };
+  uint64_t u = 0, v = 0;  // the Û pieces (rows2 rows of every band); the most V̂ pieces of a block
+  for (uint32_t k = 0; k < d.n_bands; ++k) {
+    const BandDesc& bd = d.bands[k];
+    const bool q = bd.bits != 16;
+    const uint64_t nj = bb[k].q + (bb[k].rm > 0);
+    u += piece(rows2 * bd.u_row_words) + q * piece(rows2 * bd.u_row_groups);
+    v = std::max<uint64_t>(v, piece(nj * bd.v_row_words) + q * piece(nj * bd.v_row_groups) + piece(nj));
+  }
+  return fixed + (size_t)(u + v) * 4;
 }
 
 // The grid of a staged single-delta launch without the base: one block per SM instead of
@@ -992,9 +1037,9 @@ size_t staged_smem(const DeltaDesc& d, size_t fixed, uint64_t n1, uint64_t n2, u
 // call, whose blocks also stream the base rows, took 23.8 µs against 18.3 at one block per SM: it
 // keeps the grid.
 unsigned grid_beside_next(const LaunchCfg& c, void (*kernel)(PersistArgs), const DeltaDesc& d, size_t fixed,
-                          uint64_t n1, uint64_t n2, unsigned blocks, int sms) {
+                          uint64_t n1, uint64_t n2, unsigned blocks, int sms, bool by_band = false) {
   if (!c.pdl || c.persist_blocks != 0 || blocks <= (unsigned)sms) return blocks;
-  const size_t smem = staged_smem(d, fixed, n1, n2, (uint64_t)sms);
+  const size_t smem = staged_smem(d, fixed, n1, n2, (uint64_t)sms, by_band);
   int occ = 0;
   return smem <= kPSmemLimit && occupancy(kernel, smem, &occ) == cudaSuccess && occ >= 2 ? (unsigned)sms : blocks;
 }
@@ -1097,12 +1142,15 @@ cudaError_t launch_persist(const LaunchCfg& c, const DeltaSel& s, const RowsArgs
   // next to the stage without costing residency; the codes start 16-byte aligned (smem is a
   // multiple of 16: pitch 144 bytes, base sums 16 per item).
   const bool stage = c.stage_codes && s.row_slot == nullptr && s.one_dev != nullptr && r.m == 1;
+  // delta only: phase 1's columns cut by band
+  const bool by_band = stage && r.W == nullptr && c.p1_by_band;
   if (stage && r.W == nullptr)
-    blocks = grid_beside_next(c, persist_kernel<true, true>, s.one, smem, n1, n2, blocks, sms);
+    blocks = grid_beside_next(c, persist_kernel<true, true>, s.one, smem, n1, n2, blocks, sms, by_band);
   a.split = split_items(n1, n2, blocks);
+  a.p1_by_band = by_band && p1_band_blocks(s.one, blocks, a.p1b, DC_MAX_BANDS);
   size_t smem_launch = smem;
   if (stage) {
-    const size_t with = staged_smem(s.one, smem, n1, n2, blocks);
+    const size_t with = staged_smem(s.one, smem, n1, n2, blocks, a.p1_by_band);
     int occ2 = 0;
     if (with <= kPSmemLimit && occupancy(persist_kernel<true, true>, with, &occ2) == cudaSuccess &&
         (uint64_t)occ2 * sms >= blocks) {

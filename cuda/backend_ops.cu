@@ -217,6 +217,7 @@ dc_status device_open(void** out, int32_t device, int32_t /*num_threads*/) {
   dev->persist_rows = !env_flag("DELTACOME_GPU_PERSIST_NO_ROWS");
   if (const char* tc = getenv("DELTACOME_GPU_PERSIST_T_COPIES")) dev->t_copies = (unsigned)atoi(tc);
   dev->y_early = !env_flag("DELTACOME_GPU_PERSIST_Y_LATE");
+  dev->p1_by_band = !env_flag("DELTACOME_GPU_PERSIST_P1_EVEN");
   if (const char* wp = getenv("DELTACOME_GPU_PERSIST_WPARTS")) dev->persist_wparts = (unsigned)atoi(wp);
   if (env_flag("DELTACOME_GPU_PERSIST_TRACE") && cudaMalloc(&dev->trace, kTraceBlocks * kTraceSlots * 8) == cudaSuccess)
     cudaMemset(dev->trace, 0, kTraceBlocks * kTraceSlots * 8);
@@ -407,7 +408,7 @@ LaunchCfg launch_cfg(const GpuDevice* dev, cudaStream_t s) {
   return LaunchCfg{dev->group, s, dev->pdl, dev->coop, dev->persist_blocks, dev->persist_compact, dev->trace,
                    dev->stage_codes, dev->persist_wparts, dev->mma_stage_w1, dev->mma_stage_w2,
                    dev->mma_pairs, dev->mma_pair_w1, dev->mma_pair_w2, dev->mma_pair_small_m, dev->fused_spec,
-                   dev->persist_rows, dev->t_copies, dev->y_early};
+                   dev->persist_rows, dev->t_copies, dev->y_early, dev->p1_by_band};
 }
 
 dc_status gemm_nt(GpuDevice* dev, cudaStream_t s, uint64_t M, uint64_t N, uint64_t K, const void* A, uint64_t lda,

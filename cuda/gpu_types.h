@@ -36,6 +36,8 @@ struct GpuDevice {
                                     // (DELTACOME_GPU_PERSIST_NO_ROWS=1: one row after another)
   unsigned t_copies = 4;            // ... at m = 1: copies of t (DELTACOME_GPU_PERSIST_T_COPIES=n; 4 measured)
   bool y_early = true;              // ... at m = 1: y's old values read early (DELTACOME_GPU_PERSIST_Y_LATE=1: at the end)
+  bool p1_by_band = true;           // ... at m = 1, delta only: phase 1's columns cut by band
+                                    // (DELTACOME_GPU_PERSIST_P1_EVEN=1: equal counts)
   unsigned persist_blocks = 0;      // its grid cap (DELTACOME_GPU_PERSIST_BLOCKS; 0: occupancy × SMs)
   unsigned persist_wparts = 0;      // fused base pieces per row group (DELTACOME_GPU_PERSIST_WPARTS; 0: 4)
   float* t_scratch = nullptr;  // phase-1 output, kMaxTokens × (largest t_stride loaded) floats

@@ -65,6 +65,68 @@ struct RowSplit {
   }
 };
 
+// Phase 1 of the staged m = 1 kernel cut by band (apply_persist_kernel.cu says why): band k's V̂
+// rows go to blocks [first, first + n) of the grid, q rows each and one more for the first rm of
+// them, so that no block mixes bands; a band's blocks are in proportion to its rows times
+// p1_row_weight, the cost of decoding a row of that width relative to a row of 2 bits. Desc: a
+// delta descriptor (n_bands, t_stride, and per band bits, r0, r1, t_off, bands in t order and each
+// padded to the next; DeltaDesc on the GPU).
+struct BandBlocks {
+  uint32_t first, q, rm;
+};
+DC_SPLIT_FN uint32_t p1_row_weight(uint32_t bits) { return bits <= 2 ? 1u : bits <= 4 ? 2u : 4u; }
+
+// The bands' blocks for a grid of `blocks` (host); false where the cut does not apply: no band, more
+// bands than blocks or DC_MAX_BANDS, or bands not laid out in order.
+template <class Desc>
+inline bool p1_band_blocks(const Desc& d, unsigned blocks, BandBlocks* bb, uint32_t max_bands) {
+  if (d.n_bands == 0 || d.n_bands > max_bands || max_bands > 64 || blocks < d.n_bands) return false;
+  uint64_t total = 0;
+  uint32_t at = 0;
+  for (uint32_t k = 0; k < d.n_bands; ++k) {
+    const uint32_t nr = d.bands[k].r1 - d.bands[k].r0;
+    if (nr == 0 || d.bands[k].t_off != at) return false;
+    at = k + 1 < d.n_bands ? d.bands[k + 1].t_off : d.t_stride;
+    if (at < d.bands[k].t_off + nr) return false;
+    total += (uint64_t)nr * p1_row_weight(d.bands[k].bits);
+  }
+  uint64_t n[64] = {};  // blocks per band (max_bands ≤ 64)
+  uint64_t sum = 0, big = 0;
+  for (uint32_t k = 0; k < d.n_bands; ++k) {  // the rounded share, at least one block
+    const uint64_t w = (uint64_t)(d.bands[k].r1 - d.bands[k].r0) * p1_row_weight(d.bands[k].bits);
+    n[k] = (2 * w * blocks + total) / (2 * total);
+    if (n[k] == 0) n[k] = 1;
+    sum += n[k];
+    if (n[k] > n[big]) big = k;
+  }
+  n[big] += blocks > sum ? blocks - sum : 0;  // the largest band takes what rounding left over
+  while (sum > blocks) {  // or gives back, one block at a time from the largest (each keeps one)
+    uint32_t k = 0;
+    for (uint32_t j = 1; j < d.n_bands; ++j)
+      if (n[j] > n[k]) k = j;
+    --n[k];
+    --sum;
+  }
+  uint32_t first = 0;
+  for (uint32_t k = 0; k < d.n_bands; ++k) {
+    const uint32_t nr = d.bands[k].r1 - d.bands[k].r0;
+    bb[k] = BandBlocks{first, nr / (uint32_t)n[k], nr % (uint32_t)n[k]};
+    first += (uint32_t)n[k];
+  }
+  return true;
+}
+
+// Block b's columns [lo, hi) of t (its band's rows) and that band's index.
+template <class Desc>
+DC_SPLIT_FN uint32_t p1_band_range(const Desc& d, const BandBlocks* bb, uint32_t b, uint32_t& lo, uint32_t& hi) {
+  uint32_t k = 0;
+  while (k + 1 < d.n_bands && b >= bb[k + 1].first) ++k;
+  const uint32_t i = b - bb[k].first;
+  lo = d.bands[k].t_off + i * bb[k].q + ItemSplit::min_of(i, bb[k].rm);
+  hi = lo + bb[k].q + (i < bb[k].rm);
+  return k;
+}
+
 inline ItemSplit split_items(uint64_t n1, uint64_t n2, unsigned blocks) {
   return ItemSplit{(uint32_t)(n1 / blocks), (uint32_t)(n1 % blocks), (uint32_t)(n2 / blocks), (uint32_t)(n2 % blocks)};
 }

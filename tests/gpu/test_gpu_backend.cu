@@ -728,6 +728,12 @@ int main(int argc, char** argv) {
                   test_base_and_kinds(g, rng, true);
                   test_graph_single(g, rng);
                 });
+  // a lone delta at m = 1 with phase 1 cut into equal counts of t's columns (by default by band,
+  // each band's padding zeroed by its last block)
+  configuration({{"DELTACOME_GPU_PERSIST_P1_EVEN", "1"}}, "m = 1, phase 1 in equal counts", [&](Gpu& g) {
+    test_widths(g, rng, true);
+    test_shapes(g, rng, true);
+  });
   // the fused m = 1 call: by default warp-specialized with 4 delta warps; also with 2, and with
   // every warp running both parts (DELTACOME_GPU_FUSED_SPEC=0)
   for (const char* spec : {"0", "2"})

@@ -3,7 +3,9 @@
 // in the kernels).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <random>
 #include <vector>
 
 #include "item_split.h"
@@ -103,6 +105,87 @@ TEST(ItemSplit, BlocksStagingTwoRowsGetFewerItems) {
     for (const Range& x : ranges(even, blocks, phase == 1))
       if (x.hi > x.lo) most = std::max(most, (x.hi - x.lo) + w * (rows_touched(x, per) - 1));
     EXPECT_GT(most, share) << "phase " << phase + 1;
+  }
+}
+
+// A delta descriptor as p1_weighted_range reads it (DeltaDesc's field names).
+struct MockBand {
+  uint32_t bits, r0, r1, t_off;
+};
+struct MockDesc {
+  uint32_t n_bands, t_stride;
+  MockBand bands[8];
+};
+// Bands of the given (bits, rank) in order, each padded to 32 columns of t as the loader lays them.
+MockDesc mock_desc(const std::vector<std::pair<uint32_t, uint32_t>>& bands) {
+  MockDesc d{};
+  uint32_t r = 0, t = 0;
+  for (const auto& [bits, rank] : bands) {
+    d.bands[d.n_bands++] = MockBand{bits, r, r + rank, t};
+    r += rank;
+    t += (rank + 31) / 32 * 32;
+  }
+  d.t_stride = t;
+  return d;
+}
+
+// Every block's columns (p1_band_range) for a grid of `blocks`; each band's rows exactly once, in
+// order, by its own run of blocks and by no other; returns the most rows of band k in one block.
+std::vector<uint32_t> check_band_cut(const MockDesc& d, unsigned blocks) {
+  dcg::BandBlocks bb[8];
+  EXPECT_TRUE(dcg::p1_band_blocks(d, blocks, bb, 8));
+  std::vector<uint32_t> most(d.n_bands, 0), next(d.n_bands, 0);
+  uint32_t prev_band = 0;
+  for (unsigned b = 0; b < blocks; ++b) {
+    uint32_t lo, hi;
+    const uint32_t k = dcg::p1_band_range(d, bb, b, lo, hi);
+    EXPECT_GE(k, prev_band) << "block " << b;  // bands in order over the blocks
+    prev_band = k;
+    const MockBand& bd = d.bands[k];
+    EXPECT_EQ(lo, bd.t_off + next[k]) << "block " << b;
+    EXPECT_LE(lo, hi);
+    EXPECT_LE(hi, bd.t_off + (bd.r1 - bd.r0)) << "block " << b;  // rows of its band only, no padding
+    next[k] = hi - bd.t_off;
+    most[k] = std::max(most[k], hi - lo);
+  }
+  for (uint32_t k = 0; k < d.n_bands; ++k) EXPECT_EQ(next[k], d.bands[k].r1 - d.bands[k].r0) << "band " << k;
+  return most;
+}
+
+TEST(ItemSplit, PhaseOneByBandOfTheDefaultDelta) {
+  // the default 4096² delta at α = 1/16 (8-bit ×2, 3-bit ×32, 2-bit ×968) on one block per SM of an H100
+  const MockDesc d = mock_desc({{8, 2}, {3, 32}, {2, 968}});
+  ASSERT_EQ(d.t_stride, 32u + 32u + 992u);
+  const std::vector<uint32_t> most = check_band_cut(d, 132);
+  // four warps a row of 8 bits, two a row of 3 bits (split_of), one a row of 2 bits
+  EXPECT_LE(most[0], 2u);
+  EXPECT_LE(most[1], 4u);
+  EXPECT_LE(most[2], 8u);
+  // the equal count puts ~7.8 rows of the 3-bit band in a block (one warp a row)
+  const ItemSplit even = dcg::split_items(d.t_stride, 1, 132);
+  uint32_t most3 = 0;
+  for (const Range& x : ranges(even, 132, false)) {
+    const uint32_t lo = std::max(x.lo, 32u), hi = std::min(x.hi, 64u);
+    most3 = std::max(most3, hi > lo ? hi - lo : 0u);
+  }
+  EXPECT_GE(most3, 7u);
+  // the full grid (two blocks per SM)
+  const std::vector<uint32_t> most264 = check_band_cut(d, 264);
+  EXPECT_LE(most264[2], 4u);
+}
+
+TEST(ItemSplit, PhaseOneByBandCoversAnyBands) {
+  std::mt19937 rng(7);
+  const uint32_t widths[] = {1, 2, 3, 4, 8, 16};
+  for (int iter = 0; iter < 300; ++iter) {
+    std::vector<std::pair<uint32_t, uint32_t>> bands;
+    const int nb = 1 + (int)(rng() % 6);
+    for (int k = 0; k < nb; ++k) bands.push_back({widths[rng() % 6], 1 + (uint32_t)(rng() % 700)});
+    const MockDesc d = mock_desc(bands);
+    for (unsigned blocks : {8u, 13u, 132u, 264u, 3000u}) check_band_cut(d, blocks);
+    dcg::BandBlocks bb[8];
+    EXPECT_FALSE(dcg::p1_band_blocks(d, (unsigned)nb - 1, bb, 8));  // fewer blocks than bands
+    EXPECT_FALSE(dcg::p1_band_blocks(d, 132, bb, (uint32_t)nb - 1));  // more bands than the table holds
   }
 }
 
