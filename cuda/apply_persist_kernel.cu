@@ -986,17 +986,22 @@ bool persist_supported(const DeltaSel& s, const RowsArgs& r) {
 
 #if !defined(DC_USE_HIP)
 namespace {
-// Words of shared memory a block's staged pieces take at most (stage_codes' layout, every piece
-// rounded up to 16 bytes) for ≤ l1 phase-1 items and ≤ orows output rows per block.
+// Words of shared memory a block's staged pieces take (stage_codes' layout, every piece rounded up
+// to 16 bytes): band bd's V̂ pieces for j of its rows (codes, quantization parameters, σ) and its Û
+// pieces for orows output rows (codes, parameters).
+uint64_t staged_piece(uint64_t words) { return (words + 3) & ~3ull; }
+uint64_t staged_v_words(const BandDesc& bd, uint64_t j) {
+  return staged_piece(j * bd.v_row_words) + (bd.bits != 16) * staged_piece(j * bd.v_row_groups) + staged_piece(j);
+}
+uint64_t staged_u_words(const BandDesc& bd, uint64_t orows) {
+  return staged_piece(orows * bd.u_row_words) + (bd.bits != 16) * staged_piece(orows * bd.u_row_groups);
+}
+// The most for ≤ l1 phase-1 items and ≤ orows output rows per block.
 uint64_t staged_words(const DeltaDesc& d, uint64_t l1, uint64_t orows) {
-  auto piece = [](uint64_t n) { return (n + 3) & ~3ull; };
   uint64_t w = 0;
-  for (uint32_t b = 0; b < d.n_bands; ++b) {
-    const BandDesc& bd = d.bands[b];
-    const uint64_t j = std::min<uint64_t>(bd.r1 - bd.r0, l1), q = bd.bits != 16;
-    w += piece(j * bd.v_row_words) + q * piece(j * bd.v_row_groups) + piece(j);
-    w += piece(orows * bd.u_row_words) + q * piece(orows * bd.u_row_groups);
-  }
+  for (uint32_t b = 0; b < d.n_bands; ++b)
+    w += staged_v_words(d.bands[b], std::min<uint64_t>(d.bands[b].r1 - d.bands[b].r0, l1)) +
+         staged_u_words(d.bands[b], orows);
   return w;
 }
 
@@ -1006,21 +1011,16 @@ cudaError_t occupancy(void (*kernel)(PersistArgs), size_t smem, int* occ) {
 
 // Shared memory of a staged launch of `blocks` blocks: `fixed` bytes (the stages) and each block's
 // staged codes for ⌈n1 / blocks⌉ phase-1 items and the output rows of ⌈n2 / blocks⌉ phase-2 items.
-// With by_band (phase 1 cut by band, m = 1, where p1_band_blocks applies): a block's V̂ rows are
-// those of one band, at most q + 1 of them.
-size_t staged_smem(const DeltaDesc& d, size_t fixed, uint64_t n1, uint64_t n2, uint64_t blocks, bool by_band = false) {
+// With bb (phase 1 cut by band for this grid, p1_band_blocks): a block's V̂ rows are those of one
+// band, at most q + 1 of them.
+size_t staged_smem(const DeltaDesc& d, size_t fixed, uint64_t n1, uint64_t n2, uint64_t blocks,
+                   const BandBlocks* bb = nullptr) {
   const uint64_t per1 = (n1 + blocks - 1) / blocks, rows2 = (n2 + blocks - 1) / blocks * kGroupRows;
-  BandBlocks bb[DC_MAX_BANDS];
-  if (!by_band || !p1_band_blocks(d, (unsigned)blocks, bb, DC_MAX_BANDS))
-    return fixed + (size_t)staged_words(d, per1, rows2) * 4;
-  auto piece = [](uint64_t n) { return (n + 3) & ~3ull; };
+  if (bb == nullptr) return fixed + (size_t)staged_words(d, per1, rows2) * 4;
   uint64_t u = 0, v = 0;  // the Û pieces (rows2 rows of every band); the most V̂ pieces of a block
   for (uint32_t k = 0; k < d.n_bands; ++k) {
-    const BandDesc& bd = d.bands[k];
-    const bool q = bd.bits != 16;
-    const uint64_t nj = bb[k].q + (bb[k].rm > 0);
-    u += piece(rows2 * bd.u_row_words) + q * piece(rows2 * bd.u_row_groups);
-    v = std::max<uint64_t>(v, piece(nj * bd.v_row_words) + q * piece(nj * bd.v_row_groups) + piece(nj));
+    u += staged_u_words(d.bands[k], rows2);
+    v = std::max<uint64_t>(v, staged_v_words(d.bands[k], bb[k].q + (bb[k].rm > 0)));
   }
   return fixed + (size_t)(u + v) * 4;
 }
@@ -1039,7 +1039,9 @@ size_t staged_smem(const DeltaDesc& d, size_t fixed, uint64_t n1, uint64_t n2, u
 unsigned grid_beside_next(const LaunchCfg& c, void (*kernel)(PersistArgs), const DeltaDesc& d, size_t fixed,
                           uint64_t n1, uint64_t n2, unsigned blocks, int sms, bool by_band = false) {
   if (!c.pdl || c.persist_blocks != 0 || blocks <= (unsigned)sms) return blocks;
-  const size_t smem = staged_smem(d, fixed, n1, n2, (uint64_t)sms, by_band);
+  BandBlocks bb[DC_MAX_BANDS];
+  const bool cut = by_band && p1_band_blocks(d, (unsigned)sms, bb, DC_MAX_BANDS);
+  const size_t smem = staged_smem(d, fixed, n1, n2, (uint64_t)sms, cut ? bb : nullptr);
   int occ = 0;
   return smem <= kPSmemLimit && occupancy(kernel, smem, &occ) == cudaSuccess && occ >= 2 ? (unsigned)sms : blocks;
 }
@@ -1150,7 +1152,7 @@ cudaError_t launch_persist(const LaunchCfg& c, const DeltaSel& s, const RowsArgs
   a.p1_by_band = by_band && p1_band_blocks(s.one, blocks, a.p1b, DC_MAX_BANDS);
   size_t smem_launch = smem;
   if (stage) {
-    const size_t with = staged_smem(s.one, smem, n1, n2, blocks, a.p1_by_band);
+    const size_t with = staged_smem(s.one, smem, n1, n2, blocks, a.p1_by_band ? a.p1b : nullptr);
     int occ2 = 0;
     if (with <= kPSmemLimit && occupancy(persist_kernel<true, true>, with, &occ2) == cudaSuccess &&
         (uint64_t)occ2 * sms >= blocks) {
