@@ -8,7 +8,8 @@
 //        M=1 applies, or three fused M=1 applies; the trace prints the last persistent launch;
 //        with --ms, the profile runs use its last token count instead of M=1; with --profile-graph,
 //        the M=1 applies are eight in one CUDA graph, back to back as the timings run them, so the
-//        trace shows a launch whose prologue ran beside the previous one)
+//        trace shows a launch whose prologue ran beside the previous one, and the 32-tenant batch
+//        six launches in one graph over three batches of distinct deltas: the steady state)
 //        bench_gpu_apply --ms 1,4,16,32,64  (the token counts of the single-delta rows; default 1,16,64;
 //        each 1..64; M=1 is always measured, the targets need it)
 #include <algorithm>
@@ -186,14 +187,30 @@ int main(int argc, char** argv) {
     }
     p.flags = 0;
     if (!profile_fused && !profile_m1) {  // (the trace keeps the last persistent launch's clocks: no batch after)
-      void* pb = nullptr;
-      ops->batch_create(dev, deltas.data(), 32, &pb);
+      // with --profile-graph: three batches of 32 distinct deltas, six launches in one graph
+      // rotating over them as the timing does (steady state, cold data), the last one traced
+      const int nb = profile_graph ? 3 : 1;
+      std::vector<void*> pb(nb);
+      for (int b = 0; b < nb; ++b) ops->batch_create(dev, deltas.data() + 32 * b, 32, &pb[b]);
       std::vector<int32_t> ps(32);
       for (int i = 0; i < 32; ++i) ps[i] = i;
       int32_t* dps = static_cast<int32_t*>(dalloc(32 * 4));
       CU(cudaMemcpy(dps, ps.data(), 32 * 4, cudaMemcpyHostToDevice));
       p.m = 32;
-      ops->apply_batched(dev, pb, dps, &p);
+      if (profile_graph) {
+        cudaGraph_t graph;
+        cudaGraphExec_t exec;
+        CU(cudaStreamBeginCapture(g_stream, cudaStreamCaptureModeThreadLocal));
+        for (int i = 0; i < 6; ++i) ops->apply_batched(dev, pb[i % nb], dps, &p);
+        CU(cudaStreamEndCapture(g_stream, &graph));
+        CU(cudaGraphInstantiate(&exec, graph, 0));
+        CU(cudaGraphLaunch(exec, g_stream));
+        CU(cudaStreamSynchronize(g_stream));
+        CU(cudaGraphExecDestroy(exec));
+        CU(cudaGraphDestroy(graph));
+      } else {
+        ops->apply_batched(dev, pb[0], dps, &p);
+      }
     }
     CU(cudaStreamSynchronize(g_stream));
     printf("profile run done\n");

@@ -117,16 +117,6 @@ __device__ __forceinline__ float scale_of(const float* whole, uint32_t span, uin
   return digit_scale(m, down);
 }
 
-#ifndef DC_MMA_TINY
-#  define DC_MMA_TINY 1  // phase 2: a band of ≤ 8 codes in one call for both rows (0: two calls; build-time A/B)
-#endif
-#ifndef DC_MMA_SMALL_FIRST
-// phase 2: the small bands' loads first, their sums inline after the large bands' (0: through mma_rows; A/B)
-#  define DC_MMA_SMALL_FIRST 1
-#endif
-#ifndef DC_MMA_T_PAIRS
-#  define DC_MMA_T_PAIRS 1  // phase 2: t's digits staged two chunks per warp side by side (0: one chunk per warp; A/B)
-#endif
 #ifndef DC_MMA_MIN_BLOCKS
 #  define DC_MMA_MIN_BLOCKS 2  // resident blocks per SM the registers are sized for (build-time tuning)
 #endif
@@ -288,7 +278,6 @@ __global__ void __launch_bounds__(kMThreads, DC_MMA_MIN_BLOCKS) mma_batch_kernel
         const float* ts = stage + h * a.nbt * kPitch;
         const float up = scale_of(ts, d.t_stride, red, &down[h]);
         if (first) mark(a, 10);  // scale
-#if DC_MMA_T_PAIRS
         // every tensor-core band's chunks at once, a warp per job of two chunks of one band side by
         // side (c and c + half): the default allocation's 8 + 1 chunks take one round of the block's
         // 8 warps instead of two (warp 0 staged two chunks in sequence while the others waited)
@@ -306,20 +295,6 @@ __global__ void __launch_bounds__(kMThreads, DC_MMA_MIN_BLOCKS) mma_batch_kernel
           stage_digit_chunk<2>(ts + (bd.t_off / 32) * kPitch, nr, j, mma_chunks(nr), up,
                                dig + h * a.dig_row + dig_at[bb], csum + h * a.sum_row + sum_at[bb], half);
         }
-#else
-        // every tensor-core band's chunks at once, a warp per chunk (sum_at: the chunks before band bb)
-        for (uint32_t gc = warp;; gc += kMWarps) {
-          uint32_t bb = 0;
-          for (; bb < d.n_bands; ++bb)
-            if (mma_band(d.bands[bb].bits, d.bands[bb].group_size) && gc < sum_at[bb] + mma_chunks(d.bands[bb].r1 - d.bands[bb].r0))
-              break;
-          if (bb == d.n_bands) break;  // past the last band's chunks
-          const BandDesc& bd = d.bands[bb];
-          const uint32_t nr = bd.r1 - bd.r0;
-          stage_digit_chunk(ts + (bd.t_off / 32) * kPitch, nr, gc - sum_at[bb], mma_chunks(nr), up,
-                            dig + h * a.dig_row + dig_at[bb], csum + h * a.sum_row + sum_at[bb]);
-        }
-#endif
       }
       __syncthreads();
       if (first) mark(a, 4);
@@ -330,7 +305,6 @@ __global__ void __launch_bounds__(kMThreads, DC_MMA_MIN_BLOCKS) mma_batch_kernel
     // bands'): the first tensor-core band of one chunk (one_b) and the first 8-bit band of at
     // most 4 ranks (tiny_b: its codes are the bytes of word 0 and t is zero past its ranks); -1: none.
     int one_b = -1, tiny_b = -1;
-#if DC_MMA_SMALL_FIRST
     if (dp != nullptr)
       for (uint32_t bb = 0; bb < sdesc.n_bands; ++bb) {
         const BandDesc& bd = sdesc.bands[bb];
@@ -341,7 +315,6 @@ __global__ void __launch_bounds__(kMThreads, DC_MMA_MIN_BLOCKS) mma_batch_kernel
           tiny_b = (int)bb;
         }
       }
-#endif
     for (uint32_t i = ilo + warp; i < ihi; i += kMWarps) {
       const uint64_t o0 = (uint64_t)(i - r * a.G) * kMmaRows;
       const uint64_t oa = umin64(o0 + g, a.io.rows - 1), ob = umin64(o0 + g + 8, a.io.rows - 1);
@@ -387,7 +360,6 @@ __global__ void __launch_bounds__(kMThreads, DC_MMA_MIN_BLOCKS) mma_batch_kernel
             for (uint32_t h = 0; h < (kPair ? 2u : 1u); ++h) {
               if (h >= nrows) break;
               const float* tb = stage + h * a.nbt * kPitch + (bd.t_off / 32) * kPitch;
-#if DC_MMA_TINY
               if (nr <= 8) {
                 // Every code of the band is among the first 8 of its one block (the 8-bit band of the
                 // default allocation holds 2): lane q = 0 takes row oa, q = 1 row ob, in one call —
@@ -399,7 +371,6 @@ __global__ void __launch_bounds__(kMThreads, DC_MMA_MIN_BLOCKS) mma_batch_kernel
                 if (q == 1) f[h][1] += v;
                 continue;
               }
-#endif
               f[h][0] += fp32_quarter(bd.bits, bd.u_codes + oa * bd.u_row_words, qa, gb, nbb, tb, q);
               f[h][1] += fp32_quarter(bd.bits, bd.u_codes + ob * bd.u_row_words, qb, gb, nbb, tb, q);
             }

@@ -509,10 +509,7 @@ __global__ void __launch_bounds__(kPThreads, kStaged ? DC_PERSIST_STAGED_MIN_BLO
     // (w1, from the equal split, is only read by the instances without staged codes)
     if (!kSpec && a.p1_by_band) {
       const uint32_t k = p1_band_range(sdesc, a.p1b, b, lo1, hi1);
-      if (k + 1 == sdesc.n_bands ? b + 1 == gridDim.x : b + 1 == a.p1b[k + 1].first) {  // the band's last block
-        pad_lo = sdesc.bands[k].t_off + (sdesc.bands[k].r1 - sdesc.bands[k].r0);
-        pad_hi = k + 1 == sdesc.n_bands ? sdesc.t_stride : sdesc.bands[k + 1].t_off;
-      }
+      p1_band_padding(sdesc, a.p1b, k, b, gridDim.x, pad_lo, pad_hi);
     }
     trace_at(a, 14);
     stage_codes(sdesc, const_cast<uint32_t*>(codes), lo1, hi1, olo, ohi, tab, kSpec ? a.spec_warps : (uint32_t)kPWarps);

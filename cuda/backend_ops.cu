@@ -94,7 +94,7 @@ void device_close(void* p) {
   if (!dev) return;
   select_device(dev->ordinal);
   cudaDeviceSynchronize();
-  if (dev->trace) {  // diagnostics (DELTACOME_GPU_PERSIST_TRACE=1): the last single m = 1 launch
+  if (dev->trace) {  // diagnostics (DELTACOME_GPU_PERSIST_TRACE=1): the last persistent launch
     std::vector<unsigned long long> h(kTraceBlocks * kTraceSlots);
     cudaMemcpy(h.data(), dev->trace, h.size() * 8, cudaMemcpyDeviceToHost);
     auto at = [&](int b, int k) { return h[(size_t)b * kTraceSlots + k]; };
@@ -103,6 +103,21 @@ void device_close(void* p) {
     for (int b = 0; b < kTraceBlocks; ++b)
       if (at(b, 0)) { g0 = std::min(g0, at(b, 0)); g1 = std::max(g1, at(b, 0)); ++n; }
     fprintf(stderr, "persist trace: %d blocks, start skew %.2f us (globaltimer)\n", n, (g1 - g0) / 1e3);
+    // DELTACOME_GPU_PERSIST_TRACE_DUMP=path: every traced block's marks, one line each — the block,
+    // its start in ns after the first block's (globaltimer), then each slot's cycles since its
+    // start (slots 1..23; 0 where unmarked, and for slot 6, the start clock) — for offline analysis
+    if (const char* path = std::getenv("DELTACOME_GPU_PERSIST_TRACE_DUMP")) {
+      if (FILE* f = std::fopen(path, "w")) {
+        for (int b = 0; b < kTraceBlocks; ++b) {
+          if (!at(b, 0)) continue;
+          std::fprintf(f, "%d %llu", b, at(b, 0) - g0);
+          for (int k = 1; k < kTraceSlots; ++k)
+            std::fprintf(f, " %lld", k == 6 || !at(b, k) ? 0ll : (long long)(at(b, k) - at(b, 6)));
+          std::fprintf(f, "\n");
+        }
+        std::fclose(f);
+      }
+    }
     auto line = [&](const char* name, std::vector<double> v) {
       std::sort(v.begin(), v.end());
       if (!v.empty())

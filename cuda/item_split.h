@@ -127,6 +127,21 @@ DC_SPLIT_FN uint32_t p1_band_range(const Desc& d, const BandBlocks* bb, uint32_t
   return k;
 }
 
+// The padding columns [lo, hi) of t that block b (of `blocks`, holding band k by p1_band_range)
+// zeroes: its band's, from the band's last row up to the next band's first column (or t_stride),
+// where b is the band's last block (true); every other block zeroes none (false, lo and hi left
+// as they were). So each padding column is written once, by a block that writes columns of t anyway.
+template <class Desc>
+DC_SPLIT_FN bool p1_band_padding(const Desc& d, const BandBlocks* bb, uint32_t k, uint32_t b, uint32_t blocks,
+                                 uint32_t& lo, uint32_t& hi) {
+  if (k + 1 == d.n_bands ? b + 1 == blocks : b + 1 == bb[k + 1].first) {  // the band's last block
+    lo = d.bands[k].t_off + (d.bands[k].r1 - d.bands[k].r0);
+    hi = k + 1 == d.n_bands ? d.t_stride : d.bands[k + 1].t_off;
+    return true;
+  }
+  return false;
+}
+
 inline ItemSplit split_items(uint64_t n1, uint64_t n2, unsigned blocks) {
   return ItemSplit{(uint32_t)(n1 / blocks), (uint32_t)(n1 % blocks), (uint32_t)(n2 / blocks), (uint32_t)(n2 % blocks)};
 }

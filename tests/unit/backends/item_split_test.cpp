@@ -130,15 +130,26 @@ MockDesc mock_desc(const std::vector<std::pair<uint32_t, uint32_t>>& bands) {
 }
 
 // Every block's columns (p1_band_range) for a grid of `blocks`; each band's rows exactly once, in
-// order, by its own run of blocks and by no other; returns the most rows of band k in one block.
+// order, by its own run of blocks and by no other, and every padding column of t zeroed exactly
+// once (p1_band_padding), by a block of that band; returns the most rows of band k in one block.
 std::vector<uint32_t> check_band_cut(const MockDesc& d, unsigned blocks) {
   dcg::BandBlocks bb[8];
   EXPECT_TRUE(dcg::p1_band_blocks(d, blocks, bb, 8));
   std::vector<uint32_t> most(d.n_bands, 0), next(d.n_bands, 0);
+  std::vector<int> written(d.t_stride, 0);  // times each column of t is written (rows and padding)
   uint32_t prev_band = 0;
   for (unsigned b = 0; b < blocks; ++b) {
-    uint32_t lo, hi;
+    uint32_t lo, hi, plo = 0, phi = 0;
     const uint32_t k = dcg::p1_band_range(d, bb, b, lo, hi);
+    const bool pads = dcg::p1_band_padding(d, bb, k, b, blocks, plo, phi);
+    EXPECT_EQ(pads, k + 1 < d.n_bands ? b + 1 == bb[k + 1].first : b + 1 == blocks) << "block " << b;
+    EXPECT_LE(plo, phi);
+    if (phi > plo) {  // the band's own padding, after its rows
+      EXPECT_EQ(plo, d.bands[k].t_off + (d.bands[k].r1 - d.bands[k].r0)) << "block " << b;
+      EXPECT_EQ(phi, k + 1 < d.n_bands ? d.bands[k + 1].t_off : d.t_stride) << "block " << b;
+    }
+    for (uint32_t c = lo; c < hi && c < d.t_stride; ++c) ++written[c];
+    for (uint32_t c = plo; c < phi && c < d.t_stride; ++c) ++written[c];
     EXPECT_GE(k, prev_band) << "block " << b;  // bands in order over the blocks
     prev_band = k;
     const MockBand& bd = d.bands[k];
@@ -149,6 +160,7 @@ std::vector<uint32_t> check_band_cut(const MockDesc& d, unsigned blocks) {
     most[k] = std::max(most[k], hi - lo);
   }
   for (uint32_t k = 0; k < d.n_bands; ++k) EXPECT_EQ(next[k], d.bands[k].r1 - d.bands[k].r0) << "band " << k;
+  for (uint32_t c = 0; c < d.t_stride; ++c) EXPECT_EQ(written[c], 1) << "column " << c << " of t";
   return most;
 }
 
