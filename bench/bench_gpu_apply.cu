@@ -169,19 +169,22 @@ int main(int argc, char** argv) {
       p.base_weight = W[i % kW];
       ops->apply(dev, deltas[i], &p);
     };
-    if (profile_graph) {
-      // From the host, one apply takes longer to issue than to run, so the launches do not
-      // overlap; in a graph they follow each other as in the timings.
+    // From the host, one apply takes longer to issue than to run, so the launches do not overlap;
+    // in a graph they follow each other as in the timings. Runs n calls of `call` once that way.
+    auto run_in_graph = [&](int n, const std::function<void(int)>& call) {
       cudaGraph_t graph;
       cudaGraphExec_t exec;
       CU(cudaStreamBeginCapture(g_stream, cudaStreamCaptureModeThreadLocal));
-      for (int i = 0; i < 8; ++i) profile_apply(i);
+      for (int i = 0; i < n; ++i) call(i);
       CU(cudaStreamEndCapture(g_stream, &graph));
       CU(cudaGraphInstantiate(&exec, graph, 0));
       CU(cudaGraphLaunch(exec, g_stream));
       CU(cudaStreamSynchronize(g_stream));
       CU(cudaGraphExecDestroy(exec));
       CU(cudaGraphDestroy(graph));
+    };
+    if (profile_graph) {
+      run_in_graph(8, profile_apply);
     } else {
       for (int i = 0; i < 3; ++i) profile_apply(i);
     }
@@ -198,16 +201,7 @@ int main(int argc, char** argv) {
       CU(cudaMemcpy(dps, ps.data(), 32 * 4, cudaMemcpyHostToDevice));
       p.m = 32;
       if (profile_graph) {
-        cudaGraph_t graph;
-        cudaGraphExec_t exec;
-        CU(cudaStreamBeginCapture(g_stream, cudaStreamCaptureModeThreadLocal));
-        for (int i = 0; i < 6; ++i) ops->apply_batched(dev, pb[i % nb], dps, &p);
-        CU(cudaStreamEndCapture(g_stream, &graph));
-        CU(cudaGraphInstantiate(&exec, graph, 0));
-        CU(cudaGraphLaunch(exec, g_stream));
-        CU(cudaStreamSynchronize(g_stream));
-        CU(cudaGraphExecDestroy(exec));
-        CU(cudaGraphDestroy(graph));
+        run_in_graph(6, [&](int i) { ops->apply_batched(dev, pb[i % nb], dps, &p); });
       } else {
         ops->apply_batched(dev, pb[0], dps, &p);
       }
