@@ -91,7 +91,8 @@ inline bool p1_band_blocks(const Desc& d, unsigned blocks, BandBlocks* bb, uint3
     total += (uint64_t)nr * p1_row_weight(d.bands[k].bits);
   }
   uint64_t n[64] = {};  // blocks per band (max_bands ≤ 64)
-  uint64_t sum = 0, big = 0;
+  uint64_t sum = 0;
+  uint32_t big = 0;  // the band with the most blocks
   for (uint32_t k = 0; k < d.n_bands; ++k) {  // the rounded share, at least one block
     const uint64_t w = (uint64_t)(d.bands[k].r1 - d.bands[k].r0) * p1_row_weight(d.bands[k].bits);
     n[k] = (2 * w * blocks + total) / (2 * total);

@@ -108,7 +108,7 @@ TEST(ItemSplit, BlocksStagingTwoRowsGetFewerItems) {
   }
 }
 
-// A delta descriptor as p1_weighted_range reads it (DeltaDesc's field names).
+// A delta descriptor as p1_band_blocks, p1_band_range and p1_band_padding read it (DeltaDesc's field names).
 struct MockBand {
   uint32_t bits, r0, r1, t_off;
 };
