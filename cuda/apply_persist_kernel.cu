@@ -433,9 +433,9 @@ __device__ __forceinline__ void arrive_after_phase1(unsigned int* bar, uint32_t 
   if ((uint32_t)warp < p1_warps) {
     __syncwarp();
     if (lane == 0) {
-      __threadfence();  // this warp's columns of t before the block's arrival
+      fence_to_gpu();  // this warp's columns of t before the block's arrival
       if (atomicAdd(&p1_done, 1u) == p1_warps - 1) {
-        __threadfence();
+        fence_to_gpu();
         ticket = grid_arrive_thread(bar);
       }
     }
