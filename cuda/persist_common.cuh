@@ -83,12 +83,14 @@ struct BarrierTicket {
 // counter, a generation word, each reset by its last arrival behind a fence) took four plus the
 // fences: delta-only M=1 11.24–11.33 µs against 12.32–12.46 µs on the H100 (bench/RESULTS-h100.md).
 // An arrival without the answer (a reduction, the generation read earlier) saves the last block one
-// round trip but measured within noise (10.79–10.82 against 10.84–10.86 µs, eighth session).
+// round trip but measured within noise (10.79–10.82 against 10.84–10.86 µs, eighth session; again as
+// a `red.release.gpu` in the twentieth: 8.87–8.92 against 8.83–8.86 µs).
 //
 // Release and acquire at GPU scope, not sequentially consistent fences: the arrival is one
 // `atom.add.release.gpu` (was __threadfence, i.e. fence.sc.gpu, then the atomic) and the poll an
 // `ld.acquire.gpu` (was a volatile load, then fence.sc.gpu). That is all the barrier needs — the
-// block's writes happen before its arrival, which happens before the waiter's acquiring load — and
+// block's writes happen before its arrival (block barrier, then one thread's release: the pattern
+// of CUTLASS's grid semaphore), which happens before the waiter's acquiring load — and
 // the SC fences cost: delta-only M=1 8.85–8.91 µs against 9.25–9.31, 32 tenants 66.3–66.6 against
 // 66.8–67.0, M=16 31.8–32.1 against 32.2–32.4 (H100, same call, twentieth session). Polling without
 // the 20 ns sleep measured the same.
