@@ -435,7 +435,7 @@ __device__ __forceinline__ void arrive_after_phase1(unsigned int* bar, uint32_t 
     if (lane == 0) {
       fence_to_gpu();  // this warp's columns of t before the block's arrival
       if (atomicAdd(&p1_done, 1u) == p1_warps - 1) {
-        fence_to_gpu();
+        fence_to_gpu();  // acquire: the shared count is relaxed; the other warps' fences pair with this one
         ticket = grid_arrive_thread(bar);
       }
     }

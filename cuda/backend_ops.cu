@@ -116,6 +116,8 @@ void device_close(void* p) {
           std::fprintf(f, "\n");
         }
         std::fclose(f);
+      } else {
+        fprintf(stderr, "persist trace: cannot write DELTACOME_GPU_PERSIST_TRACE_DUMP=%s\n", path);
       }
     }
     auto line = [&](const char* name, std::vector<double> v) {
