@@ -402,6 +402,78 @@ __device__ __noinline__ float packed_row_loop(const uint32_t* __restrict__ row, 
   return acc;
 }
 
+// ---- the staged instance's loop on 32-bit shared-memory addresses ----------------------------------
+// Its codes, quantization parameters and stages all lie in shared memory, but through the noinline
+// packed_row_loop (shared with the instances that read codes from global memory) the code and
+// parameter loads compiled to generic 64-bit loads (LD.E with two R2UR each; ncu source profile,
+// twenty-first session), at the head of every iteration's chain. Here every load is an ld.shared on
+// a 32-bit address, and a width below 16 always has parameters (no branch on qp). H100, same call,
+// three rounds: delta-only M=1 8.25–8.30 µs against 8.75–8.81 through packed_row_loop.
+__device__ __forceinline__ uint32_t lds32(uint32_t a) {
+  uint32_t v;
+  asm volatile("ld.shared.u32 %0, [%1];" : "=r"(v) : "r"(a));
+  return v;
+}
+__device__ __forceinline__ uint2 lds64(uint32_t a) {
+  uint2 v;
+  asm volatile("ld.shared.v2.u32 {%0, %1}, [%2];" : "=r"(v.x), "=r"(v.y) : "r"(a));
+  return v;
+}
+__device__ __forceinline__ uint4 lds128(uint32_t a) {
+  uint4 v;
+  asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "r"(a));
+  return v;
+}
+template <int BITS>
+__device__ __forceinline__ void lds_block(uint32_t a, uint32_t* w) {
+  if constexpr (BITS % 4 == 0) {
+#pragma unroll
+    for (int q = 0; q < BITS / 4; ++q) {
+      const uint4 v = lds128(a + 16 * q);
+      w[4 * q] = v.x; w[4 * q + 1] = v.y; w[4 * q + 2] = v.z; w[4 * q + 3] = v.w;
+    }
+  } else if constexpr (BITS == 2) {
+    const uint2 v = lds64(a);
+    w[0] = v.x;
+    w[1] = v.y;
+  } else {
+#pragma unroll
+    for (int q = 0; q < BITS; ++q) w[q] = lds32(a + 4 * q);
+  }
+}
+// packed_row_loop with row, qp and xs as shared-memory addresses (qp unused at 16 bits).
+template <int BITS>
+__device__ __noinline__ float packed_row_loop_s(uint32_t row, uint32_t qp, uint32_t gb, uint32_t nblk, uint32_t xs,
+                                                int lane, int lanes) {
+  const int gsh = group_shift(gb);
+  float acc = 0.f;
+#pragma unroll 1
+  for (uint32_t k = lane; k < nblk; k += lanes) {
+    uint32_t w[BITS];
+    lds_block<BITS>(row + k * (BITS * 4), w);
+    float s = 1.f, z = 0.f;
+    if constexpr (BITS != 16) load_qp_word(lds32(qp + 4 * group_of(k, gb, gsh)), s, z);
+    const uint32_t xb = xs + k * (kPitch * 4);
+    float x[32];
+#pragma unroll
+    for (int q = 0; q < 8; ++q) {
+      const uint4 v = lds128(xb + 16 * q);
+      x[4 * q] = __uint_as_float(v.x); x[4 * q + 1] = __uint_as_float(v.y);
+      x[4 * q + 2] = __uint_as_float(v.z); x[4 * q + 3] = __uint_as_float(v.w);
+    }
+    acc = fmaf(s, fmaf(-z, __uint_as_float(lds32(xb + 32 * 4)), block_dot<BITS>(w, 0.f, x)), acc);
+  }
+  return acc;
+}
+__device__ __forceinline__ uint32_t smem_addr(const void* p) { return (uint32_t)__cvta_generic_to_shared(p); }
+
+// band_row_dot for the staged instance (row, qp and xs in shared memory; qp null at 16 bits).
+__device__ __forceinline__ float band_row_dot_s(uint32_t bits, const uint32_t* row, const dc_qparam* qp, uint32_t gb,
+                                                uint32_t nblk, const float* xs, int lane, int lanes) {
+  const uint32_t r = smem_addr(row), q = qp ? smem_addr(qp) : 0u, x = smem_addr(xs);
+  return with_bits(bits, [&](auto b) { return packed_row_loop_s<decltype(b)::value>(r, q, gb, nblk, x, lane, lanes); });
+}
+
 // Σ over one packed row of a band of width `bits` (runtime) against staged blocks: lanes `lane` of
 // `lanes` take blocks lane, lane + lanes, …; kCompact: the small loop (see packed_row_loop).
 template <bool kCompact>
@@ -468,9 +540,10 @@ __device__ __forceinline__ void stream_base_pieces(const PersistArgs& a, uint32_
 }
 
 // kStaged: codes from shared memory (a.codes_at; a single delta at m = 1, always with the compact
-// code: from shared memory the unrolled batches of loads buy nothing, and a separate instance keeps
-// the staging out of the batched kernel's registers). kSpec (with kStaged; fused m = 1 only): warp
-// specialization, see the kSpec block below.
+// code, as packed_row_loop_s on shared-memory addresses: from shared memory the unrolled batches of
+// loads cost more than they save — H100, twenty-first session, M=1 9.75–9.93 µs against 8.76–8.85 —
+// and a separate instance keeps the staging out of the batched kernel's registers). kSpec (with
+// kStaged; fused m = 1 only): warp specialization, see the kSpec block below.
 template <bool kCompact, bool kStaged, bool kSpec = false>
 __global__ void __launch_bounds__(kPThreads, kStaged ? DC_PERSIST_STAGED_MIN_BLOCKS : 2)
     persist_kernel(const __grid_constant__ PersistArgs a) {
@@ -543,10 +616,10 @@ __global__ void __launch_bounds__(kPThreads, kStaged ? DC_PERSIST_STAGED_MIN_BLO
   pdl_wait_prev();  // x, y and the scratch are the previous kernels' from here on
   trace_at(a, 1);
   // staged, delta only: y's old value of output row olo + threadIdx.x (stored by this thread at the
-  // end), read now so that its round trip overlaps the phases instead of following phase 2
+  // end), read once x is staged (below) so that its round trip overlaps the phases instead of
+  // following phase 2
   const bool y_early = staged && a.y_early && a.io.accumulate && a.io.W == nullptr;
   float y_old = 0.f;
-  if (y_early && threadIdx.x < ohi - olo) y_old = load_any(a.io.y, olo + threadIdx.x, a.io.ydt);
 
   // ---- phase 1 ----
   const ColMap xmap{nullptr, 0, a.io.cols, a.io.cols};
@@ -581,7 +654,7 @@ __global__ void __launch_bounds__(kPThreads, kStaged ? DC_PERSIST_STAGED_MIN_BLO
         float v = 0.f;
         if (j < bd.r1 - bd.r0) {
           const StagedVRow vr = staged_v_row(bd, tab[bi], codes, j - tab[bi].jlo);
-          v = band_row_dot<kCompact>(bd.bits, vr.row, vr.qp, vr.gb, nblk_v, stage, lane, 32);
+          v = band_row_dot_s(bd.bits, vr.row, vr.qp, vr.gb, nblk_v, stage, lane, 32);
           v = seg_sum<32>(v) * vr.sigma * a.io.scale;
         }
         if (lane == 0) store_t_copies(a.io.t, a.io.ldt, a.t_copies, kv, v);
@@ -609,7 +682,7 @@ __global__ void __launch_bounds__(kPThreads, kStaged ? DC_PERSIST_STAGED_MIN_BLO
             const uint32_t gb = bd.bits == 16 ? 1 : bd.group_size / 32;
             const float* tb = tstage + (bd.t_off / 32) * kPitch;
             acc += nbb <= 2 ? band_row_split(bd.bits, row, qp, gb, nbb, tb, sub)
-                            : band_row_dot<kCompact>(bd.bits, row, qp, gb, nbb, tb, sub, kRowLanesV);
+                            : band_row_dot_s(bd.bits, row, qp, gb, nbb, tb, sub, kRowLanesV);
           }
         }
         acc = seg_sum<kRowLanesV>(acc);
@@ -637,6 +710,11 @@ __global__ void __launch_bounds__(kPThreads, kStaged ? DC_PERSIST_STAGED_MIN_BLO
     __syncthreads();  // the previous row's readers are done with the stage
     if (staged && a.xvec) stage_row0(stage, a.nbx, a.io.x, a.io.xdt, a.io.cols);
     else stage_rows(stage, (int)a.nbx, 0, a.io.x, a.io.xdt, a.io.ldx, rr, 1, xmap, a.xvec);
+    // y's old values requested once x is in, not before x's loads: requested first, they delayed x
+    // by ~290 cycles (staged m = 1 trace, twentieth session: x staged 2037 cycles after the PDL
+    // release with y requested first, 1751 with y read after phase 2). Twenty-first session, H100,
+    // six rounds over two calls: M=1 8.76–8.85 µs against 8.80–8.89 with y requested first.
+    if (y_early && threadIdx.x < ohi - olo) y_old = load_any(a.io.y, olo + threadIdx.x, a.io.ydt);
     if (staged) cp_async_wait<1>();  // this thread's V̂ pieces (the barrier below publishes everyone's)
     __syncthreads();
     trace_at(a, 9);  // x staged, V̂ pieces in
@@ -668,8 +746,11 @@ __global__ void __launch_bounds__(kPThreads, kStaged ? DC_PERSIST_STAGED_MIN_BLO
           sg = d.sigma[bd.r0 + j];
         }
         const uint32_t gb = bd.bits == 16 ? 1 : bd.group_size / 32;
-        v = band_row_dot<kCompact>(bd.bits, row, bd.bits == 16 ? nullptr : qp, gb, nblk_v, stage,
-                                   lane + 32 * part1, 32 * split1);
+        if constexpr (kStaged)
+          v = band_row_dot_s(bd.bits, row, bd.bits == 16 ? nullptr : qp, gb, nblk_v, stage, lane + 32 * part1, 32 * split1);
+        else
+          v = band_row_dot<kCompact>(bd.bits, row, bd.bits == 16 ? nullptr : qp, gb, nblk_v, stage,
+                                     lane + 32 * part1, 32 * split1);
         v = seg_sum<32>(v) * sg * a.io.scale;
       }
       if (lane == 0) {
@@ -751,8 +832,11 @@ __global__ void __launch_bounds__(kPThreads, kStaged ? DC_PERSIST_STAGED_MIN_BLO
             if (nbb <= 2) {
               if (bb % split2 == part2) acc += band_row_split(bd.bits, row, qp, gb, nbb, tb, sub);
             } else {
-              acc += band_row_dot<kCompact>(bd.bits, row, qp, gb, nbb, tb, sub + kRowLanesV * part2,
-                                            kRowLanesV * split2);
+              if constexpr (kStaged)
+                acc += band_row_dot_s(bd.bits, row, qp, gb, nbb, tb, sub + kRowLanesV * part2, kRowLanesV * split2);
+              else
+                acc += band_row_dot<kCompact>(bd.bits, row, qp, gb, nbb, tb, sub + kRowLanesV * part2,
+                                              kRowLanesV * split2);
             }
           }
         }
