@@ -409,38 +409,6 @@ __device__ __noinline__ float packed_row_loop(const uint32_t* __restrict__ row, 
 // twenty-first session), at the head of every iteration's chain. Here every load is an ld.shared on
 // a 32-bit address, and a width below 16 always has parameters (no branch on qp). H100, same call,
 // three rounds: delta-only M=1 8.25–8.30 µs against 8.75–8.81 through packed_row_loop.
-__device__ __forceinline__ uint32_t lds32(uint32_t a) {
-  uint32_t v;
-  asm volatile("ld.shared.u32 %0, [%1];" : "=r"(v) : "r"(a));
-  return v;
-}
-__device__ __forceinline__ uint2 lds64(uint32_t a) {
-  uint2 v;
-  asm volatile("ld.shared.v2.u32 {%0, %1}, [%2];" : "=r"(v.x), "=r"(v.y) : "r"(a));
-  return v;
-}
-__device__ __forceinline__ uint4 lds128(uint32_t a) {
-  uint4 v;
-  asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "r"(a));
-  return v;
-}
-template <int BITS>
-__device__ __forceinline__ void lds_block(uint32_t a, uint32_t* w) {
-  if constexpr (BITS % 4 == 0) {
-#pragma unroll
-    for (int q = 0; q < BITS / 4; ++q) {
-      const uint4 v = lds128(a + 16 * q);
-      w[4 * q] = v.x; w[4 * q + 1] = v.y; w[4 * q + 2] = v.z; w[4 * q + 3] = v.w;
-    }
-  } else if constexpr (BITS == 2) {
-    const uint2 v = lds64(a);
-    w[0] = v.x;
-    w[1] = v.y;
-  } else {
-#pragma unroll
-    for (int q = 0; q < BITS; ++q) w[q] = lds32(a + 4 * q);
-  }
-}
 // packed_row_loop with row, qp and xs as shared-memory addresses (qp unused at 16 bits).
 template <int BITS>
 __device__ __noinline__ float packed_row_loop_s(uint32_t row, uint32_t qp, uint32_t gb, uint32_t nblk, uint32_t xs,
@@ -465,7 +433,6 @@ __device__ __noinline__ float packed_row_loop_s(uint32_t row, uint32_t qp, uint3
   }
   return acc;
 }
-__device__ __forceinline__ uint32_t smem_addr(const void* p) { return (uint32_t)__cvta_generic_to_shared(p); }
 
 // band_row_dot for the staged instance (row, qp and xs in shared memory; qp null at 16 bits).
 __device__ __forceinline__ float band_row_dot_s(uint32_t bits, const uint32_t* row, const dc_qparam* qp, uint32_t gb,

@@ -51,6 +51,45 @@ __device__ __forceinline__ uint32_t ld_stream4(const void* p) {
 }
 #endif
 
+// Loads from shared memory by 32-bit address (CUDA: inline PTX). Where a noinline loop takes its
+// staged blocks through a pointer, the compiler cannot tell that they are shared and emits generic
+// 64-bit loads (LD.E with two R2UR each); these keep the loads on the shared-memory path.
+#if !defined(DC_USE_HIP)
+__device__ __forceinline__ uint32_t lds32(uint32_t a) {
+  uint32_t v;
+  asm volatile("ld.shared.u32 %0, [%1];" : "=r"(v) : "r"(a));
+  return v;
+}
+__device__ __forceinline__ uint2 lds64(uint32_t a) {
+  uint2 v;
+  asm volatile("ld.shared.v2.u32 {%0, %1}, [%2];" : "=r"(v.x), "=r"(v.y) : "r"(a));
+  return v;
+}
+__device__ __forceinline__ uint4 lds128(uint32_t a) {
+  uint4 v;
+  asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "r"(a));
+  return v;
+}
+template <int BITS>
+__device__ __forceinline__ void lds_block(uint32_t a, uint32_t* w) {
+  if constexpr (BITS % 4 == 0) {
+#pragma unroll
+    for (int q = 0; q < BITS / 4; ++q) {
+      const uint4 v = lds128(a + 16 * q);
+      w[4 * q] = v.x; w[4 * q + 1] = v.y; w[4 * q + 2] = v.z; w[4 * q + 3] = v.w;
+    }
+  } else if constexpr (BITS == 2) {
+    const uint2 v = lds64(a);
+    w[0] = v.x;
+    w[1] = v.y;
+  } else {
+#pragma unroll
+    for (int q = 0; q < BITS; ++q) w[q] = lds32(a + 4 * q);
+  }
+}
+__device__ __forceinline__ uint32_t smem_addr(const void* p) { return (uint32_t)__cvta_generic_to_shared(p); }
+#endif
+
 constexpr int kRowLanesV = 8;  // lanes per output row (32 measured slower on the H100: RESULTS-h100.md)
 
 // c − z for one code field (see code_at): the FMA that removes the 2^23 bias also subtracts z.
