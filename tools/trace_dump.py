@@ -3,7 +3,8 @@
 
 Each line of FILE: block, its start in ns after the first block's (globaltimer), then slots 1..23 in
 SM cycles since the block's start (0 where unmarked; slot 6 is the start clock itself). Slots 1..5
-are the phase marks (prologue, phase 1 end, barrier passed, t staged, phase 2 end).
+are the phase marks (prologue, phase 1 end, barrier passed, t staged, phase 2 end); when the staged
+m = 1 instance's finer marks are present, its steps from the PDL release are printed too.
 
 Cycles become ns with --ghz (the SM clock, default 1.755), so that blocks that started at different
 times compare on one axis: the grid barrier opens when the last block's phase 1 ends in absolute
@@ -16,6 +17,10 @@ import statistics
 import sys
 
 MARKS = {1: "prologue", 2: "phase 1 end", 3: "barrier passed", 4: "t staged", 5: "phase 2 end"}
+# The staged m = 1 launch's steps (persist_kernel's finer marks): each is the median over blocks of
+# slot b minus slot a, so the steps read as the launch's timeline from the PDL release (slot 1).
+STEPS = [(1, 9, "x staged, V pieces in"), (9, 10, "phase 1 (warp 0)"), (10, 11, "t written, arrival"),
+         (11, 3, "grid barrier"), (3, 12, "t loaded"), (4, 13, "phase 2 (warp 0)"), (1, 5, "release to block end")]
 
 
 def read(path):
@@ -72,6 +77,11 @@ def main():
             sel = [e for e, b in end1 if lo <= b < hi]
             if sel:
                 print(f"  blocks {lo}-{hi - 1}: phase 1 end median {statistics.median(sel):.0f} ns, max {max(sel):.0f}")
+    steps = [(lo, hi, name, [at(r, hi) - at(r, lo) for r in rows if at(r, lo) and at(r, hi)]) for lo, hi, name in STEPS]
+    if all(v for *_, v in steps):
+        print("  staged m = 1 steps (median cycles):")
+        for lo, hi, name, v in steps:
+            print(f"    {name:<24} {f'[{lo}->{hi}]':<9} {statistics.median(v):>7.0f}")
     end = [r[1] + at(r, 5) / a.ghz for r in rows if at(r, 5)]
     if end:
         print(f"  block end, ns after the first start: median {statistics.median(end):.0f} max {max(end):.0f}")
