@@ -1,0 +1,292 @@
+// Probe (stand-alone, not part of the build): phase 1 of a lone M = 1 delta — t = x·V̂ for 8 rows of
+// 2-bit codes (group 128) per block, 4096 inputs — on the f16 tensor cores against the fp32 decode
+// loop the staged kernel runs (packed_row_loop_s). Written offline in the twenty-first session to
+// answer, in one device call, whether the tensor-core form of phase 1 is worth building into
+// persist_kernel (bench/RESULTS-h100.md, "Next: phase 1 on the f16 tensor cores"):
+//   nvcc -O3 -std=c++17 -arch=sm_90 -Icuda -Isrc -Iinclude bench/probes/p1_hmma.cu -o /tmp/p1_hmma && /tmp/p1_hmma
+// Each block holds 8 V̂ rows' codes and parameters in shared memory (as the staged kernel does after
+// its prologue), then — timed with clock64 by thread 0, from its codes being in to t being written —
+// stages x and computes its 8 columns of t. 132 blocks of 256 threads (one per SM, as at M = 1).
+// Variants:
+//   fp32: x staged as fp32 blocks of 32 with their sums; warp w decodes row w, 32 lanes over the
+//         row's 128 blocks of 32 codes, three instructions a code (packed_row_loop_s's loop);
+//   hmma: x staged as f16 pairs in the tensor-core order, each chunk of 128 inputs scaled by a power
+//         of two per code position (tools/hmma_p1_check.py checks this layout on the host); warp w
+//         takes chunks 4w … 4w + 3 of all 8 rows: per chunk one 8-byte load of a lane's two code
+//         words, then per position p = 0..7 two LOP3 and two HSUB2 (the codes of 16 inputs of its
+//         row as exact f16 pairs), one 8-byte load of x's pairs and one mma.m16n8k16; then the
+//         group's scale and zero point; the 8 warps' partial sums meet in shared memory.
+// It prints each variant's median and maximum cycles per block and its largest error against a
+// float64 reference on the host.
+#include <cuda_fp16.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <random>
+#include <vector>
+
+#include "vec_dot.cuh"
+#include "../graph_timer.h"
+
+namespace {
+
+using namespace dcg;
+
+constexpr int kK = 4096;                  // inputs (columns of V̂)
+constexpr int kRows = 8;                  // V̂ rows (columns of t) per block
+constexpr int kBlocks = 132;              // one block per SM
+constexpr int kProbeThreads = 256;             // eight warps
+constexpr int kRowWords = kK / 16;        // 2-bit codes: 16 a word
+constexpr int kGroups = kK / 128;         // group size 128
+constexpr int kChunks = kK / 128;         // tensor-core chunks of 128 inputs (one group each)
+constexpr int kNb = kK / 32;              // blocks of 32 inputs
+
+struct Args {
+  const uint32_t* codes;  // [block][row][kRowWords]
+  const uint32_t* qp;     // [block][row][kGroups] (dc_qparam words)
+  const __half* x;        // [kK]
+  float* t;               // [block][row]
+  long long* cycles;      // [block]
+};
+
+// The block's codes and parameters into shared memory (untimed: the staged kernel's prologue).
+__device__ void load_codes(const Args& a, uint32_t* codes, uint32_t* qp) {
+  const uint32_t* c = a.codes + (size_t)blockIdx.x * kRows * kRowWords;
+  const uint32_t* q = a.qp + (size_t)blockIdx.x * kRows * kGroups;
+  for (int i = threadIdx.x; i < kRows * kRowWords; i += kProbeThreads) codes[i] = c[i];
+  for (int i = threadIdx.x; i < kRows * kGroups; i += kProbeThreads) qp[i] = q[i];
+}
+
+__global__ void __launch_bounds__(kProbeThreads, 1) p1_fp32(Args a) {
+  __shared__ uint32_t codes[kRows * kRowWords], qp[kRows * kGroups];
+  __shared__ __align__(16) float xs[kNb * kPitch];
+  load_codes(a, codes, qp);
+  __syncthreads();
+  const long long t0 = clock64();
+  // x as fp32 blocks of 32 with their sums at [32] (the staged kernel's stage_row0)
+  for (int e = threadIdx.x; e < kNb * 4; e += kProbeThreads) {
+    const uint4 raw = *reinterpret_cast<const uint4*>(a.x + (size_t)e * 8);
+    const __half2* h = reinterpret_cast<const __half2*>(&raw);
+    float v[8];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const float2 f = __half22float2(h[i]);
+      v[2 * i] = f.x;
+      v[2 * i + 1] = f.y;
+    }
+    const float sum = seg_sum<4>(((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7])));
+    float* dst = xs + (e >> 2) * kPitch;
+    float4* d4 = reinterpret_cast<float4*>(dst + (e & 3) * 8);
+    d4[0] = make_float4(v[0], v[1], v[2], v[3]);
+    d4[1] = make_float4(v[4], v[5], v[6], v[7]);
+    if ((e & 3) == 0) dst[32] = sum;
+  }
+  __syncthreads();
+  const int lane = threadIdx.x % 32, w = threadIdx.x / 32;
+  const uint32_t row = smem_addr(codes + w * kRowWords), q = smem_addr(qp + w * kGroups), x = smem_addr(xs);
+  float acc = 0.f;
+#pragma unroll 1
+  for (int k = lane; k < kNb; k += 32) {  // packed_row_loop_s<2>'s loop
+    uint32_t cw[2];
+    lds_block<2>(row + k * 8, cw);
+    float s, z;
+    load_qp_word(lds32(q + 4 * (k >> 2)), s, z);
+    const uint32_t xb = x + k * (kPitch * 4);
+    float xv[32];
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      const uint4 v = lds128(xb + 16 * i);
+      xv[4 * i] = __uint_as_float(v.x); xv[4 * i + 1] = __uint_as_float(v.y);
+      xv[4 * i + 2] = __uint_as_float(v.z); xv[4 * i + 3] = __uint_as_float(v.w);
+    }
+    acc = fmaf(s, fmaf(-z, __uint_as_float(lds32(xb + 128)), block_dot<2>(cw, 0.f, xv)), acc);
+  }
+  acc = seg_sum<32>(acc);
+  if (lane == 0) a.t[blockIdx.x * kRows + w] = acc;
+  __syncthreads();
+  if (threadIdx.x == 0) a.cycles[blockIdx.x] = clock64() - t0;
+}
+
+__device__ __forceinline__ void mma_f16(float d[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
+                                        uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+// (1024 + c_lo·2^sh, 1024 + c_hi·2^sh) − (1024, 1024): exact.
+__device__ __forceinline__ uint32_t minus_1024(uint32_t v) {
+  uint32_t r;
+  asm("sub.f16x2 %0, %1, %2;" : "=r"(r) : "r"(v), "r"(0x64006400u));
+  return r;
+}
+// The code position p's shift once its word is chosen (p ≥ 5: the word shifted right by 8).
+__host__ __device__ constexpr int pos_shift(int p) { return p <= 4 ? 2 * p : 2 * p - 8; }
+
+__global__ void __launch_bounds__(kProbeThreads, 1) p1_hmma(Args a) {
+  __shared__ uint32_t codes[kRows * kRowWords], qp[kRows * kGroups];
+  __shared__ __align__(16) uint2 xh[kChunks * 8 * 4];  // [chunk][p][j]: (a0, a2) pairs
+  __shared__ float xsum[kChunks], xinv[kChunks], tsum[kRows];
+  load_codes(a, codes, qp);
+  if (threadIdx.x < kRows) tsum[threadIdx.x] = 0.f;
+  __syncthreads();
+  const long long t0 = clock64();
+  // x: thread e takes inputs 8e … 8e + 7 of chunk c = e / 16; within the chunk, word w = (8e % 128) / 16
+  // of a row holds them, in its low (h = 0) or high (h = 1) half; lane pair (h = 0, h = 1) meets by a
+  // shuffle and the h = 0 lane stores positions 0..3, the h = 1 lane 4..7 (tools/hmma_p1_check.py)
+  for (int e = threadIdx.x; e < kK / 8; e += kProbeThreads) {
+    const uint4 raw = *reinterpret_cast<const uint4*>(a.x + (size_t)e * 8);
+    const __half2* h2 = reinterpret_cast<const __half2*>(&raw);
+    float v[8];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const float2 f = __half22float2(h2[i]);
+      v[2 * i] = f.x;
+      v[2 * i + 1] = f.y;
+    }
+    float m = 0.f, s = 0.f;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      m = fmaxf(m, fabsf(v[i]));
+      s += v[i];
+    }
+#pragma unroll
+    for (int o = 8; o > 0; o >>= 1) {  // the chunk's 16 threads (aligned in the warp)
+      m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+      s += __shfl_xor_sync(0xffffffffu, s, o);
+    }
+    int ex;
+    frexpf(m, &ex);                     // m < 2^ex
+    const int E = min(0, 6 - ex);       // max|x|·2^(E+8) < 2^14: no f16 overflow
+    const int c = e / 16, q0 = (e * 8) % 128, w = q0 / 16, hh = (q0 % 16) / 8, j = w / 2, which = w % 2;
+    uint32_t mine[8];
+#pragma unroll
+    for (int p = 0; p < 8; ++p)
+      mine[p] = __half_as_ushort(__float2half_rn(ldexpf(v[p], E + 8 - pos_shift(p))));
+    char* base = reinterpret_cast<char*>(xh);
+#pragma unroll
+    for (int p = 0; p < 8; ++p) {
+      const uint32_t other = __shfl_xor_sync(0xffffffffu, mine[p], 1);
+      if ((p < 4) == (hh == 0)) {
+        const uint32_t pair = hh == 0 ? (mine[p] | other << 16) : (other | mine[p] << 16);
+        *reinterpret_cast<uint32_t*>(base + ((c * 8 + p) * 4 + j) * 8 + which * 4) = pair;
+      }
+    }
+    if (e % 16 == 0) {
+      xsum[c] = s;
+      xinv[c] = ldexpf(1.f, -(E + 8));
+    }
+  }
+  __syncthreads();
+  const int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, j = lane % 4;
+  const uint32_t crow = smem_addr(codes + g * kRowWords), xa = smem_addr(xh);
+  float t0r = 0.f, t1r = 0.f;  // rows 2j, 2j + 1 (lanes 0..3)
+#pragma unroll 1
+  for (int c = w * (kChunks / 8); c < (w + 1) * (kChunks / 8); ++c) {
+    const uint2 cw = lds64(crow + (c * 8 + 2 * j) * 4);
+    const uint32_t s0 = cw.x >> 8, s1 = cw.y >> 8;
+    float d[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+    for (int p = 0; p < 8; ++p) {
+      const uint32_t m = (3u << pos_shift(p)) * 0x10001u;
+      const uint32_t b0 = minus_1024(((p <= 4 ? cw.x : s0) & m) | 0x64006400u);
+      const uint32_t b1 = minus_1024(((p <= 4 ? cw.y : s1) & m) | 0x64006400u);
+      const uint2 av = lds64(xa + ((c * 8 + p) * 4 + j) * 8);
+      mma_f16(d, av.x, av.x, av.y, av.y, b0, b1);
+    }
+    float sa, za, sb, zb;
+    load_qp_word(qp[(2 * j) * kGroups + c], sa, za);
+    load_qp_word(qp[(2 * j + 1) * kGroups + c], sb, zb);
+    const float inv = xinv[c], xs = xsum[c];
+    t0r = fmaf(sa, fmaf(d[0], inv, -za * xs), t0r);
+    t1r = fmaf(sb, fmaf(d[1], inv, -zb * xs), t1r);
+  }
+  if (lane < 4) {
+    atomicAdd(&tsum[2 * j], t0r);
+    atomicAdd(&tsum[2 * j + 1], t1r);
+  }
+  __syncthreads();
+  if (threadIdx.x < kRows) a.t[blockIdx.x * kRows + threadIdx.x] = tsum[threadIdx.x];
+  __syncthreads();
+  if (threadIdx.x == 0) a.cycles[blockIdx.x] = clock64() - t0;
+}
+
+float half_to_float(uint16_t h) {
+  const uint32_t s = h >> 15, e = (h >> 10) & 31, m = h & 1023;
+  const float v = e == 0 ? std::ldexp((float)m, -24) : std::ldexp((float)(m | 1024), (int)e - 25);
+  return s ? -v : v;
+}
+
+}  // namespace
+
+int main() {
+  std::mt19937 rng(1);
+  std::vector<uint32_t> codes((size_t)kBlocks * kRows * kRowWords), qp((size_t)kBlocks * kRows * kGroups);
+  std::vector<__half> x(kK);
+  std::vector<float> xf(kK);
+  for (auto& w : codes) w = rng();
+  for (auto& q : qp) {  // scale in (0, 0.01], zero an integer in 0..3
+    const __half s = __float2half(0.01f * ((rng() % 1000) + 1) / 1000.f);
+    q = (uint32_t)__half_as_ushort(s) | (uint32_t)__half_as_ushort(__float2half((float)(rng() % 4))) << 16;
+  }
+  for (int i = 0; i < kK; ++i) {  // activations of mixed magnitude, a few outliers
+    const float v = std::normal_distribution<float>(0.f, 1.f)(rng) * (i % 97 == 0 ? 300.f : 1.f);
+    x[i] = __float2half(v);
+    xf[i] = __half2float(x[i]);
+  }
+  // float64 reference
+  std::vector<double> ref((size_t)kBlocks * kRows);
+  for (int b = 0; b < kBlocks; ++b)
+    for (int r = 0; r < kRows; ++r) {
+      const uint32_t* row = codes.data() + ((size_t)b * kRows + r) * kRowWords;
+      const uint32_t* q = qp.data() + ((size_t)b * kRows + r) * kGroups;
+      double acc = 0;
+      for (int i = 0; i < kK; ++i) {
+        const uint32_t c = (row[i / 16] >> (2 * (i % 16))) & 3u;
+        const double s = half_to_float((uint16_t)q[i / 128]), z = half_to_float((uint16_t)(q[i / 128] >> 16));
+        acc += s * ((double)c - z) * xf[i];
+      }
+      ref[(size_t)b * kRows + r] = acc;
+    }
+  double scale = 0;
+  for (double v : ref) scale = std::max(scale, std::fabs(v));
+
+  Args a{};
+  uint32_t *dc, *dq;
+  __half* dx;
+  float* dt;
+  long long* dcy;
+  CU(cudaMalloc(&dc, codes.size() * 4));
+  CU(cudaMalloc(&dq, qp.size() * 4));
+  CU(cudaMalloc(&dx, kK * 2));
+  CU(cudaMalloc(&dt, ref.size() * 4));
+  CU(cudaMalloc(&dcy, kBlocks * 8));
+  CU(cudaMemcpy(dc, codes.data(), codes.size() * 4, cudaMemcpyHostToDevice));
+  CU(cudaMemcpy(dq, qp.data(), qp.size() * 4, cudaMemcpyHostToDevice));
+  CU(cudaMemcpy(dx, x.data(), kK * 2, cudaMemcpyHostToDevice));
+  a = Args{dc, dq, dx, dt, dcy};
+  cudaDeviceProp prop;
+  CU(cudaGetDeviceProperties(&prop, 0));
+  printf("device: %s; %d blocks of %d threads, 8 rows x %d 2-bit codes each (group 128)\n", prop.name, kBlocks,
+         kProbeThreads, kK);
+  for (int variant = 0; variant < 2; ++variant) {
+    std::vector<long long> cyc(kBlocks), all;
+    std::vector<float> t(ref.size());
+    for (int rep = 0; rep < 20; ++rep) {  // the first launches fetch the code: keep the later ones
+      if (variant == 0) p1_fp32<<<kBlocks, kProbeThreads>>>(a);
+      else p1_hmma<<<kBlocks, kProbeThreads>>>(a);
+      CU(cudaGetLastError());
+      CU(cudaDeviceSynchronize());
+      CU(cudaMemcpy(cyc.data(), dcy, kBlocks * 8, cudaMemcpyDeviceToHost));
+      if (rep >= 10) all.insert(all.end(), cyc.begin(), cyc.end());
+    }
+    CU(cudaMemcpy(t.data(), dt, t.size() * 4, cudaMemcpyDeviceToHost));
+    double err = 0;
+    for (size_t i = 0; i < t.size(); ++i) err = std::max(err, std::fabs(t[i] - ref[i]) / scale);
+    std::sort(all.begin(), all.end());
+    printf("%-5s cycles per block (x staged to t written): median %lld, max %lld; max |t - ref| / max|ref| = %.2e\n",
+           variant == 0 ? "fp32" : "hmma", all[all.size() / 2], all.back(), err);
+  }
+  return 0;
+}
