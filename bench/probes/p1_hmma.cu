@@ -157,8 +157,8 @@ __global__ void __launch_bounds__(kProbeThreads, 1) p1_hmma(Args a) {
       s += __shfl_xor_sync(0xffffffffu, s, o);
     }
     int ex;
-    frexpf(m, &ex);                     // m < 2^ex
-    const int E = min(0, 6 - ex);       // max|x|·2^(E+8) < 2^14: no f16 overflow
+    frexpf(m, &ex);         // m < 2^ex (ex = 0 for an all-zero chunk)
+    const int E = 6 - ex;   // max|x|·2^(E+8) < 2^14: no f16 overflow, small chunks keep their bits
     const int c = e / 16, q0 = (e * 8) % 128, w = q0 / 16, hh = (q0 % 16) / 8, j = w / 2, which = w % 2;
     uint32_t mine[8];
 #pragma unroll
@@ -208,6 +208,161 @@ __global__ void __launch_bounds__(kProbeThreads, 1) p1_hmma(Args a) {
   }
   __syncthreads();
   if (threadIdx.x < kRows) a.t[blockIdx.x * kRows + threadIdx.x] = tsum[threadIdx.x];
+  __syncthreads();
+  if (threadIdx.x == 0) a.cycles[blockIdx.x] = clock64() - t0;
+}
+
+// ---- phase 2: y[o] = Σ_k t_k·Û[o][k] for 32 output rows a block, 1024 ranks of 2-bit codes ----------
+constexpr int kR = 1024;            // ranks (t's length)
+constexpr int kOut = 32;            // output rows per block
+constexpr int kUWords = kR / 16;    // words per Û row
+constexpr int kUGroups = kR / 128;  // groups per Û row (= chunks)
+
+struct Args2 {
+  const uint32_t* codes;  // [block][row][kUWords]
+  const uint32_t* qp;     // [block][row][kUGroups]
+  const float* t;         // [kR]
+  float* y;               // [block][row]
+  long long* cycles;
+};
+
+__device__ void load_codes2(const Args2& a, uint32_t* codes, uint32_t* qp) {
+  const uint32_t* c = a.codes + (size_t)blockIdx.x * kOut * kUWords;
+  const uint32_t* q = a.qp + (size_t)blockIdx.x * kOut * kUGroups;
+  for (int i = threadIdx.x; i < kOut * kUWords; i += kProbeThreads) codes[i] = c[i];
+  for (int i = threadIdx.x; i < kOut * kUGroups; i += kProbeThreads) qp[i] = q[i];
+}
+
+// The staged kernel's phase 2 for a 2-bit band: t staged as fp32 blocks with their sums; warp w
+// takes output rows 4w … 4w + 3, eight lanes a row over the row's 32 blocks.
+__global__ void __launch_bounds__(kProbeThreads, 1) p2_fp32(Args2 a) {
+  __shared__ uint32_t codes[kOut * kUWords], qp[kOut * kUGroups];
+  __shared__ __align__(16) float ts[(kR / 32) * kPitch];
+  load_codes2(a, codes, qp);
+  __syncthreads();
+  const long long t0 = clock64();
+  for (int e = threadIdx.x; e < kR / 8; e += kProbeThreads) {  // whole warps (the shuffles)
+    const float4 p0 = reinterpret_cast<const float4*>(a.t)[2 * e], p1 = reinterpret_cast<const float4*>(a.t)[2 * e + 1];
+    const float sum = seg_sum<4>(((p0.x + p0.y) + (p0.z + p0.w)) + ((p1.x + p1.y) + (p1.z + p1.w)));
+    float* dst = ts + (e >> 2) * kPitch;
+    reinterpret_cast<float4*>(dst + (e & 3) * 8)[0] = p0;
+    reinterpret_cast<float4*>(dst + (e & 3) * 8)[1] = p1;
+    if ((e & 3) == 0) dst[32] = sum;
+  }
+  __syncthreads();
+  const int lane = threadIdx.x % 32, w = threadIdx.x / 32, o = 4 * w + lane / 8, sub = lane % 8;
+  const uint32_t row = smem_addr(codes + o * kUWords), q = smem_addr(qp + o * kUGroups), x = smem_addr(ts);
+  float acc = 0.f;
+#pragma unroll 1
+  for (int k = sub; k < kR / 32; k += 8) {
+    uint32_t cw[2];
+    lds_block<2>(row + k * 8, cw);
+    float s, z;
+    load_qp_word(lds32(q + 4 * (k >> 2)), s, z);
+    const uint32_t xb = x + k * (kPitch * 4);
+    float xv[32];
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      const uint4 v = lds128(xb + 16 * i);
+      xv[4 * i] = __uint_as_float(v.x); xv[4 * i + 1] = __uint_as_float(v.y);
+      xv[4 * i + 2] = __uint_as_float(v.z); xv[4 * i + 3] = __uint_as_float(v.w);
+    }
+    acc = fmaf(s, fmaf(-z, __uint_as_float(lds32(xb + 128)), block_dot<2>(cw, 0.f, xv)), acc);
+  }
+  acc = seg_sum<8>(acc);
+  if (sub == 0) a.y[blockIdx.x * kOut + o] = acc;
+  __syncthreads();
+  if (threadIdx.x == 0) a.cycles[blockIdx.x] = clock64() - t0;
+}
+
+// The same on the tensor cores: B = 8 output rows' codes (as in p1_hmma), A = t split into f16 hi
+// (row 0) and lo (row 1) parts after the chunk's scaling, so that hi + lo carries ~22 bits of t; a
+// lane of rows g = 0 / 1 reads the hi / lo pairs. Warp w takes rows 8(w / 2) … + 7 and chunks
+// 4(w % 2) … + 3; the hi and lo sums meet by one shuffle at the end.
+__global__ void __launch_bounds__(kProbeThreads, 1) p2_hmma(Args2 a) {
+  __shared__ uint32_t codes[kOut * kUWords], qp[kOut * kUGroups];
+  __shared__ __align__(16) uint4 th[kUGroups * 8 * 4];  // [chunk][p][j]: hi (a0, a2), lo (a0, a2)
+  __shared__ float tsum[kUGroups], tinv[kUGroups], ysh[kOut];
+  load_codes2(a, codes, qp);
+  if (threadIdx.x < kOut) ysh[threadIdx.x] = 0.f;
+  __syncthreads();
+  const long long t0 = clock64();
+  for (int e = threadIdx.x; e < kR / 8; e += kProbeThreads) {  // warps 0..3, whole
+    const float4 p0 = reinterpret_cast<const float4*>(a.t)[2 * e], p1 = reinterpret_cast<const float4*>(a.t)[2 * e + 1];
+    const float v[8] = {p0.x, p0.y, p0.z, p0.w, p1.x, p1.y, p1.z, p1.w};
+    float m = 0.f, s = 0.f;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      m = fmaxf(m, fabsf(v[i]));
+      s += v[i];
+    }
+#pragma unroll
+    for (int o = 8; o > 0; o >>= 1) {
+      m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+      s += __shfl_xor_sync(0xffffffffu, s, o);
+    }
+    int ex;
+    frexpf(m, &ex);
+    const int E = 6 - ex;
+    const int c = e / 16, q0 = (e * 8) % 128, w = q0 / 16, hh = (q0 % 16) / 8, j = w / 2, which = w % 2;
+    uint32_t hi[8], lo[8];
+#pragma unroll
+    for (int p = 0; p < 8; ++p) {
+      const float sv = ldexpf(v[p], E + 8 - pos_shift(p));
+      const __half h = __float2half_rn(sv);
+      hi[p] = __half_as_ushort(h);
+      lo[p] = __half_as_ushort(__float2half_rn(sv - __half2float(h)));
+    }
+    char* base = reinterpret_cast<char*>(th);
+#pragma unroll
+    for (int p = 0; p < 8; ++p) {
+      const uint32_t ohi = __shfl_xor_sync(0xffffffffu, hi[p], 1), olo = __shfl_xor_sync(0xffffffffu, lo[p], 1);
+      if ((p < 4) == (hh == 0)) {
+        const uint32_t ph = hh == 0 ? (hi[p] | ohi << 16) : (ohi | hi[p] << 16);
+        const uint32_t pl = hh == 0 ? (lo[p] | olo << 16) : (olo | lo[p] << 16);
+        char* at = base + ((c * 8 + p) * 4 + j) * 16 + which * 4;
+        *reinterpret_cast<uint32_t*>(at) = ph;
+        *reinterpret_cast<uint32_t*>(at + 8) = pl;
+      }
+    }
+    if (e % 16 == 0) {
+      tsum[c] = s;
+      tinv[c] = ldexpf(1.f, -(E + 8));
+    }
+  }
+  __syncthreads();
+  const int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, j = lane % 4, nt = w / 2;
+  const uint32_t crow = smem_addr(codes + (8 * nt + g) * kUWords), ta = smem_addr(th) + (g == 1 ? 8 : 0);
+  const bool lo_row = g == 1;  // rows 0 (hi) and 1 (lo) of A are real; lanes of other rows read hi
+  float acc0 = 0.f, acc1 = 0.f;  // output rows 8nt + 2j, + 1 (lanes 0..7)
+#pragma unroll 1
+  for (int c = (w % 2) * 4; c < (w % 2) * 4 + 4; ++c) {
+    const uint2 cw = lds64(crow + (c * 8 + 2 * j) * 4);
+    const uint32_t s0 = cw.x >> 8, s1 = cw.y >> 8;
+    float d[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+    for (int p = 0; p < 8; ++p) {
+      const uint32_t m = (3u << pos_shift(p)) * 0x10001u;
+      const uint32_t b0 = minus_1024(((p <= 4 ? cw.x : s0) & m) | 0x64006400u);
+      const uint32_t b1 = minus_1024(((p <= 4 ? cw.y : s1) & m) | 0x64006400u);
+      const uint2 av = lds64(ta + ((c * 8 + p) * 4 + j) * 16);
+      mma_f16(d, av.x, av.x, av.y, av.y, b0, b1);
+    }
+    float sa, za, sb, zb;
+    load_qp_word(qp[(8 * nt + 2 * j) * kUGroups + c], sa, za);
+    load_qp_word(qp[(8 * nt + 2 * j + 1) * kUGroups + c], sb, zb);
+    const float inv = tinv[c], zs = lo_row ? 0.f : tsum[c];  // the zero point's term once (hi lanes)
+    acc0 = fmaf(sa, fmaf(d[0], inv, -za * zs), acc0);
+    acc1 = fmaf(sb, fmaf(d[1], inv, -zb * zs), acc1);
+  }
+  acc0 += __shfl_xor_sync(0xffffffffu, acc0, 4);  // hi (lanes 0..3) + lo (lanes 4..7)
+  acc1 += __shfl_xor_sync(0xffffffffu, acc1, 4);
+  if (lane < 4) {
+    atomicAdd(&ysh[8 * nt + 2 * j], acc0);
+    atomicAdd(&ysh[8 * nt + 2 * j + 1], acc1);
+  }
+  __syncthreads();
+  if (threadIdx.x < kOut) a.y[blockIdx.x * kOut + threadIdx.x] = ysh[threadIdx.x];
   __syncthreads();
   if (threadIdx.x == 0) a.cycles[blockIdx.x] = clock64() - t0;
 }
@@ -286,6 +441,60 @@ int main() {
     for (size_t i = 0; i < t.size(); ++i) err = std::max(err, std::fabs(t[i] - ref[i]) / scale);
     std::sort(all.begin(), all.end());
     printf("%-5s cycles per block (x staged to t written): median %lld, max %lld; max |t - ref| / max|ref| = %.2e\n",
+           variant == 0 ? "fp32" : "hmma", all[all.size() / 2], all.back(), err);
+  }
+  // phase 2
+  std::vector<uint32_t> ucodes((size_t)kBlocks * kOut * kUWords), uqp((size_t)kBlocks * kOut * kUGroups);
+  std::vector<float> t(kR);
+  for (auto& w : ucodes) w = rng();
+  for (auto& q : uqp) {
+    const __half s = __float2half(0.01f * ((rng() % 1000) + 1) / 1000.f);
+    q = (uint32_t)__half_as_ushort(s) | (uint32_t)__half_as_ushort(__float2half((float)(rng() % 4))) << 16;
+  }
+  for (int k = 0; k < kR; ++k)  // t = σ·(x·V̂): decaying with the rank, mixed signs
+    t[k] = std::normal_distribution<float>(0.f, 1.f)(rng) * 50.f / (1.f + 0.05f * k);
+  std::vector<double> yref((size_t)kBlocks * kOut);
+  for (int b = 0; b < kBlocks; ++b)
+    for (int o = 0; o < kOut; ++o) {
+      const uint32_t* row = ucodes.data() + ((size_t)b * kOut + o) * kUWords;
+      const uint32_t* q = uqp.data() + ((size_t)b * kOut + o) * kUGroups;
+      double acc = 0;
+      for (int k = 0; k < kR; ++k) {
+        const uint32_t c = (row[k / 16] >> (2 * (k % 16))) & 3u;
+        const double s = half_to_float((uint16_t)q[k / 128]), z = half_to_float((uint16_t)(q[k / 128] >> 16));
+        acc += s * ((double)c - z) * t[k];
+      }
+      yref[(size_t)b * kOut + o] = acc;
+    }
+  double yscale = 0;
+  for (double v : yref) yscale = std::max(yscale, std::fabs(v));
+  uint32_t *duc, *duq;
+  float *dtt, *dy;
+  CU(cudaMalloc(&duc, ucodes.size() * 4));
+  CU(cudaMalloc(&duq, uqp.size() * 4));
+  CU(cudaMalloc(&dtt, kR * 4));
+  CU(cudaMalloc(&dy, yref.size() * 4));
+  CU(cudaMemcpy(duc, ucodes.data(), ucodes.size() * 4, cudaMemcpyHostToDevice));
+  CU(cudaMemcpy(duq, uqp.data(), uqp.size() * 4, cudaMemcpyHostToDevice));
+  CU(cudaMemcpy(dtt, t.data(), kR * 4, cudaMemcpyHostToDevice));
+  const Args2 a2{duc, duq, dtt, dy, dcy};
+  printf("phase 2: 32 output rows x %d ranks of 2-bit codes per block\n", kR);
+  for (int variant = 0; variant < 2; ++variant) {
+    std::vector<long long> cyc(kBlocks), all;
+    std::vector<float> y(yref.size());
+    for (int rep = 0; rep < 20; ++rep) {
+      if (variant == 0) p2_fp32<<<kBlocks, kProbeThreads>>>(a2);
+      else p2_hmma<<<kBlocks, kProbeThreads>>>(a2);
+      CU(cudaGetLastError());
+      CU(cudaDeviceSynchronize());
+      CU(cudaMemcpy(cyc.data(), dcy, kBlocks * 8, cudaMemcpyDeviceToHost));
+      if (rep >= 10) all.insert(all.end(), cyc.begin(), cyc.end());
+    }
+    CU(cudaMemcpy(y.data(), dy, y.size() * 4, cudaMemcpyDeviceToHost));
+    double err = 0;
+    for (size_t i = 0; i < y.size(); ++i) err = std::max(err, std::fabs(y[i] - yref[i]) / yscale);
+    std::sort(all.begin(), all.end());
+    printf("%-5s cycles per block (t staged to y written): median %lld, max %lld; max |y - ref| / max|ref| = %.2e\n",
            variant == 0 ? "fp32" : "hmma", all[all.size() / 2], all.back(), err);
   }
   return 0;
