@@ -14,7 +14,8 @@
 //         of two per code position (tools/hmma_p1_check.py checks this layout on the host); warp w
 //         takes chunks 4w … 4w + 3 of all 8 rows: per chunk one 8-byte load of a lane's two code
 //         words, then per position p = 0..7 two LOP3 and two HSUB2 (the codes of 16 inputs of its
-//         row as exact f16 pairs), one 8-byte load of x's pairs and one mma.m16n8k16; then the
+//         row as exact f16 pairs), one 8-byte load of x's pairs and one mma.m16n8k16 (even and odd
+//         positions on two accumulators: two chains of four MMAs, not one of eight); then the
 //         group's scale and zero point; the 8 warps' partial sums meet in shared memory.
 // It prints each variant's median and maximum cycles per block and its largest error against a
 // float64 reference on the host.
@@ -186,15 +187,17 @@ __global__ void __launch_bounds__(kProbeThreads, 1) p1_hmma(Args a) {
   for (int c = w * (kChunks / 8); c < (w + 1) * (kChunks / 8); ++c) {
     const uint2 cw = lds64(crow + (c * 8 + 2 * j) * 4);
     const uint32_t s0 = cw.x >> 8, s1 = cw.y >> 8;
-    float d[4] = {0.f, 0.f, 0.f, 0.f};
+    float d[4] = {0.f, 0.f, 0.f, 0.f}, e2[4] = {0.f, 0.f, 0.f, 0.f};  // even and odd p: two MMA chains
 #pragma unroll
     for (int p = 0; p < 8; ++p) {
       const uint32_t m = (3u << pos_shift(p)) * 0x10001u;
       const uint32_t b0 = minus_1024(((p <= 4 ? cw.x : s0) & m) | 0x64006400u);
       const uint32_t b1 = minus_1024(((p <= 4 ? cw.y : s1) & m) | 0x64006400u);
       const uint2 av = lds64(xa + ((c * 8 + p) * 4 + j) * 8);
-      mma_f16(d, av.x, av.x, av.y, av.y, b0, b1);
+      mma_f16(p % 2 ? e2 : d, av.x, av.x, av.y, av.y, b0, b1);
     }
+    d[0] += e2[0];
+    d[1] += e2[1];
     float sa, za, sb, zb;
     load_qp_word(qp[(2 * j) * kGroups + c], sa, za);
     load_qp_word(qp[(2 * j + 1) * kGroups + c], sb, zb);
@@ -339,15 +342,17 @@ __global__ void __launch_bounds__(kProbeThreads, 1) p2_hmma(Args2 a) {
   for (int c = (w % 2) * 4; c < (w % 2) * 4 + 4; ++c) {
     const uint2 cw = lds64(crow + (c * 8 + 2 * j) * 4);
     const uint32_t s0 = cw.x >> 8, s1 = cw.y >> 8;
-    float d[4] = {0.f, 0.f, 0.f, 0.f};
+    float d[4] = {0.f, 0.f, 0.f, 0.f}, e2[4] = {0.f, 0.f, 0.f, 0.f};  // even and odd p: two MMA chains
 #pragma unroll
     for (int p = 0; p < 8; ++p) {
       const uint32_t m = (3u << pos_shift(p)) * 0x10001u;
       const uint32_t b0 = minus_1024(((p <= 4 ? cw.x : s0) & m) | 0x64006400u);
       const uint32_t b1 = minus_1024(((p <= 4 ? cw.y : s1) & m) | 0x64006400u);
       const uint2 av = lds64(ta + ((c * 8 + p) * 4 + j) * 16);
-      mma_f16(d, av.x, av.x, av.y, av.y, b0, b1);
+      mma_f16(p % 2 ? e2 : d, av.x, av.x, av.y, av.y, b0, b1);
     }
+    d[0] += e2[0];
+    d[1] += e2[1];
     float sa, za, sb, zb;
     load_qp_word(qp[(8 * nt + 2 * j) * kUGroups + c], sa, za);
     load_qp_word(qp[(8 * nt + 2 * j + 1) * kUGroups + c], sb, zb);
