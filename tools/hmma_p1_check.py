@@ -23,6 +23,9 @@ code of the chunk is used exactly once. (A staged x·2^(E + 8 - sh') is inexact 
 below f16's smallest normal, 2^-14, i.e. for |x| < ~2^-20 max|x| of its chunk: there it loses low bits,
 an absolute error below 2^-34 max|x|. The check stops if a drawn x ever hits that case.)
 
+It also checks phase 2's A, t split into f16 hi + lo parts after the same scaling: within 2^-21 of
+the chunk's largest |t|.
+
   python3 tools/hmma_p1_check.py [--trials 200] [--seed 1]
 """
 import argparse
@@ -115,6 +118,26 @@ def check_chunk(codes, x, rows):
     return worst
 
 
+def check_hi_lo(rng, trials):
+    """Phase 2's A: t (fp32) after the chunk's scaling as f16 hi + f16 lo. Returns the worst error of
+    hi + lo against the scaled value, relative to the chunk's largest |t| (the MMA then sums exact
+    products of these parts with the codes)."""
+    worst = 0.0
+    for _ in range(trials):
+        mag = 10.0 ** rng.uniform(-6, 4)
+        t = [struct.unpack("<f", struct.pack("<f", rng.uniform(-mag, mag)))[0] for _ in range(128)]
+        ex = math.frexp(max(abs(v) for v in t))[1]
+        e = 6 - ex
+        for v in t:
+            for p in range(8):
+                sh = 2 * p if p <= 4 else 2 * p - 8
+                sv = v * 2.0 ** (e + 8 - sh)
+                hi = f16(sv)
+                lo = f16(sv - hi)
+                worst = max(worst, abs(hi + lo - sv) / (mag * 2.0 ** (e + 8 - sh)))
+    return worst
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=200)
@@ -132,6 +155,10 @@ def main():
     if worst > 1e-12:
         sys.exit("FAILED")
     print("ok: every x and every code used once, D[0][n] = 2^(E+8) * sum x*code exactly")
+    hl = check_hi_lo(rng, max(1, a.trials // 10))
+    print(f"phase 2's t as f16 hi + lo: worst error {hl:.3g} of the chunk's largest |t| (2^-21 = {2.0 ** -21:.3g})")
+    if hl > 2.0 ** -21:
+        sys.exit("FAILED")
 
 
 if __name__ == "__main__":
