@@ -408,8 +408,8 @@ __device__ __noinline__ float packed_row_loop(const uint32_t* __restrict__ row, 
 // parameter loads compiled to generic 64-bit loads (LD.E with two R2UR each; ncu source profile,
 // twenty-first session), at the head of every iteration's chain. Here every load is an ld.shared on
 // a 32-bit address, and a width below 16 always has parameters (no branch on qp). H100, same call,
-// three rounds: delta-only M=1 8.25–8.30 µs against 8.75–8.81 through packed_row_loop.
-// packed_row_loop with row, qp and xs as shared-memory addresses (qp unused at 16 bits).
+// three rounds: delta-only M=1 8.25–8.30 µs against 8.75–8.81 through packed_row_loop. Row, qp and xs
+// are shared-memory addresses (qp unused at 16 bits).
 template <int BITS>
 __device__ __noinline__ float packed_row_loop_s(uint32_t row, uint32_t qp, uint32_t gb, uint32_t nblk, uint32_t xs,
                                                 int lane, int lanes) {
@@ -421,35 +421,26 @@ __device__ __noinline__ float packed_row_loop_s(uint32_t row, uint32_t qp, uint3
     lds_block<BITS>(row + k * (BITS * 4), w);
     float s = 1.f, z = 0.f;
     if constexpr (BITS != 16) load_qp_word(lds32(qp + 4 * group_of(k, gb, gsh)), s, z);
-    const uint32_t xb = xs + k * (kPitch * 4);
-    float x[32];
-#pragma unroll
-    for (int q = 0; q < 8; ++q) {
-      const uint4 v = lds128(xb + 16 * q);
-      x[4 * q] = __uint_as_float(v.x); x[4 * q + 1] = __uint_as_float(v.y);
-      x[4 * q + 2] = __uint_as_float(v.z); x[4 * q + 3] = __uint_as_float(v.w);
-    }
-    acc = fmaf(s, fmaf(-z, __uint_as_float(lds32(xb + 32 * 4)), block_dot<BITS>(w, 0.f, x)), acc);
+    acc = fmaf(s, lds_block_dot_z<BITS>(w, z, xs + k * (kPitch * 4)), acc);
   }
   return acc;
 }
 
-// band_row_dot for the staged instance (row, qp and xs in shared memory; qp null at 16 bits).
-__device__ __forceinline__ float band_row_dot_s(uint32_t bits, const uint32_t* row, const dc_qparam* qp, uint32_t gb,
-                                                uint32_t nblk, const float* xs, int lane, int lanes) {
-  const uint32_t r = smem_addr(row), q = qp ? smem_addr(qp) : 0u, x = smem_addr(xs);
-  return with_bits(bits, [&](auto b) { return packed_row_loop_s<decltype(b)::value>(r, q, gb, nblk, x, lane, lanes); });
-}
-
 // Σ over one packed row of a band of width `bits` (runtime) against staged blocks: lanes `lane` of
-// `lanes` take blocks lane, lane + lanes, …; kCompact: the small loop (see packed_row_loop).
-template <bool kCompact>
+// `lanes` take blocks lane, lane + lanes, …; kCompact: the small loop (see packed_row_loop); kShared
+// (the staged instance: row, qp and xs in shared memory, qp null at 16 bits): packed_row_loop_s.
+template <bool kCompact, bool kShared = false>
 __device__ __forceinline__ float band_row_dot(uint32_t bits, const uint32_t* row, const dc_qparam* qp, uint32_t gb,
                                               uint32_t nblk, const float* xs, int lane, int lanes) {
-  return with_bits(bits, [&](auto b) {
-    if constexpr (kCompact) return packed_row_loop<decltype(b)::value>(row, qp, gb, nblk, xs, lane, lanes);
-    else return packed_row_smem<decltype(b)::value>(row, qp, gb, nblk, xs, lane, lanes);
-  });
+  if constexpr (kShared) {
+    const uint32_t r = smem_addr(row), q = qp ? smem_addr(qp) : 0u, x = smem_addr(xs);
+    return with_bits(bits, [&](auto b) { return packed_row_loop_s<decltype(b)::value>(r, q, gb, nblk, x, lane, lanes); });
+  } else {
+    return with_bits(bits, [&](auto b) {
+      if constexpr (kCompact) return packed_row_loop<decltype(b)::value>(row, qp, gb, nblk, xs, lane, lanes);
+      else return packed_row_smem<decltype(b)::value>(row, qp, gb, nblk, xs, lane, lanes);
+    });
+  }
 }
 
 __device__ __forceinline__ float band_row_split(uint32_t bits, const uint32_t* row, const dc_qparam* qp, uint32_t gb,
@@ -621,7 +612,7 @@ __global__ void __launch_bounds__(kPThreads, kStaged ? DC_PERSIST_STAGED_MIN_BLO
         float v = 0.f;
         if (j < bd.r1 - bd.r0) {
           const StagedVRow vr = staged_v_row(bd, tab[bi], codes, j - tab[bi].jlo);
-          v = band_row_dot_s(bd.bits, vr.row, vr.qp, vr.gb, nblk_v, stage, lane, 32);
+          v = band_row_dot<kCompact, true>(bd.bits, vr.row, vr.qp, vr.gb, nblk_v, stage, lane, 32);
           v = seg_sum<32>(v) * vr.sigma * a.io.scale;
         }
         if (lane == 0) store_t_copies(a.io.t, a.io.ldt, a.t_copies, kv, v);
@@ -649,7 +640,7 @@ __global__ void __launch_bounds__(kPThreads, kStaged ? DC_PERSIST_STAGED_MIN_BLO
             const uint32_t gb = bd.bits == 16 ? 1 : bd.group_size / 32;
             const float* tb = tstage + (bd.t_off / 32) * kPitch;
             acc += nbb <= 2 ? band_row_split(bd.bits, row, qp, gb, nbb, tb, sub)
-                            : band_row_dot_s(bd.bits, row, qp, gb, nbb, tb, sub, kRowLanesV);
+                            : band_row_dot<kCompact, true>(bd.bits, row, qp, gb, nbb, tb, sub, kRowLanesV);
           }
         }
         acc = seg_sum<kRowLanesV>(acc);
@@ -713,11 +704,8 @@ __global__ void __launch_bounds__(kPThreads, kStaged ? DC_PERSIST_STAGED_MIN_BLO
           sg = d.sigma[bd.r0 + j];
         }
         const uint32_t gb = bd.bits == 16 ? 1 : bd.group_size / 32;
-        if constexpr (kStaged)
-          v = band_row_dot_s(bd.bits, row, bd.bits == 16 ? nullptr : qp, gb, nblk_v, stage, lane + 32 * part1, 32 * split1);
-        else
-          v = band_row_dot<kCompact>(bd.bits, row, bd.bits == 16 ? nullptr : qp, gb, nblk_v, stage,
-                                     lane + 32 * part1, 32 * split1);
+        v = band_row_dot<kCompact, kStaged>(bd.bits, row, bd.bits == 16 ? nullptr : qp, gb, nblk_v, stage,
+                                            lane + 32 * part1, 32 * split1);
         v = seg_sum<32>(v) * sg * a.io.scale;
       }
       if (lane == 0) {
@@ -799,11 +787,8 @@ __global__ void __launch_bounds__(kPThreads, kStaged ? DC_PERSIST_STAGED_MIN_BLO
             if (nbb <= 2) {
               if (bb % split2 == part2) acc += band_row_split(bd.bits, row, qp, gb, nbb, tb, sub);
             } else {
-              if constexpr (kStaged)
-                acc += band_row_dot_s(bd.bits, row, qp, gb, nbb, tb, sub + kRowLanesV * part2, kRowLanesV * split2);
-              else
-                acc += band_row_dot<kCompact>(bd.bits, row, qp, gb, nbb, tb, sub + kRowLanesV * part2,
-                                              kRowLanesV * split2);
+              acc += band_row_dot<kCompact, kStaged>(bd.bits, row, qp, gb, nbb, tb, sub + kRowLanesV * part2,
+                                                     kRowLanesV * split2);
             }
           }
         }

@@ -117,7 +117,7 @@ void device_close(void* p) {
         }
         std::fclose(f);
       } else {
-        fprintf(stderr, "persist trace: cannot write DELTACOME_GPU_PERSIST_TRACE_DUMP=%s\n", path);
+        std::fprintf(stderr, "persist trace: cannot write DELTACOME_GPU_PERSIST_TRACE_DUMP=%s\n", path);
       }
     }
     auto line = [&](const char* name, std::vector<double> v) {

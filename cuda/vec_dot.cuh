@@ -90,6 +90,7 @@ __device__ __forceinline__ void lds_block(uint32_t a, uint32_t* w) {
 __device__ __forceinline__ uint32_t smem_addr(const void* p) { return (uint32_t)__cvta_generic_to_shared(p); }
 #endif
 
+
 constexpr int kRowLanesV = 8;  // lanes per output row (32 measured slower on the H100: RESULTS-h100.md)
 
 // c − z for one code field (see code_at): the FMA that removes the 2^23 bias also subtracts z.
@@ -145,6 +146,21 @@ __device__ __forceinline__ float smem_block_dot(const uint32_t* w, float z, cons
   }
   return block_dot<BITS>(w, z, x);
 }
+
+#if !defined(DC_USE_HIP)
+// Σ c·x − z·Σ x over one block against a staged block at shared-memory address xb (its sum at [32]).
+template <int BITS>
+__device__ __forceinline__ float lds_block_dot_z(const uint32_t* w, float z, uint32_t xb) {
+  float x[32];
+#pragma unroll
+  for (int q = 0; q < 8; ++q) {
+    const uint4 v = lds128(xb + 16 * q);
+    x[4 * q] = __uint_as_float(v.x); x[4 * q + 1] = __uint_as_float(v.y);
+    x[4 * q + 2] = __uint_as_float(v.z); x[4 * q + 3] = __uint_as_float(v.w);
+  }
+  return fmaf(-z, __uint_as_float(lds32(xb + 32 * 4)), block_dot<BITS>(w, 0.f, x));
+}
+#endif
 
 // Σ over the blocks kb ≡ lane (mod lanes) of one packed row against staged blocks (first = 0),
 // each block with its sum at [32]: s·(Σ c·x − z·Σ x), so the decode FMA has constant operands only.
