@@ -59,6 +59,21 @@ __device__ void load_codes(const Args& a, uint32_t* codes, uint32_t* qp) {
   for (int i = threadIdx.x; i < kRows * kGroups; i += kProbeThreads) qp[i] = q[i];
 }
 
+// One 2-bit row's blocks k = k0, k0 + step, … < nblk against staged fp32 blocks: the loop of the
+// staged kernel's packed_row_loop_s<2> (row, q, x: shared-memory addresses; group 128).
+__device__ __forceinline__ float row_loop_2bit(uint32_t row, uint32_t q, uint32_t x, int k0, int step, int nblk) {
+  float acc = 0.f;
+#pragma unroll 1
+  for (int k = k0; k < nblk; k += step) {
+    uint32_t cw[2];
+    lds_block<2>(row + k * 8, cw);
+    float s, z;
+    load_qp_word(lds32(q + 4 * (k >> 2)), s, z);
+    acc = fmaf(s, lds_block_dot_z<2>(cw, z, x + k * (kPitch * 4)), acc);
+  }
+  return acc;
+}
+
 __global__ void __launch_bounds__(kProbeThreads, 1) p1_fp32(Args a) {
   __shared__ uint32_t codes[kRows * kRowWords], qp[kRows * kGroups];
   __shared__ __align__(16) float xs[kNb * kPitch];
@@ -86,24 +101,7 @@ __global__ void __launch_bounds__(kProbeThreads, 1) p1_fp32(Args a) {
   __syncthreads();
   const int lane = threadIdx.x % 32, w = threadIdx.x / 32;
   const uint32_t row = smem_addr(codes + w * kRowWords), q = smem_addr(qp + w * kGroups), x = smem_addr(xs);
-  float acc = 0.f;
-#pragma unroll 1
-  for (int k = lane; k < kNb; k += 32) {  // packed_row_loop_s<2>'s loop
-    uint32_t cw[2];
-    lds_block<2>(row + k * 8, cw);
-    float s, z;
-    load_qp_word(lds32(q + 4 * (k >> 2)), s, z);
-    const uint32_t xb = x + k * (kPitch * 4);
-    float xv[32];
-#pragma unroll
-    for (int i = 0; i < 8; ++i) {
-      const uint4 v = lds128(xb + 16 * i);
-      xv[4 * i] = __uint_as_float(v.x); xv[4 * i + 1] = __uint_as_float(v.y);
-      xv[4 * i + 2] = __uint_as_float(v.z); xv[4 * i + 3] = __uint_as_float(v.w);
-    }
-    acc = fmaf(s, fmaf(-z, __uint_as_float(lds32(xb + 128)), block_dot<2>(cw, 0.f, xv)), acc);
-  }
-  acc = seg_sum<32>(acc);
+  const float acc = seg_sum<32>(row_loop_2bit(row, q, x, lane, 32, kNb));
   if (lane == 0) a.t[blockIdx.x * kRows + w] = acc;
   __syncthreads();
   if (threadIdx.x == 0) a.cycles[blockIdx.x] = clock64() - t0;
@@ -124,6 +122,44 @@ __device__ __forceinline__ uint32_t minus_1024(uint32_t v) {
 }
 // The code position p's shift once its word is chosen (p ≥ 5: the word shifted right by 8).
 __host__ __device__ constexpr int pos_shift(int p) { return p <= 4 ? 2 * p : 2 * p - 8; }
+
+// A chunk's 128 inputs are staged by 16 consecutive threads, 8 each (v): their sum (s) and the
+// chunk's scale exponent E, max|v|·2^(E + 8) < 2^14 (no f16 overflow; small chunks keep their bits).
+__device__ __forceinline__ int chunk_scale(const float v[8], float& s) {
+  float m = 0.f;
+  s = 0.f;
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    m = fmaxf(m, fabsf(v[i]));
+    s += v[i];
+  }
+#pragma unroll
+  for (int o = 8; o > 0; o >>= 1) {  // the chunk's 16 threads (aligned in the warp)
+    m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+    s += __shfl_xor_sync(0xffffffffu, s, o);
+  }
+  int ex;
+  frexpf(m, &ex);  // m < 2^ex (ex = 0 for an all-zero chunk)
+  return 6 - ex;
+}
+
+// One chunk of a lane's row: cw its words 2j, 2j + 1; A's pairs for position p at a + p·pstride.
+// d[0], d[1]: D[g][2j], D[g][2j + 1] (even and odd positions on two accumulators: two chains of
+// four MMAs, not one of eight).
+__device__ __forceinline__ void chunk_mma(uint2 cw, uint32_t a, uint32_t pstride, float d[2]) {
+  const uint32_t s0 = cw.x >> 8, s1 = cw.y >> 8;
+  float de[4] = {0.f, 0.f, 0.f, 0.f}, dd[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+  for (int p = 0; p < 8; ++p) {
+    const uint32_t m = (3u << pos_shift(p)) * 0x10001u;
+    const uint32_t b0 = minus_1024(((p <= 4 ? cw.x : s0) & m) | 0x64006400u);
+    const uint32_t b1 = minus_1024(((p <= 4 ? cw.y : s1) & m) | 0x64006400u);
+    const uint2 av = lds64(a + p * pstride);
+    mma_f16(p % 2 ? dd : de, av.x, av.x, av.y, av.y, b0, b1);
+  }
+  d[0] = de[0] + dd[0];
+  d[1] = de[1] + dd[1];
+}
 
 __global__ void __launch_bounds__(kProbeThreads, 1) p1_hmma(Args a) {
   __shared__ uint32_t codes[kRows * kRowWords], qp[kRows * kGroups];
@@ -146,20 +182,8 @@ __global__ void __launch_bounds__(kProbeThreads, 1) p1_hmma(Args a) {
       v[2 * i] = f.x;
       v[2 * i + 1] = f.y;
     }
-    float m = 0.f, s = 0.f;
-#pragma unroll
-    for (int i = 0; i < 8; ++i) {
-      m = fmaxf(m, fabsf(v[i]));
-      s += v[i];
-    }
-#pragma unroll
-    for (int o = 8; o > 0; o >>= 1) {  // the chunk's 16 threads (aligned in the warp)
-      m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
-      s += __shfl_xor_sync(0xffffffffu, s, o);
-    }
-    int ex;
-    frexpf(m, &ex);         // m < 2^ex (ex = 0 for an all-zero chunk)
-    const int E = 6 - ex;   // max|x|·2^(E+8) < 2^14: no f16 overflow, small chunks keep their bits
+    float s;
+    const int E = chunk_scale(v, s);
     const int c = e / 16, q0 = (e * 8) % 128, w = q0 / 16, hh = (q0 % 16) / 8, j = w / 2, which = w % 2;
     uint32_t mine[8];
 #pragma unroll
@@ -185,19 +209,8 @@ __global__ void __launch_bounds__(kProbeThreads, 1) p1_hmma(Args a) {
   float t0r = 0.f, t1r = 0.f;  // rows 2j, 2j + 1 (lanes 0..3)
 #pragma unroll 1
   for (int c = w * (kChunks / 8); c < (w + 1) * (kChunks / 8); ++c) {
-    const uint2 cw = lds64(crow + (c * 8 + 2 * j) * 4);
-    const uint32_t s0 = cw.x >> 8, s1 = cw.y >> 8;
-    float d[4] = {0.f, 0.f, 0.f, 0.f}, e2[4] = {0.f, 0.f, 0.f, 0.f};  // even and odd p: two MMA chains
-#pragma unroll
-    for (int p = 0; p < 8; ++p) {
-      const uint32_t m = (3u << pos_shift(p)) * 0x10001u;
-      const uint32_t b0 = minus_1024(((p <= 4 ? cw.x : s0) & m) | 0x64006400u);
-      const uint32_t b1 = minus_1024(((p <= 4 ? cw.y : s1) & m) | 0x64006400u);
-      const uint2 av = lds64(xa + ((c * 8 + p) * 4 + j) * 8);
-      mma_f16(p % 2 ? e2 : d, av.x, av.x, av.y, av.y, b0, b1);
-    }
-    d[0] += e2[0];
-    d[1] += e2[1];
+    float d[2];
+    chunk_mma(lds64(crow + (c * 8 + 2 * j) * 4), xa + (c * 32 + j) * 8, 32, d);
     float sa, za, sb, zb;
     load_qp_word(qp[(2 * j) * kGroups + c], sa, za);
     load_qp_word(qp[(2 * j + 1) * kGroups + c], sb, zb);
@@ -255,24 +268,7 @@ __global__ void __launch_bounds__(kProbeThreads, 1) p2_fp32(Args2 a) {
   __syncthreads();
   const int lane = threadIdx.x % 32, w = threadIdx.x / 32, o = 4 * w + lane / 8, sub = lane % 8;
   const uint32_t row = smem_addr(codes + o * kUWords), q = smem_addr(qp + o * kUGroups), x = smem_addr(ts);
-  float acc = 0.f;
-#pragma unroll 1
-  for (int k = sub; k < kR / 32; k += 8) {
-    uint32_t cw[2];
-    lds_block<2>(row + k * 8, cw);
-    float s, z;
-    load_qp_word(lds32(q + 4 * (k >> 2)), s, z);
-    const uint32_t xb = x + k * (kPitch * 4);
-    float xv[32];
-#pragma unroll
-    for (int i = 0; i < 8; ++i) {
-      const uint4 v = lds128(xb + 16 * i);
-      xv[4 * i] = __uint_as_float(v.x); xv[4 * i + 1] = __uint_as_float(v.y);
-      xv[4 * i + 2] = __uint_as_float(v.z); xv[4 * i + 3] = __uint_as_float(v.w);
-    }
-    acc = fmaf(s, fmaf(-z, __uint_as_float(lds32(xb + 128)), block_dot<2>(cw, 0.f, xv)), acc);
-  }
-  acc = seg_sum<8>(acc);
+  const float acc = seg_sum<8>(row_loop_2bit(row, q, x, sub, 8, kR / 32));
   if (sub == 0) a.y[blockIdx.x * kOut + o] = acc;
   __syncthreads();
   if (threadIdx.x == 0) a.cycles[blockIdx.x] = clock64() - t0;
@@ -293,20 +289,8 @@ __global__ void __launch_bounds__(kProbeThreads, 1) p2_hmma(Args2 a) {
   for (int e = threadIdx.x; e < kR / 8; e += kProbeThreads) {  // warps 0..3, whole
     const float4 p0 = reinterpret_cast<const float4*>(a.t)[2 * e], p1 = reinterpret_cast<const float4*>(a.t)[2 * e + 1];
     const float v[8] = {p0.x, p0.y, p0.z, p0.w, p1.x, p1.y, p1.z, p1.w};
-    float m = 0.f, s = 0.f;
-#pragma unroll
-    for (int i = 0; i < 8; ++i) {
-      m = fmaxf(m, fabsf(v[i]));
-      s += v[i];
-    }
-#pragma unroll
-    for (int o = 8; o > 0; o >>= 1) {
-      m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
-      s += __shfl_xor_sync(0xffffffffu, s, o);
-    }
-    int ex;
-    frexpf(m, &ex);
-    const int E = 6 - ex;
+    float s;
+    const int E = chunk_scale(v, s);
     const int c = e / 16, q0 = (e * 8) % 128, w = q0 / 16, hh = (q0 % 16) / 8, j = w / 2, which = w % 2;
     uint32_t hi[8], lo[8];
 #pragma unroll
@@ -340,19 +324,8 @@ __global__ void __launch_bounds__(kProbeThreads, 1) p2_hmma(Args2 a) {
   float acc0 = 0.f, acc1 = 0.f;  // output rows 8nt + 2j, + 1 (lanes 0..7)
 #pragma unroll 1
   for (int c = (w % 2) * 4; c < (w % 2) * 4 + 4; ++c) {
-    const uint2 cw = lds64(crow + (c * 8 + 2 * j) * 4);
-    const uint32_t s0 = cw.x >> 8, s1 = cw.y >> 8;
-    float d[4] = {0.f, 0.f, 0.f, 0.f}, e2[4] = {0.f, 0.f, 0.f, 0.f};  // even and odd p: two MMA chains
-#pragma unroll
-    for (int p = 0; p < 8; ++p) {
-      const uint32_t m = (3u << pos_shift(p)) * 0x10001u;
-      const uint32_t b0 = minus_1024(((p <= 4 ? cw.x : s0) & m) | 0x64006400u);
-      const uint32_t b1 = minus_1024(((p <= 4 ? cw.y : s1) & m) | 0x64006400u);
-      const uint2 av = lds64(ta + ((c * 8 + p) * 4 + j) * 16);
-      mma_f16(p % 2 ? e2 : d, av.x, av.x, av.y, av.y, b0, b1);
-    }
-    d[0] += e2[0];
-    d[1] += e2[1];
+    float d[2];
+    chunk_mma(lds64(crow + (c * 8 + 2 * j) * 4), ta + (c * 32 + j) * 16, 64, d);
     float sa, za, sb, zb;
     load_qp_word(qp[(8 * nt + 2 * j) * kUGroups + c], sa, za);
     load_qp_word(qp[(8 * nt + 2 * j + 1) * kUGroups + c], sb, zb);
