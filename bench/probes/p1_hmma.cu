@@ -17,8 +17,21 @@
 //         row as exact f16 pairs), one 8-byte load of x's pairs and one mma.m16n8k16 (even and odd
 //         positions on two accumulators: two chains of four MMAs, not one of eight); then the
 //         group's scale and zero point; the 8 warps' partial sums meet in shared memory.
-// It prints each variant's median and maximum cycles per block and its largest error against a
-// float64 reference on the host.
+//   hmma2: hmma with the scaling as one multiply by an exact power of two (not ldexpf) and a warp's
+//         four chunks issued position-major (eight independent chains of four MMAs in flight).
+// Phase 2's 2-bit band (32 output rows × 1024 ranks a block) is timed the same three ways.
+// It prints each variant's median and maximum cycles per block, the median cycles to the end of
+// staging, and its largest error against a float64 reference on the host.
+// Measured (H100 80GB HBM3, twenty-second session, two runs alike): phase 1 fp32 3000 cycles (staging
+// 1198), hmma 4720 (2420), hmma2 4591 (2042); phase 2 fp32 2600 (808), hmma 3419 (1312), hmma2
+// 3177 (1209). The tensor-core forms lose in both parts: their staging (scaling, f16 pairs in the
+// fragment order) costs more than the fp32 blocks, and their MMA part (2.3–2.5k cycles against
+// the fp32 loop's 1.8k in phase 1) is slower too, although by the code its loop has about half the
+// instructions a code; whole kernels (ncu, with the untimed code loads) executed 1.23M (hmma) and
+// 1.02M (hmma2) instructions against 0.77M (fp32). Position-major issue did not help the MMA part,
+// so it is not the chains' latency; a likely bound is the tensor pipe itself, which at M = 1 does
+// 16× the useful work (fifteen of A's sixteen rows are padding). So the staged kernel keeps its
+// fp32 loops (bench/RESULTS-h100.md, twenty-second session).
 #include <cuda_fp16.h>
 
 #include <algorithm>
@@ -48,7 +61,7 @@ struct Args {
   const uint32_t* qp;     // [block][row][kGroups] (dc_qparam words)
   const __half* x;        // [kK]
   float* t;               // [block][row]
-  long long* cycles;      // [block]
+  long long* cycles;      // [block]: to t written; [kBlocks + block]: to x staged
 };
 
 // The block's codes and parameters into shared memory (untimed: the staged kernel's prologue).
@@ -99,6 +112,7 @@ __global__ void __launch_bounds__(kProbeThreads, 1) p1_fp32(Args a) {
     if ((e & 3) == 0) dst[32] = sum;
   }
   __syncthreads();
+  if (threadIdx.x == 0) a.cycles[kBlocks + blockIdx.x] = clock64() - t0;  // staged
   const int lane = threadIdx.x % 32, w = threadIdx.x / 32;
   const uint32_t row = smem_addr(codes + w * kRowWords), q = smem_addr(qp + w * kGroups), x = smem_addr(xs);
   const float acc = seg_sum<32>(row_loop_2bit(row, q, x, lane, 32, kNb));
@@ -161,6 +175,41 @@ __device__ __forceinline__ void chunk_mma(uint2 cw, uint32_t a, uint32_t pstride
   d[1] = de[1] + dd[1];
 }
 
+// v·2^k for a power of two in the normal range (k in [-126, 127]): one multiply, exact wherever
+// ldexpf's result is normal (the probe's data; a kernel would clamp k for chunks far below 2^-100)
+__device__ __forceinline__ float times_pow2(float v, int k) { return v * __int_as_float((k + 127) << 23); }
+
+// kV2 (second form): NC chunks of a lane's row at once, position-major — NC·2 independent chains of
+// four MMAs in flight instead of one chunk's two, whose sums the in-order warp waited on before
+// starting the next chunk. cw[c]: chunk c's words 2j, 2j + 1; A's pairs of chunk c, position p at
+// a + c·cstride + p·pstride.
+template <int NC>
+__device__ __forceinline__ void chunks_mma(const uint2 (&cw)[NC], uint32_t a, uint32_t cstride, uint32_t pstride,
+                                           float (&d)[NC][2]) {
+  float de[NC][4], dd[NC][4];
+#pragma unroll
+  for (int c = 0; c < NC; ++c)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) de[c][i] = dd[c][i] = 0.f;
+#pragma unroll
+  for (int p = 0; p < 8; ++p) {
+    const uint32_t m = (3u << pos_shift(p)) * 0x10001u;
+#pragma unroll
+    for (int c = 0; c < NC; ++c) {
+      const uint32_t b0 = minus_1024(((p <= 4 ? cw[c].x : cw[c].x >> 8) & m) | 0x64006400u);
+      const uint32_t b1 = minus_1024(((p <= 4 ? cw[c].y : cw[c].y >> 8) & m) | 0x64006400u);
+      const uint2 av = lds64(a + c * cstride + p * pstride);
+      mma_f16(p % 2 ? dd[c] : de[c], av.x, av.x, av.y, av.y, b0, b1);
+    }
+  }
+#pragma unroll
+  for (int c = 0; c < NC; ++c) {
+    d[c][0] = de[c][0] + dd[c][0];
+    d[c][1] = de[c][1] + dd[c][1];
+  }
+}
+
+template <bool kV2>
 __global__ void __launch_bounds__(kProbeThreads, 1) p1_hmma(Args a) {
   __shared__ uint32_t codes[kRows * kRowWords], qp[kRows * kGroups];
   __shared__ __align__(16) uint2 xh[kChunks * 8 * 4];  // [chunk][p][j]: (a0, a2) pairs
@@ -188,7 +237,8 @@ __global__ void __launch_bounds__(kProbeThreads, 1) p1_hmma(Args a) {
     uint32_t mine[8];
 #pragma unroll
     for (int p = 0; p < 8; ++p)
-      mine[p] = __half_as_ushort(__float2half_rn(ldexpf(v[p], E + 8 - pos_shift(p))));
+      mine[p] = __half_as_ushort(
+          __float2half_rn(kV2 ? times_pow2(v[p], E + 8 - pos_shift(p)) : ldexpf(v[p], E + 8 - pos_shift(p))));
     char* base = reinterpret_cast<char*>(xh);
 #pragma unroll
     for (int p = 0; p < 8; ++p) {
@@ -204,11 +254,30 @@ __global__ void __launch_bounds__(kProbeThreads, 1) p1_hmma(Args a) {
     }
   }
   __syncthreads();
+  if (threadIdx.x == 0) a.cycles[kBlocks + blockIdx.x] = clock64() - t0;  // staged
   const int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, j = lane % 4;
   const uint32_t crow = smem_addr(codes + g * kRowWords), xa = smem_addr(xh);
   float t0r = 0.f, t1r = 0.f;  // rows 2j, 2j + 1 (lanes 0..3)
+  if constexpr (kV2) {
+    constexpr int NC = kChunks / 8;
+    const int c0 = w * NC;
+    uint2 cw[NC];
+#pragma unroll
+    for (int c = 0; c < NC; ++c) cw[c] = lds64(crow + ((c0 + c) * 8 + 2 * j) * 4);
+    float d[NC][2];
+    chunks_mma<NC>(cw, xa + (c0 * 32 + j) * 8, 32 * 8, 32, d);
+#pragma unroll
+    for (int c = 0; c < NC; ++c) {
+      float sa, za, sb, zb;
+      load_qp_word(qp[(2 * j) * kGroups + c0 + c], sa, za);
+      load_qp_word(qp[(2 * j + 1) * kGroups + c0 + c], sb, zb);
+      const float inv = xinv[c0 + c], xs = xsum[c0 + c];
+      t0r = fmaf(sa, fmaf(d[c][0], inv, -za * xs), t0r);
+      t1r = fmaf(sb, fmaf(d[c][1], inv, -zb * xs), t1r);
+    }
+  }
 #pragma unroll 1
-  for (int c = w * (kChunks / 8); c < (w + 1) * (kChunks / 8); ++c) {
+  for (int c = w * (kChunks / 8); !kV2 && c < (w + 1) * (kChunks / 8); ++c) {
     float d[2];
     chunk_mma(lds64(crow + (c * 8 + 2 * j) * 4), xa + (c * 32 + j) * 8, 32, d);
     float sa, za, sb, zb;
@@ -239,7 +308,7 @@ struct Args2 {
   const uint32_t* qp;     // [block][row][kUGroups]
   const float* t;         // [kR]
   float* y;               // [block][row]
-  long long* cycles;
+  long long* cycles;  // as in Args
 };
 
 __device__ void load_codes2(const Args2& a, uint32_t* codes, uint32_t* qp) {
@@ -266,6 +335,7 @@ __global__ void __launch_bounds__(kProbeThreads, 1) p2_fp32(Args2 a) {
     if ((e & 3) == 0) dst[32] = sum;
   }
   __syncthreads();
+  if (threadIdx.x == 0) a.cycles[kBlocks + blockIdx.x] = clock64() - t0;  // staged
   const int lane = threadIdx.x % 32, w = threadIdx.x / 32, o = 4 * w + lane / 8, sub = lane % 8;
   const uint32_t row = smem_addr(codes + o * kUWords), q = smem_addr(qp + o * kUGroups), x = smem_addr(ts);
   const float acc = seg_sum<8>(row_loop_2bit(row, q, x, sub, 8, kR / 32));
@@ -278,6 +348,7 @@ __global__ void __launch_bounds__(kProbeThreads, 1) p2_fp32(Args2 a) {
 // (row 0) and lo (row 1) parts after the chunk's scaling, so that hi + lo carries ~22 bits of t; a
 // lane of rows g = 0 / 1 reads the hi / lo pairs. Warp w takes rows 8(w / 2) … + 7 and chunks
 // 4(w % 2) … + 3; the hi and lo sums meet by one shuffle at the end.
+template <bool kV2>
 __global__ void __launch_bounds__(kProbeThreads, 1) p2_hmma(Args2 a) {
   __shared__ uint32_t codes[kOut * kUWords], qp[kOut * kUGroups];
   __shared__ __align__(16) uint4 th[kUGroups * 8 * 4];  // [chunk][p][j]: hi (a0, a2), lo (a0, a2)
@@ -295,7 +366,7 @@ __global__ void __launch_bounds__(kProbeThreads, 1) p2_hmma(Args2 a) {
     uint32_t hi[8], lo[8];
 #pragma unroll
     for (int p = 0; p < 8; ++p) {
-      const float sv = ldexpf(v[p], E + 8 - pos_shift(p));
+      const float sv = kV2 ? times_pow2(v[p], E + 8 - pos_shift(p)) : ldexpf(v[p], E + 8 - pos_shift(p));
       const __half h = __float2half_rn(sv);
       hi[p] = __half_as_ushort(h);
       lo[p] = __half_as_ushort(__float2half_rn(sv - __half2float(h)));
@@ -318,12 +389,30 @@ __global__ void __launch_bounds__(kProbeThreads, 1) p2_hmma(Args2 a) {
     }
   }
   __syncthreads();
+  if (threadIdx.x == 0) a.cycles[kBlocks + blockIdx.x] = clock64() - t0;  // staged
   const int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, j = lane % 4, nt = w / 2;
   const uint32_t crow = smem_addr(codes + (8 * nt + g) * kUWords), ta = smem_addr(th) + (g == 1 ? 8 : 0);
   const bool lo_row = g == 1;  // rows 0 (hi) and 1 (lo) of A are real; lanes of other rows read hi
   float acc0 = 0.f, acc1 = 0.f;  // output rows 8nt + 2j, + 1 (lanes 0..7)
+  if constexpr (kV2) {
+    const int c0 = (w % 2) * 4;
+    uint2 cw[4];
+#pragma unroll
+    for (int c = 0; c < 4; ++c) cw[c] = lds64(crow + ((c0 + c) * 8 + 2 * j) * 4);
+    float d[4][2];
+    chunks_mma<4>(cw, ta + (c0 * 32 + j) * 16, 32 * 16, 64, d);
+#pragma unroll
+    for (int c = 0; c < 4; ++c) {
+      float sa, za, sb, zb;
+      load_qp_word(qp[(8 * nt + 2 * j) * kUGroups + c0 + c], sa, za);
+      load_qp_word(qp[(8 * nt + 2 * j + 1) * kUGroups + c0 + c], sb, zb);
+      const float inv = tinv[c0 + c], zs = lo_row ? 0.f : tsum[c0 + c];
+      acc0 = fmaf(sa, fmaf(d[c][0], inv, -za * zs), acc0);
+      acc1 = fmaf(sb, fmaf(d[c][1], inv, -zb * zs), acc1);
+    }
+  }
 #pragma unroll 1
-  for (int c = (w % 2) * 4; c < (w % 2) * 4 + 4; ++c) {
+  for (int c = (w % 2) * 4; !kV2 && c < (w % 2) * 4 + 4; ++c) {
     float d[2];
     chunk_mma(lds64(crow + (c * 8 + 2 * j) * 4), ta + (c * 32 + j) * 16, 64, d);
     float sa, za, sb, zb;
@@ -354,6 +443,7 @@ float half_to_float(uint16_t h) {
 }  // namespace
 
 int main() {
+  const char* const kVariant[3] = {"fp32", "hmma", "hmma2"};
   std::mt19937 rng(1);
   std::vector<uint32_t> codes((size_t)kBlocks * kRows * kRowWords), qp((size_t)kBlocks * kRows * kGroups);
   std::vector<__half> x(kK);
@@ -394,7 +484,7 @@ int main() {
   CU(cudaMalloc(&dq, qp.size() * 4));
   CU(cudaMalloc(&dx, kK * 2));
   CU(cudaMalloc(&dt, ref.size() * 4));
-  CU(cudaMalloc(&dcy, kBlocks * 8));
+  CU(cudaMalloc(&dcy, 2 * kBlocks * 8));
   CU(cudaMemcpy(dc, codes.data(), codes.size() * 4, cudaMemcpyHostToDevice));
   CU(cudaMemcpy(dq, qp.data(), qp.size() * 4, cudaMemcpyHostToDevice));
   CU(cudaMemcpy(dx, x.data(), kK * 2, cudaMemcpyHostToDevice));
@@ -403,23 +493,26 @@ int main() {
   CU(cudaGetDeviceProperties(&prop, 0));
   printf("device: %s; %d blocks of %d threads, 8 rows x %d 2-bit codes each (group 128)\n", prop.name, kBlocks,
          kProbeThreads, kK);
-  for (int variant = 0; variant < 2; ++variant) {
-    std::vector<long long> cyc(kBlocks), all;
+  for (int variant = 0; variant < 3; ++variant) {
+    std::vector<long long> cyc(2 * kBlocks), all, st;
     std::vector<float> t(ref.size());
     for (int rep = 0; rep < 20; ++rep) {  // the first launches fetch the code: keep the later ones
       if (variant == 0) p1_fp32<<<kBlocks, kProbeThreads>>>(a);
-      else p1_hmma<<<kBlocks, kProbeThreads>>>(a);
+      else if (variant == 1) p1_hmma<false><<<kBlocks, kProbeThreads>>>(a);
+      else p1_hmma<true><<<kBlocks, kProbeThreads>>>(a);
       CU(cudaGetLastError());
       CU(cudaDeviceSynchronize());
-      CU(cudaMemcpy(cyc.data(), dcy, kBlocks * 8, cudaMemcpyDeviceToHost));
-      if (rep >= 10) all.insert(all.end(), cyc.begin(), cyc.end());
+      CU(cudaMemcpy(cyc.data(), dcy, 2 * kBlocks * 8, cudaMemcpyDeviceToHost));
+      if (rep >= 10) all.insert(all.end(), cyc.begin(), cyc.begin() + kBlocks);
+      if (rep >= 10) st.insert(st.end(), cyc.begin() + kBlocks, cyc.end());
     }
     CU(cudaMemcpy(t.data(), dt, t.size() * 4, cudaMemcpyDeviceToHost));
     double err = 0;
     for (size_t i = 0; i < t.size(); ++i) err = std::max(err, std::fabs(t[i] - ref[i]) / scale);
     std::sort(all.begin(), all.end());
-    printf("%-5s cycles per block (x staged to t written): median %lld, max %lld; max |t - ref| / max|ref| = %.2e\n",
-           variant == 0 ? "fp32" : "hmma", all[all.size() / 2], all.back(), err);
+    std::sort(st.begin(), st.end());
+    printf("%-5s cycles per block (x staged to t written): median %lld (staging %lld), max %lld; max |t - ref| / max|ref| = %.2e\n",
+           kVariant[variant], all[all.size() / 2], st[st.size() / 2], all.back(), err);
   }
   // phase 2
   std::vector<uint32_t> ucodes((size_t)kBlocks * kOut * kUWords), uqp((size_t)kBlocks * kOut * kUGroups);
@@ -457,23 +550,26 @@ int main() {
   CU(cudaMemcpy(dtt, t.data(), kR * 4, cudaMemcpyHostToDevice));
   const Args2 a2{duc, duq, dtt, dy, dcy};
   printf("phase 2: 32 output rows x %d ranks of 2-bit codes per block\n", kR);
-  for (int variant = 0; variant < 2; ++variant) {
-    std::vector<long long> cyc(kBlocks), all;
+  for (int variant = 0; variant < 3; ++variant) {
+    std::vector<long long> cyc(2 * kBlocks), all, st;
     std::vector<float> y(yref.size());
     for (int rep = 0; rep < 20; ++rep) {
       if (variant == 0) p2_fp32<<<kBlocks, kProbeThreads>>>(a2);
-      else p2_hmma<<<kBlocks, kProbeThreads>>>(a2);
+      else if (variant == 1) p2_hmma<false><<<kBlocks, kProbeThreads>>>(a2);
+      else p2_hmma<true><<<kBlocks, kProbeThreads>>>(a2);
       CU(cudaGetLastError());
       CU(cudaDeviceSynchronize());
-      CU(cudaMemcpy(cyc.data(), dcy, kBlocks * 8, cudaMemcpyDeviceToHost));
-      if (rep >= 10) all.insert(all.end(), cyc.begin(), cyc.end());
+      CU(cudaMemcpy(cyc.data(), dcy, 2 * kBlocks * 8, cudaMemcpyDeviceToHost));
+      if (rep >= 10) all.insert(all.end(), cyc.begin(), cyc.begin() + kBlocks);
+      if (rep >= 10) st.insert(st.end(), cyc.begin() + kBlocks, cyc.end());
     }
     CU(cudaMemcpy(y.data(), dy, y.size() * 4, cudaMemcpyDeviceToHost));
     double err = 0;
     for (size_t i = 0; i < y.size(); ++i) err = std::max(err, std::fabs(y[i] - yref[i]) / yscale);
     std::sort(all.begin(), all.end());
-    printf("%-5s cycles per block (t staged to y written): median %lld, max %lld; max |y - ref| / max|ref| = %.2e\n",
-           variant == 0 ? "fp32" : "hmma", all[all.size() / 2], all.back(), err);
+    std::sort(st.begin(), st.end());
+    printf("%-5s cycles per block (t staged to y written): median %lld (staging %lld), max %lld; max |y - ref| / max|ref| = %.2e\n",
+           kVariant[variant], all[all.size() / 2], st[st.size() / 2], all.back(), err);
   }
   return 0;
 }
