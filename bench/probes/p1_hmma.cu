@@ -19,7 +19,13 @@
 //         group's scale and zero point; the 8 warps' partial sums meet in shared memory.
 //   hmma2: hmma with the scaling as one multiply by an exact power of two (not ldexpf) and a warp's
 //         four chunks issued position-major (eight independent chains of four MMAs in flight).
-// Phase 2's 2-bit band (32 output rows × 1024 ranks a block) is timed the same three ways.
+//   imma (written after the twenty-second session's device time was spent: compiles, never run):
+//         the batch kernel's int8 form (mma_int8.cuh) — the codes as A, 16 V̂ rows a tile, x's three
+//         base-256 digits as B columns — on the same codes a block read as 16 rows over half of x
+//         (see p1_imma). Unlike hmma, every row of A is real: the batch kernel spends ~100 warp
+//         instructions on a chunk of 16 rows × 128 codes (~1.6 thread instructions a code), the
+//         fp32 loop ~134 a lane per 32 codes (~4.2 a code).
+// Phase 2's 2-bit band (32 output rows × 1024 ranks a block) is timed the same four ways.
 // It prints each variant's median and maximum cycles per block, the median cycles to the end of
 // staging, and its largest error against a float64 reference on the host.
 // Measured (H100 80GB HBM3, twenty-second session, two runs alike): phase 1 fp32 3000 cycles (staging
@@ -31,7 +37,8 @@
 // 1.02M (hmma2) instructions against 0.77M (fp32). Position-major issue did not help the MMA part,
 // so it is not the chains' latency; a likely bound is the tensor pipe itself, which at M = 1 does
 // 16× the useful work (fifteen of A's sixteen rows are padding). So the staged kernel keeps its
-// fp32 loops (bench/RESULTS-h100.md, twenty-second session).
+// fp32 loops (bench/RESULTS-h100.md, twenty-second session); the imma form is the one tensor-core
+// form left to measure.
 #include <cuda_fp16.h>
 
 #include <algorithm>
@@ -40,6 +47,7 @@
 #include <random>
 #include <vector>
 
+#include "mma_int8.cuh"
 #include "vec_dot.cuh"
 #include "../graph_timer.h"
 
@@ -297,6 +305,74 @@ __global__ void __launch_bounds__(kProbeThreads, 1) p1_hmma(Args a) {
   if (threadIdx.x == 0) a.cycles[blockIdx.x] = clock64() - t0;
 }
 
+// ---- the int8 form: codes as A (16 rows a tile), the vector's digits as B (mma_int8.cuh) ----------
+// What the batch kernel does per chunk (16 rows × 128 codes, ~100 warp instructions with its group
+// epilogue), here at M = 1 with the codes in shared memory: block b holds 16 V̂ rows over half of x
+// (inputs 2048·(b mod 2) …) — as many codes as the other forms' 8 rows × 4096, so that 63 tiles of
+// the default 1002 ranks would cover 126 blocks, two halves a tile. The same 2048 words of codes a
+// block, read as 16 rows of 128 words (16 groups a row). x's half is staged as fp32 blocks (one pass),
+// its largest magnitude reduced over the block, then 16 chunks of digits (stage_digits); warp w
+// takes chunks 2w, 2w + 1 of all 16 rows (chunk_mmas, fold_group).
+constexpr int kIRows = 16, kIK = kK / 2, kIWords = kIK / 16, kIGroups = kIK / 128, kIChunks = kIK / 128;
+static_assert(kIRows * kIWords == kRows * kRowWords && kIRows * kIGroups == kRows * kGroups, "same codes a block");
+
+__global__ void __launch_bounds__(kProbeThreads, 1) p1_imma(Args a) {
+  __shared__ uint32_t codes[kIRows * kIWords], qp[kIRows * kIGroups];
+  __shared__ __align__(16) float xs[(kIK / 32) * kPitch];
+  __shared__ __align__(16) uint32_t dig[kDigits * kIChunks * 32];
+  __shared__ float csum[kIChunks], tsum[kIRows];
+  __shared__ uint32_t red[kProbeThreads / 32];
+  load_codes(a, codes, qp);
+  if (threadIdx.x < kIRows) tsum[threadIdx.x] = 0.f;
+  __syncthreads();
+  const long long t0 = clock64();
+  const __half* xh = a.x + (blockIdx.x % 2) * kIK;
+  uint32_t mx = 0;
+  for (int e = threadIdx.x; e < kIK / 8; e += kProbeThreads) {
+    const uint4 raw = *reinterpret_cast<const uint4*>(xh + (size_t)e * 8);
+    const __half2* h = reinterpret_cast<const __half2*>(&raw);
+    float v[8];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const float2 f = __half22float2(h[i]);
+      v[2 * i] = f.x;
+      v[2 * i + 1] = f.y;
+    }
+#pragma unroll
+    for (int i = 0; i < 8; ++i) mx = max(mx, __float_as_uint(fabsf(v[i])));
+    const float sum = seg_sum<4>(((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7])));
+    float* dst = xs + (e >> 2) * kPitch;
+    float4* d4 = reinterpret_cast<float4*>(dst + (e & 3) * 8);
+    d4[0] = make_float4(v[0], v[1], v[2], v[3]);
+    d4[1] = make_float4(v[4], v[5], v[6], v[7]);
+    if ((e & 3) == 0) dst[32] = sum;
+  }
+  mx = block_max_bits(mx, red);  // (its barriers publish xs too)
+  float down;
+  const float up = digit_scale(mx, &down);
+  stage_digits(xs, kIK, up, dig, csum);
+  __syncthreads();
+  if (threadIdx.x == 0) a.cycles[kBlocks + blockIdx.x] = clock64() - t0;  // staged
+  const int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, q = lane % 4;
+  const DigitLane dl = digit_lane(kIChunks, dig, csum, down, nullptr, nullptr, 0.f);
+  float2 sum = make_float2(0.f, 0.f);
+#pragma unroll
+  for (int i = 0; i < kIChunks / 8; ++i) {
+    const int c = w * (kIChunks / 8) + i;
+    int t[4];
+    chunk_mmas<2>(dl, c, codes + g * kIWords + c * 8 + q * 2, codes + (g + 8) * kIWords + c * 8 + q * 2, t);
+    fold_group(t, qp[g * kIGroups + c], qp[(g + 8) * kIGroups + c], dl.cs[c], false, q, sum);
+  }
+  if (q == 0) {
+    atomicAdd(&tsum[g], sum.x * dl.dn);
+    atomicAdd(&tsum[g + 8], sum.y * dl.dn);
+  }
+  __syncthreads();
+  if (threadIdx.x < kIRows) a.t[blockIdx.x * kIRows + threadIdx.x] = tsum[threadIdx.x];
+  __syncthreads();
+  if (threadIdx.x == 0) a.cycles[blockIdx.x] = clock64() - t0;
+}
+
 // ---- phase 2: y[o] = Σ_k t_k·Û[o][k] for 32 output rows a block, 1024 ranks of 2-bit codes ----------
 constexpr int kR = 1024;            // ranks (t's length)
 constexpr int kOut = 32;            // output rows per block
@@ -434,6 +510,59 @@ __global__ void __launch_bounds__(kProbeThreads, 1) p2_hmma(Args2 a) {
   if (threadIdx.x == 0) a.cycles[blockIdx.x] = clock64() - t0;
 }
 
+// Phase 2 in the int8 form: the block's 32 output rows as two tiles of 16, t's 1024 ranks as 8
+// chunks of digits; warp w takes tile w / 4, chunks 2(w mod 4), 2(w mod 4) + 1.
+__global__ void __launch_bounds__(kProbeThreads, 1) p2_imma(Args2 a) {
+  constexpr int kTChunks = kR / 128;
+  __shared__ uint32_t codes[kOut * kUWords], qp[kOut * kUGroups];
+  __shared__ __align__(16) float ts[(kR / 32) * kPitch];
+  __shared__ __align__(16) uint32_t dig[kDigits * kTChunks * 32];
+  __shared__ float csum[kTChunks], ysh[kOut];
+  __shared__ uint32_t red[kProbeThreads / 32];
+  load_codes2(a, codes, qp);
+  if (threadIdx.x < kOut) ysh[threadIdx.x] = 0.f;
+  __syncthreads();
+  const long long t0 = clock64();
+  uint32_t mx = 0;
+  for (int e = threadIdx.x; e < kR / 8; e += kProbeThreads) {  // whole warps (the shuffles)
+    const float4 p0 = reinterpret_cast<const float4*>(a.t)[2 * e], p1 = reinterpret_cast<const float4*>(a.t)[2 * e + 1];
+    mx = max(mx, max(max(__float_as_uint(fabsf(p0.x)), __float_as_uint(fabsf(p0.y))),
+                     max(__float_as_uint(fabsf(p0.z)), __float_as_uint(fabsf(p0.w)))));
+    mx = max(mx, max(max(__float_as_uint(fabsf(p1.x)), __float_as_uint(fabsf(p1.y))),
+                     max(__float_as_uint(fabsf(p1.z)), __float_as_uint(fabsf(p1.w)))));
+    const float sum = seg_sum<4>(((p0.x + p0.y) + (p0.z + p0.w)) + ((p1.x + p1.y) + (p1.z + p1.w)));
+    float* dst = ts + (e >> 2) * kPitch;
+    reinterpret_cast<float4*>(dst + (e & 3) * 8)[0] = p0;
+    reinterpret_cast<float4*>(dst + (e & 3) * 8)[1] = p1;
+    if ((e & 3) == 0) dst[32] = sum;
+  }
+  mx = block_max_bits(mx, red);
+  float down;
+  const float up = digit_scale(mx, &down);
+  stage_digits(ts, kR, up, dig, csum);
+  __syncthreads();
+  if (threadIdx.x == 0) a.cycles[kBlocks + blockIdx.x] = clock64() - t0;  // staged
+  const int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, q = lane % 4;
+  const int ra = 16 * (w / 4) + g, rb = ra + 8;
+  const DigitLane dl = digit_lane(kTChunks, dig, csum, down, nullptr, nullptr, 0.f);
+  float2 sum = make_float2(0.f, 0.f);
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const int c = 2 * (w % 4) + i;
+    int t[4];
+    chunk_mmas<2>(dl, c, codes + ra * kUWords + c * 8 + q * 2, codes + rb * kUWords + c * 8 + q * 2, t);
+    fold_group(t, qp[ra * kUGroups + c], qp[rb * kUGroups + c], dl.cs[c], false, q, sum);
+  }
+  if (q == 0) {
+    atomicAdd(&ysh[ra], sum.x * dl.dn);
+    atomicAdd(&ysh[rb], sum.y * dl.dn);
+  }
+  __syncthreads();
+  if (threadIdx.x < kOut) a.y[blockIdx.x * kOut + threadIdx.x] = ysh[threadIdx.x];
+  __syncthreads();
+  if (threadIdx.x == 0) a.cycles[blockIdx.x] = clock64() - t0;
+}
+
 float half_to_float(uint16_t h) {
   const uint32_t s = h >> 15, e = (h >> 10) & 31, m = h & 1023;
   const float v = e == 0 ? std::ldexp((float)m, -24) : std::ldexp((float)(m | 1024), (int)e - 25);
@@ -443,7 +572,7 @@ float half_to_float(uint16_t h) {
 }  // namespace
 
 int main() {
-  const char* const kVariant[3] = {"fp32", "hmma", "hmma2"};
+  const char* const kVariant[4] = {"fp32", "hmma", "hmma2", "imma"};
   std::mt19937 rng(1);
   std::vector<uint32_t> codes((size_t)kBlocks * kRows * kRowWords), qp((size_t)kBlocks * kRows * kGroups);
   std::vector<__half> x(kK);
@@ -474,6 +603,22 @@ int main() {
     }
   double scale = 0;
   for (double v : ref) scale = std::max(scale, std::fabs(v));
+  // the int8 form's rows: the same codes read as 16 rows of 2048 codes over x's half b mod 2
+  std::vector<double> ref16((size_t)kBlocks * kIRows);
+  for (int b = 0; b < kBlocks; ++b)
+    for (int r = 0; r < kIRows; ++r) {
+      const uint32_t* row = codes.data() + (size_t)b * kRows * kRowWords + (size_t)r * kIWords;
+      const uint32_t* q = qp.data() + (size_t)b * kRows * kGroups + (size_t)r * kIGroups;
+      double acc = 0;
+      for (int i = 0; i < kIK; ++i) {
+        const uint32_t c = (row[i / 16] >> (2 * (i % 16))) & 3u;
+        const double s = half_to_float((uint16_t)q[i / 128]), z = half_to_float((uint16_t)(q[i / 128] >> 16));
+        acc += s * ((double)c - z) * xf[(b % 2) * kIK + i];
+      }
+      ref16[(size_t)b * kIRows + r] = acc;
+    }
+  double scale16 = 0;
+  for (double v : ref16) scale16 = std::max(scale16, std::fabs(v));
 
   Args a{};
   uint32_t *dc, *dq;
@@ -483,7 +628,7 @@ int main() {
   CU(cudaMalloc(&dc, codes.size() * 4));
   CU(cudaMalloc(&dq, qp.size() * 4));
   CU(cudaMalloc(&dx, kK * 2));
-  CU(cudaMalloc(&dt, ref.size() * 4));
+  CU(cudaMalloc(&dt, ref16.size() * 4));
   CU(cudaMalloc(&dcy, 2 * kBlocks * 8));
   CU(cudaMemcpy(dc, codes.data(), codes.size() * 4, cudaMemcpyHostToDevice));
   CU(cudaMemcpy(dq, qp.data(), qp.size() * 4, cudaMemcpyHostToDevice));
@@ -493,13 +638,16 @@ int main() {
   CU(cudaGetDeviceProperties(&prop, 0));
   printf("device: %s; %d blocks of %d threads, 8 rows x %d 2-bit codes each (group 128)\n", prop.name, kBlocks,
          kProbeThreads, kK);
-  for (int variant = 0; variant < 3; ++variant) {
+  for (int variant = 0; variant < 4; ++variant) {
     std::vector<long long> cyc(2 * kBlocks), all, st;
-    std::vector<float> t(ref.size());
+    const std::vector<double>& rv = variant == 3 ? ref16 : ref;
+    const double sc = variant == 3 ? scale16 : scale;
+    std::vector<float> t(rv.size());
     for (int rep = 0; rep < 20; ++rep) {  // the first launches fetch the code: keep the later ones
       if (variant == 0) p1_fp32<<<kBlocks, kProbeThreads>>>(a);
       else if (variant == 1) p1_hmma<false><<<kBlocks, kProbeThreads>>>(a);
-      else p1_hmma<true><<<kBlocks, kProbeThreads>>>(a);
+      else if (variant == 2) p1_hmma<true><<<kBlocks, kProbeThreads>>>(a);
+      else p1_imma<<<kBlocks, kProbeThreads>>>(a);
       CU(cudaGetLastError());
       CU(cudaDeviceSynchronize());
       CU(cudaMemcpy(cyc.data(), dcy, 2 * kBlocks * 8, cudaMemcpyDeviceToHost));
@@ -508,7 +656,7 @@ int main() {
     }
     CU(cudaMemcpy(t.data(), dt, t.size() * 4, cudaMemcpyDeviceToHost));
     double err = 0;
-    for (size_t i = 0; i < t.size(); ++i) err = std::max(err, std::fabs(t[i] - ref[i]) / scale);
+    for (size_t i = 0; i < t.size(); ++i) err = std::max(err, std::fabs(t[i] - rv[i]) / sc);
     std::sort(all.begin(), all.end());
     std::sort(st.begin(), st.end());
     printf("%-5s cycles per block (x staged to t written): median %lld (staging %lld), max %lld; max |t - ref| / max|ref| = %.2e\n",
@@ -550,13 +698,14 @@ int main() {
   CU(cudaMemcpy(dtt, t.data(), kR * 4, cudaMemcpyHostToDevice));
   const Args2 a2{duc, duq, dtt, dy, dcy};
   printf("phase 2: 32 output rows x %d ranks of 2-bit codes per block\n", kR);
-  for (int variant = 0; variant < 3; ++variant) {
+  for (int variant = 0; variant < 4; ++variant) {
     std::vector<long long> cyc(2 * kBlocks), all, st;
     std::vector<float> y(yref.size());
     for (int rep = 0; rep < 20; ++rep) {
       if (variant == 0) p2_fp32<<<kBlocks, kProbeThreads>>>(a2);
       else if (variant == 1) p2_hmma<false><<<kBlocks, kProbeThreads>>>(a2);
-      else p2_hmma<true><<<kBlocks, kProbeThreads>>>(a2);
+      else if (variant == 2) p2_hmma<true><<<kBlocks, kProbeThreads>>>(a2);
+      else p2_imma<<<kBlocks, kProbeThreads>>>(a2);
       CU(cudaGetLastError());
       CU(cudaDeviceSynchronize());
       CU(cudaMemcpy(cyc.data(), dcy, 2 * kBlocks * 8, cudaMemcpyDeviceToHost));
