@@ -5,6 +5,7 @@
 #                   packaging (install + C/Rust/Go/Python bindings), GPU sources compiled (not run)
 #   make test-gpu   GPU tests on the local CUDA device (after a build with DC_CUDA=ON)
 #   make bench-gpu  GPU benchmark
+#   make bench-cpu  CPU benchmark: the CPU backend's apply against fp32 OpenBLAS paths of the same layer
 #   make install PREFIX=/usr/local
 BUILD     ?= build
 PREFIX    ?= /usr/local
@@ -13,7 +14,7 @@ CMAKE     ?= cmake
 CMAKE_FLAGS ?=
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps build demo test test-unit test-asan test-tsan test-fuzz test-packaging test-gpu bench-gpu \
+.PHONY: all deps build demo test test-unit test-asan test-tsan test-fuzz test-packaging test-gpu bench-gpu bench-cpu \
         build-gpu-check install clean
 
 all: build
@@ -90,6 +91,13 @@ test-gpu:
 bench-gpu: test-gpu
 	-python3 bench/torch_baseline.py build-gpu/torch_us.txt
 	build-gpu/bench/bench_gpu_apply --torch-us build-gpu/torch_us.txt
+
+# The CPU backend's dc_apply_delta_linear against dense and low-rank fp32 OpenBLAS, same process
+# (bench/cpu/apply_cpu_bench.cpp; BENCH_ARGS=--quick: the 4096×4096 layer only).
+bench-cpu:
+	@$(MAKE) --no-print-directory build CMAKE_FLAGS="-DDC_CUDA=OFF -DDC_HIP=OFF $(CMAKE_FLAGS)" \
+	  BUILD_TARGET="--target dc_bench_apply_cpu"
+	$(BUILD)/bench/dc_bench_apply_cpu $(BENCH_ARGS)
 
 install: build
 	$(CMAKE) --install $(BUILD) --prefix $(PREFIX)

@@ -9,8 +9,19 @@
 //                                                           parallel over chunks of output rows
 // BitDelta and dense deltas only have phase 2. Every y element is read (unless the base replaces
 // it), computed in fp32 and written once.
+//
+// Prefill path (a low-rank delta, tiles of at least gemm_min_rows rows, up to kGemmTile): the
+// decode loops above cost ~0.5 ms a row of x for a 4096×4096 delta on two cores, linear in the
+// rows, while dequantizing the whole delta costs about two rows' worth. So the tile dequantizes
+// kGemmRanks V̂ rows at a time (the pool) and multiplies them with OpenBLAS sgemm, then kGemmOut Û
+// rows at a time likewise. bench/cpu/apply_cpu_bench.cpp measures both paths.
 #include <algorithm>
+#include <atomic>
+#include <climits>
+#include <cstdlib>
 #include <cstring>
+
+#include <cblas.h>
 
 #include "backends/cpu/convert.h"
 #include "backends/cpu/cpu_ops.h"
@@ -36,8 +47,13 @@ void band_row_dot(const CpuBand& band, const uint32_t* codes, const dc_qparam* q
 
 struct Tile {
   const uint64_t* row_ids;  // the tile's rows of x and y
-  unsigned mt;              // 1..kMaxTile
+  unsigned mt;              // 1..kMaxTile (decode loops) or 1..kGemmTile (apply_tile, prefill)
 };
+
+// Default of gemm_min_rows: from 8 rows a tile the prefill path is faster (measured on two cores,
+// bench/cpu/apply_cpu_bench.cpp; see docs/ARCHITECTURE.md).
+constexpr uint32_t kGemmMinRowsDefault = 12;
+std::atomic<uint32_t> g_gemm_min_rows{0};  // 0: not yet read from the environment
 
 // Loads the tile's x rows into dev.xf (fp32, zero padded to cols_pad) and their sums into xsum.
 void gather_x(CpuDevice& dev, const dc_apply_params& p, uint64_t cols, const Tile& tile, float* xsum) {
@@ -53,11 +69,11 @@ void gather_x(CpuDevice& dev, const dc_apply_params& p, uint64_t cols, const Til
   }
 }
 
-// Phase 1 for a low-rank delta: fills dev.t (and its block sums dev.tbs) for the tile.
-void lowrank_phase1(CpuDevice& dev, const CpuDelta& d, unsigned mt) {
+// The tile's x rows in V's positions: dev.xf itself when V reads x directly, else gathered into
+// dev.xv (permutation, shard offset), zero padded to round_up_block(v_len).
+const float* gather_xv(CpuDevice& dev, const CpuDelta& d, unsigned mt) {
   const uint64_t cp = round_up_block(d.cols);
   const uint64_t vp = round_up_block(d.v_len);
-  const uint64_t vblocks = vp / kBlock;
   const float* xv = dev.xf.data();
   if (!d.v_reads_x_directly()) {
     for (unsigned i = 0; i < mt; ++i) {
@@ -75,14 +91,26 @@ void lowrank_phase1(CpuDevice& dev, const CpuDelta& d, unsigned mt) {
     }
     xv = dev.xv.data();
   }
-  for (unsigned i = 0; i < mt; ++i) block_sums(xv + i * vp, vblocks, dev.xbs.data() + i * vblocks);
+  return xv;
+}
 
-  // Zero t's padding columns: phase 2 reads whole blocks.
+// Zeroes t's padding columns of every band (both phase 2s read whole blocks).
+void zero_t_padding(CpuDevice& dev, const CpuDelta& d, unsigned mt) {
   for (const CpuBand& b : d.bands)
     for (unsigned i = 0; i < mt; ++i) {
       float* tr = dev.t.data() + i * d.t_stride + b.t_offset;
       std::fill(tr + b.rank(), tr + round_up_block(b.rank()), 0.f);
     }
+}
+
+// Phase 1 for a low-rank delta: fills dev.t (and its block sums dev.tbs) for the tile.
+void lowrank_phase1(CpuDevice& dev, const CpuDelta& d, unsigned mt) {
+  const uint64_t vp = round_up_block(d.v_len);
+  const uint64_t vblocks = vp / kBlock;
+  const float* xv = gather_xv(dev, d, mt);
+  for (unsigned i = 0; i < mt; ++i) block_sums(xv + i * vp, vblocks, dev.xbs.data() + i * vblocks);
+
+  zero_t_padding(dev, d, mt);
 
   float* t = dev.t.data();
   const float* xbs = dev.xbs.data();
@@ -145,9 +173,30 @@ void delta_row(CpuDevice& dev, const CpuDelta& d, uint64_t o, unsigned mt, const
   }
 }
 
-// One tile: `d` may be null (batched rows without a delta, with the base included).
-void apply_tile(CpuDevice& dev, const CpuDelta* d, uint64_t rows, uint64_t cols, const dc_apply_params& p,
-                const Tile& tile) {
+// acc[i] for the tile's rows: x_i·W_base[o] with the base included, else y's old value of output o
+// (worker: the calling pool thread, whose rowbuf converts a non-fp32 base row).
+void base_or_old(CpuDevice& dev, const dc_apply_params& p, uint64_t rows, uint64_t cols, uint64_t o, const Tile& tile,
+                 unsigned worker, float* acc) {
+  if ((p.flags & DC_APPLY_INCLUDE_BASE) != 0) {
+    const uint64_t ldb = p.ld_base ? p.ld_base : cols;
+    const void* src = elem_ptr(p.base_weight, o * ldb, p.base_dtype);
+    const float* w = static_cast<const float*>(src);
+    if (p.base_dtype != DC_DTYPE_F32) {
+      float* buf = dev.rowbuf.data() + worker * dev.cols_pad;
+      row_to_f32(src, p.base_dtype, cols, buf);
+      w = buf;
+    }
+    dense_row_dot(w, cols, dev.xf.data(), round_up_block(cols), tile.mt, acc);
+  } else {
+    const uint64_t ldy = p.ldy ? p.ldy : rows;
+    for (unsigned i = 0; i < tile.mt; ++i) acc[i] = load_elem(p.y, tile.row_ids[i] * ldy + o, p.y_dtype);
+  }
+}
+
+// One tile of at most kMaxTile rows on the decode loops: `d` may be null (batched rows without a
+// delta, with the base included).
+void decode_tile(CpuDevice& dev, const CpuDelta* d, uint64_t rows, uint64_t cols, const dc_apply_params& p,
+                 const Tile& tile) {
   const bool with_base = (p.flags & DC_APPLY_INCLUDE_BASE) != 0;
   const bool needs_x = with_base || (d && !d->is_bias());
   float xsum[kMaxTile] = {};
@@ -155,25 +204,12 @@ void apply_tile(CpuDevice& dev, const CpuDelta* d, uint64_t rows, uint64_t cols,
   if (d && d->kind == DC_KIND_LOWRANK) lowrank_phase1(dev, *d, tile.mt);
 
   const uint64_t ldy = p.ldy ? p.ldy : rows;
-  const uint64_t ldb = p.ld_base ? p.ld_base : cols;
-  const uint64_t cp = round_up_block(cols);
   const float scale = p.scale;
   auto task = [&](uint64_t k, unsigned worker) {
     const uint64_t o1 = std::min(rows, (k + 1) * kRowsPerTask);
     float acc[kMaxTile], dv[kMaxTile];
     for (uint64_t o = k * kRowsPerTask; o < o1; ++o) {
-      if (with_base) {
-        const void* src = elem_ptr(p.base_weight, o * ldb, p.base_dtype);
-        const float* w = static_cast<const float*>(src);
-        if (p.base_dtype != DC_DTYPE_F32) {
-          float* buf = dev.rowbuf.data() + worker * dev.cols_pad;
-          row_to_f32(src, p.base_dtype, cols, buf);
-          w = buf;
-        }
-        dense_row_dot(w, cols, dev.xf.data(), cp, tile.mt, acc);
-      } else {
-        for (unsigned i = 0; i < tile.mt; ++i) acc[i] = load_elem(p.y, tile.row_ids[i] * ldy + o, p.y_dtype);
-      }
+      base_or_old(dev, p, rows, cols, o, tile, worker, acc);
       if (d) {
         delta_row(dev, *d, o, tile.mt, xsum, worker, dv);
         for (unsigned i = 0; i < tile.mt; ++i) acc[i] += scale * dv[i];
@@ -184,12 +220,102 @@ void apply_tile(CpuDevice& dev, const CpuDelta* d, uint64_t rows, uint64_t cols,
   dev.pool.run((rows + kRowsPerTask - 1) / kRowsPerTask, task);
 }
 
+// One tile of a low-rank delta on the prefill path (see the top of this file). Same results as
+// decode_tile up to fp32 rounding: t = (xv·V̂ᵀ)⊙σ and y = old + scale·t·Ûᵀ, each V̂ and Û entry
+// dequantized exactly as decode_row does.
+void gemm_tile(CpuDevice& dev, const CpuDelta& d, uint64_t rows, uint64_t cols, const dc_apply_params& p,
+               const Tile& tile) {
+  const unsigned mt = tile.mt;
+  float xsum[kGemmTile];
+  gather_x(dev, p, cols, tile, xsum);
+  const uint64_t vp = round_up_block(d.v_len), ts = d.t_stride;
+  const float* xv = gather_xv(dev, d, mt);
+  float* t = dev.t.data();
+  zero_t_padding(dev, d, mt);
+  // phase 1: kGemmRanks rows of one band's V̂ at a time
+  for (const CpuBand& b : d.bands) {
+    for (uint32_t j0 = 0; j0 < b.rank(); j0 += kGemmRanks) {
+      const uint32_t nj = std::min<uint32_t>(kGemmRanks, b.rank() - j0);
+      auto dequantize = [&](uint64_t k, unsigned) {
+        const uint64_t j = j0 + k;
+        decode_row_bits(b.bits, b.v_codes.data() + j * b.v_row_words,
+                        b.bits == 16 ? nullptr : b.v_qparams.data() + j * b.v_row_groups, b.group_blocks(), d.v_len,
+                        dev.vdq.data() + k * vp);
+      };
+      dev.pool.run(nj, dequantize);
+      float* tc = t + b.t_offset + j0;
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(mt), static_cast<int>(nj),
+                  static_cast<int>(vp), 1.f, xv, static_cast<int>(vp), dev.vdq.data(), static_cast<int>(vp), 0.f, tc,
+                  static_cast<int>(ts));
+      const float* sg = d.sigma.data() + b.rank_begin + j0;
+      for (unsigned i = 0; i < mt; ++i)
+        for (uint32_t j = 0; j < nj; ++j) tc[i * ts + j] *= sg[j];
+    }
+  }
+  // phase 2: kGemmOut rows of Û (all bands, laid out as t) at a time
+  const uint64_t ldy = p.ldy ? p.ldy : rows;
+  for (uint64_t o0 = 0; o0 < rows; o0 += kGemmOut) {
+    const uint64_t nr = std::min<uint64_t>(kGemmOut, rows - o0);
+    auto dequantize = [&](uint64_t k, unsigned) {
+      const uint64_t o = o0 + k;
+      float* dst = dev.udq.data() + k * ts;
+      for (const CpuBand& b : d.bands)
+        decode_row_bits(b.bits, b.u_codes.data() + o * b.u_row_words,
+                        b.bits == 16 ? nullptr : b.u_qparams.data() + o * b.u_row_groups, b.group_blocks(), b.rank(),
+                        dst + b.t_offset);
+    };
+    dev.pool.run(nr, dequantize);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(mt), static_cast<int>(nr),
+                static_cast<int>(ts), p.scale, t, static_cast<int>(ts), dev.udq.data(), static_cast<int>(ts), 0.f,
+                dev.yd.data(), static_cast<int>(nr));
+    auto store = [&](uint64_t k, unsigned worker) {
+      const uint64_t a = o0 + k * kRowsPerTask, e = std::min(o0 + nr, a + kRowsPerTask);
+      float acc[kGemmTile];
+      for (uint64_t o = a; o < e; ++o) {
+        base_or_old(dev, p, rows, cols, o, tile, worker, acc);
+        for (unsigned i = 0; i < mt; ++i)
+          store_elem(p.y, tile.row_ids[i] * ldy + o, p.y_dtype, acc[i] + dev.yd[i * nr + (o - o0)]);
+      }
+    };
+    dev.pool.run((nr + kRowsPerTask - 1) / kRowsPerTask, store);
+  }
+}
+
+// One tile of at most kGemmTile rows: the prefill path for a low-rank delta from gemm_min_rows rows
+// (and sizes OpenBLAS's int arguments hold), else the decode loops kMaxTile rows at a time.
+void apply_tile(CpuDevice& dev, const CpuDelta* d, uint64_t rows, uint64_t cols, const dc_apply_params& p,
+                const Tile& tile) {
+  if (d != nullptr && d->kind == DC_KIND_LOWRANK && tile.mt >= gemm_min_rows() &&
+      round_up_block(d->v_len) <= INT_MAX && d->t_stride <= INT_MAX) {
+    gemm_tile(dev, *d, rows, cols, p, tile);
+    return;
+  }
+  for (unsigned i0 = 0; i0 < tile.mt; i0 += kMaxTile)
+    decode_tile(dev, d, rows, cols, p, Tile{tile.row_ids + i0, std::min(kMaxTile, tile.mt - i0)});
+}
+
 }  // namespace
 
+uint32_t gemm_min_rows() {
+  uint32_t v = g_gemm_min_rows.load(std::memory_order_relaxed);
+  if (v == 0) {
+    v = kGemmMinRowsDefault;
+    if (const char* e = std::getenv("DELTACOME_CPU_GEMM_MIN_ROWS")) {
+      const long n = std::strtol(e, nullptr, 10);
+      if (n > 0) v = static_cast<uint32_t>(std::min<long>(n, UINT32_MAX));
+    }
+    uint32_t expected = 0;
+    if (!g_gemm_min_rows.compare_exchange_strong(expected, v, std::memory_order_relaxed)) v = expected;
+  }
+  return v;
+}
+
+void set_gemm_min_rows(uint32_t rows) { g_gemm_min_rows.store(rows == 0 ? 1 : rows, std::memory_order_relaxed); }
+
 void apply(CpuDevice& dev, const CpuDelta& d, const dc_apply_params& p) {
-  uint64_t ids[kMaxTile];
-  for (uint64_t i0 = 0; i0 < p.m; i0 += kMaxTile) {
-    const unsigned mt = static_cast<unsigned>(std::min<uint64_t>(kMaxTile, p.m - i0));
+  uint64_t ids[kGemmTile];
+  for (uint64_t i0 = 0; i0 < p.m; i0 += kGemmTile) {
+    const unsigned mt = static_cast<unsigned>(std::min<uint64_t>(kGemmTile, p.m - i0));
     for (unsigned i = 0; i < mt; ++i) ids[i] = i0 + i;
     apply_tile(dev, &d, d.rows, d.cols, p, Tile{ids, mt});
   }
@@ -201,7 +327,7 @@ void apply_batched(CpuDevice& dev, const CpuBatch& batch, const int32_t* row_slo
   // base is included (they get y = x·W_baseᵀ).
   const bool with_base = (p.flags & DC_APPLY_INCLUDE_BASE) != 0;
   const int64_t count = static_cast<int64_t>(batch.deltas.size());
-  uint64_t ids[kMaxTile];
+  uint64_t ids[kGemmTile];
   for (int64_t s = with_base ? -1 : 0; s < count; ++s) {
     const CpuDelta* d = s < 0 ? nullptr : batch.deltas[s];
     unsigned mt = 0;
@@ -210,7 +336,7 @@ void apply_batched(CpuDevice& dev, const CpuBatch& batch, const int32_t* row_slo
       const bool mine = s < 0 ? (slot < 0 || slot >= count) : slot == s;
       if (!mine) continue;
       ids[mt++] = i;
-      if (mt == kMaxTile) {
+      if (mt == kGemmTile) {
         apply_tile(dev, d, batch.rows, batch.cols, p, Tile{ids, mt});
         mt = 0;
       }

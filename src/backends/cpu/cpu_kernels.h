@@ -18,7 +18,12 @@
 
 namespace dc::cpu {
 
-constexpr unsigned kMaxTile = 16;  // activation rows processed together (bounds scratch)
+constexpr unsigned kMaxTile = 16;  // activation rows the decode loops take together (bounds scratch)
+// The prefill path (cpu_apply.cpp, gemm_tile): a tile of up to kGemmTile rows against the delta
+// dequantized kGemmRanks V̂ rows or kGemmOut Û rows at a time, each piece by one OpenBLAS sgemm.
+constexpr unsigned kGemmTile = 256;
+constexpr unsigned kGemmRanks = 256;
+constexpr unsigned kGemmOut = 1024;
 constexpr unsigned kBlock = DC_CODE_BLOCK;
 
 inline uint64_t round_up_block(uint64_t n) { return (n + kBlock - 1) / kBlock * kBlock; }

@@ -83,21 +83,28 @@ std::unique_ptr<CpuDelta> load_delta(const dc_tensor_view& v) {
 }
 
 void CpuDevice::reserve_for(const CpuDelta& d) {
+  const bool lowrank = d.kind == DC_KIND_LOWRANK;
   const uint64_t cp = std::max(cols_pad, round_up_block(d.cols));
-  const uint64_t vp = std::max(v_pad, d.kind == DC_KIND_LOWRANK ? round_up_block(d.v_len) : 0);
+  const uint64_t vp = std::max(v_pad, lowrank ? round_up_block(d.v_len) : 0);
+  // xv only for deltas whose V does not read x directly (permutation, shard offset)
+  const uint64_t xp = std::max(xv_pad, lowrank && !d.v_reads_x_directly() ? round_up_block(d.v_len) : 0);
   const uint64_t ts = std::max(t_stride, d.t_stride);
-  if (cp == cols_pad && vp == v_pad && ts == t_stride) return;
+  if (cp == cols_pad && vp == v_pad && xp == xv_pad && ts == t_stride) return;
   // Resize everything first, then commit the capacities (a bad_alloc leaves the old ones valid:
   // vectors only grow).
-  xf.resize(kMaxTile * cp);
-  xv.resize(kMaxTile * vp);
+  xf.resize(kGemmTile * cp);
+  xv.resize(kGemmTile * xp);
   xbs.resize(kMaxTile * vp / kBlock);
-  t.resize(kMaxTile * ts);
+  t.resize(kGemmTile * ts);
   tbs.resize(kMaxTile * ts / kBlock);
+  vdq.resize(kGemmRanks * vp);
+  udq.resize(kGemmOut * ts);
+  yd.resize(kGemmTile * kGemmOut);
   // rowbuf is indexed by worker with stride cols_pad: rebuild it when the stride changes.
   if (cp != cols_pad) rowbuf.assign(static_cast<size_t>(pool.size()) * cp, 0.f);
   cols_pad = cp;
   v_pad = vp;
+  xv_pad = xp;
   t_stride = ts;
 }
 

@@ -14,6 +14,11 @@ void apply(CpuDevice& dev, const CpuDelta& d, const dc_apply_params& p);
 // Row i uses batch.deltas[row_slot[i]], or no delta when row_slot[i] < 0.
 void apply_batched(CpuDevice& dev, const CpuBatch& batch, const int32_t* row_slot,
                    const dc_apply_params& p);
+// From how many rows a tile of a low-rank delta takes the prefill path (dequantized pieces and
+// OpenBLAS sgemm) instead of the decode loops: DELTACOME_CPU_GEMM_MIN_ROWS at the first call, else
+// the default in cpu_apply.cpp; set_gemm_min_rows overrides it (tests run both paths). Thread-safe.
+uint32_t gemm_min_rows();
+void set_gemm_min_rows(uint32_t rows);
 // W += scale·ΔW in place (allocates a decoded V̂ for low-rank; throws std::bad_alloc).
 void merge(CpuDevice& dev, const CpuDelta& d, void* weight, dc_dtype dtype, uint64_t ld, float scale);
 

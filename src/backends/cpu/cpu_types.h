@@ -61,18 +61,23 @@ struct CpuBatch {
   uint64_t rows = 0, cols = 0;
 };
 
-// The device: a persistent thread pool plus scratch for one tile of kMaxTile activation rows. The
-// scratch grows when a delta is loaded or a batch created (never during apply).
+// The device: a persistent thread pool plus scratch for one tile of activation rows (kGemmTile
+// rows; the decode loops use the first kMaxTile). The scratch grows when a delta is loaded or a
+// batch created (never during apply), to fit the largest: for a 4096×4096 delta at α = 1/16 about
+// 14 MB, most of it the prefill path's (xf, t, vdq, udq, yd).
 struct CpuDevice {
   explicit CpuDevice(unsigned threads) : pool(threads) {}
 
   ThreadPool pool;
-  uint64_t cols_pad = 0, v_pad = 0, t_stride = 0;  // capacities the scratch was sized for
-  std::vector<float> xf;   // kMaxTile × cols_pad : x rows as fp32, zero padded
-  std::vector<float> xv;   // kMaxTile × v_pad    : x gathered into V's positions
-  std::vector<float> xbs;  // kMaxTile × v_pad/32 : block sums of xv (or of xf)
-  std::vector<float> t;    // kMaxTile × t_stride : (x·V̂)⊙σ, band by band
+  uint64_t cols_pad = 0, v_pad = 0, xv_pad = 0, t_stride = 0;  // capacities the scratch was sized for
+  std::vector<float> xf;   // kGemmTile × cols_pad : x rows as fp32, zero padded
+  std::vector<float> xv;   // kGemmTile × xv_pad   : x gathered into V's positions (deltas that need it)
+  std::vector<float> xbs;  // kMaxTile × v_pad/32  : block sums of xv (or of xf)
+  std::vector<float> t;    // kGemmTile × t_stride : (x·V̂)⊙σ, band by band
   std::vector<float> tbs;  // kMaxTile × t_stride/32
+  std::vector<float> vdq;  // kGemmRanks × v_pad   : prefill: V̂ rows dequantized
+  std::vector<float> udq;  // kGemmOut × t_stride  : prefill: Û rows dequantized, band by band as t
+  std::vector<float> yd;   // kGemmTile × kGemmOut : prefill: scale·t·Ûᵀ of one piece of outputs
   std::vector<float> rowbuf;  // pool.size() × cols_pad : per-thread fp32 copy of a weight row
 
   // Grows the scratch so a delta of this shape can be applied (throws std::bad_alloc).

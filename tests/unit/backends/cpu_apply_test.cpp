@@ -2,6 +2,7 @@
 #include <numeric>
 
 #include "backends/cpu/cpu_kernels.h"
+#include "backends/cpu/cpu_ops.h"
 #include "cpu_apply_harness.h"
 
 namespace dc_test {
@@ -165,6 +166,50 @@ TEST(CpuApplyLowRank, ShardColumnOffset) {
     o.m = m;
     check_apply(*make_lowrank(spec, 13), o);
   }
+}
+
+// Both low-rank paths at every row count: the decode loops (prefill path off) and the prefill path
+// (dequantized pieces + sgemm, on from one row), each against the float64 reference — every width,
+// groups, permutations and shard offsets (x gathered), base, dtypes, strides, scale, row counts that
+// cross the decode loops' tiles (16) and the prefill tiles (256).
+TEST(CpuApplyLowRank, DecodeLoopsAndPrefillPathEachMatchReference) {
+  const uint32_t keep = dc::cpu::gemm_min_rows();
+  for (const uint32_t from : {UINT32_MAX, 1u}) {
+    dc::cpu::set_gemm_min_rows(from);
+    SCOPED_TRACE(from == 1 ? "prefill path" : "decode loops");
+    for (uint32_t bits : {2u, 3u, 4u, 8u, 16u}) {
+      auto t = make_lowrank({90, 333, {{bits, 24, 64}, {2, 40, 128}}}, bits + 300);
+      for (uint64_t m : {1, 13, 40, 300}) {
+        ApplyOpts o;
+        o.m = m;
+        check_apply(*t, o);
+      }
+    }
+    auto mixed = make_lowrank({150, 400, {{8, 2, 128}, {3, 32, 128}, {2, 30, 128}}}, 61);
+    ApplyOpts o;
+    o.m = 21;
+    o.base = true;
+    o.scale = -0.75f;
+    o.xt = DC_DTYPE_BF16;
+    o.yt = DC_DTYPE_F16;
+    o.bt = DC_DTYPE_F16;
+    o.ldx_pad = 3;
+    o.ldy_pad = 5;
+    o.ldb_pad = 2;
+    check_apply(*mixed, o);
+    LowRankSpec shard{50, 100, {{8, 2, 32}, {3, 10, 64}, {2, 12, 128}}};
+    shard.v_len = 170;
+    shard.v_col_offset = 37;
+    ApplyOpts so;
+    so.m = 33;
+    check_apply(*make_lowrank(shard, 62), so);
+    LowRankSpec perm{70, 150, {{8, 2, 32}, {3, 20, 64}}};
+    perm.in_perm.resize(150);
+    std::iota(perm.in_perm.begin(), perm.in_perm.end(), 0u);
+    std::shuffle(perm.in_perm.begin(), perm.in_perm.end(), std::mt19937_64(63));
+    check_apply(*make_lowrank(perm, 64), so);
+  }
+  dc::cpu::set_gemm_min_rows(keep);
 }
 
 // ---- BitDelta and dense -------------------------------------------------------------------------

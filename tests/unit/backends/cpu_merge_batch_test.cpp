@@ -1,6 +1,7 @@
 // CPU backend merge and multi-tenant (batched) apply against the float64 reference.
 #include <numeric>
 
+#include "backends/cpu/cpu_ops.h"
 #include "cpu_apply_harness.h"
 
 namespace dc_test {
@@ -154,6 +155,14 @@ TEST(CpuApplyBatched, MatchesPerRowApplies) {
   ApplyOpts o;
   o.m = 53;
   check_batched(o);
+  {  // every slot's rows on the prefill path, then on the decode loops
+    const uint32_t keep = dc::cpu::gemm_min_rows();
+    dc::cpu::set_gemm_min_rows(1);
+    check_batched(o);
+    dc::cpu::set_gemm_min_rows(UINT32_MAX);
+    check_batched(o);
+    dc::cpu::set_gemm_min_rows(keep);
+  }
   o.base = true;
   o.scale = 0.5f;
   o.ldx_pad = 3;
