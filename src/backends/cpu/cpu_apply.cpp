@@ -17,7 +17,6 @@
 // rows at a time likewise. bench/cpu/apply_cpu_bench.cpp measures both paths.
 #include <algorithm>
 #include <atomic>
-#include <climits>
 #include <cstdlib>
 #include <cstring>
 
@@ -281,12 +280,19 @@ void gemm_tile(CpuDevice& dev, const CpuDelta& d, uint64_t rows, uint64_t cols, 
   }
 }
 
+// Whether the device's prefill scratch was reserved for a delta of d's sizes (reserve_for; then
+// every size also fits OpenBLAS's int arguments).
+bool prefill_fits(const CpuDevice& dev, const CpuDelta& d) {
+  const uint64_t vp = round_up_block(d.v_len);
+  return round_up_block(d.cols) <= dev.gemm_cols_pad && vp <= dev.gemm_v_pad && d.t_stride <= dev.gemm_t_stride &&
+         (d.v_reads_x_directly() || vp <= dev.gemm_xv_pad);
+}
+
 // One tile of at most kGemmTile rows: the prefill path for a low-rank delta from gemm_min_rows rows
-// (and sizes OpenBLAS's int arguments hold), else the decode loops kMaxTile rows at a time.
+// (when its scratch was reserved: prefill_fits), else the decode loops kMaxTile rows at a time.
 void apply_tile(CpuDevice& dev, const CpuDelta* d, uint64_t rows, uint64_t cols, const dc_apply_params& p,
                 const Tile& tile) {
-  if (d != nullptr && d->kind == DC_KIND_LOWRANK && tile.mt >= gemm_min_rows() &&
-      round_up_block(d->v_len) <= INT_MAX && d->t_stride <= INT_MAX) {
+  if (d != nullptr && d->kind == DC_KIND_LOWRANK && tile.mt >= gemm_min_rows() && prefill_fits(dev, *d)) {
     gemm_tile(dev, *d, rows, cols, p, tile);
     return;
   }

@@ -24,6 +24,9 @@ constexpr unsigned kMaxTile = 16;  // activation rows the decode loops take toge
 constexpr unsigned kGemmTile = 256;
 constexpr unsigned kGemmRanks = 256;
 constexpr unsigned kGemmOut = 1024;
+// Most scratch a device reserves for the prefill path (a 4096×4096 delta at α = 1/16: ~14 MB,
+// 11008 wide ~31 MB); wider deltas keep the decode loops.
+constexpr uint64_t kPrefillScratchMax = uint64_t{64} << 20;
 constexpr unsigned kBlock = DC_CODE_BLOCK;
 
 inline uint64_t round_up_block(uint64_t n) { return (n + kBlock - 1) / kBlock * kBlock; }

@@ -82,30 +82,60 @@ std::unique_ptr<CpuDelta> load_delta(const dc_tensor_view& v) {
   return d;
 }
 
+// The prefill path's scratch for a delta of these sizes (bytes of floats): x, its gather, t and the
+// output piece for kGemmTile rows, and the dequantized pieces.
+static uint64_t prefill_bytes(uint64_t cp, uint64_t xp, uint64_t vp, uint64_t ts) {
+  return 4 * (kGemmTile * (cp + xp + ts) + kGemmRanks * vp + kGemmOut * ts + kGemmTile * kGemmOut);
+}
+
 void CpuDevice::reserve_for(const CpuDelta& d) {
   const bool lowrank = d.kind == DC_KIND_LOWRANK;
-  const uint64_t cp = std::max(cols_pad, round_up_block(d.cols));
-  const uint64_t vp = std::max(v_pad, lowrank ? round_up_block(d.v_len) : 0);
-  // xv only for deltas whose V does not read x directly (permutation, shard offset)
-  const uint64_t xp = std::max(xv_pad, lowrank && !d.v_reads_x_directly() ? round_up_block(d.v_len) : 0);
+  const uint64_t dcp = round_up_block(d.cols), dvp = lowrank ? round_up_block(d.v_len) : 0;
+  const uint64_t cp = std::max(cols_pad, dcp);
+  const uint64_t vp = std::max(v_pad, dvp);
   const uint64_t ts = std::max(t_stride, d.t_stride);
-  if (cp == cols_pad && vp == v_pad && xp == xv_pad && ts == t_stride) return;
+  // xv only for deltas whose V does not read x directly (permutation, shard offset). Allocated for
+  // every delta, the 4096×4096 bench ran slower in every run (2-core CI machine, make bench-cpu,
+  // --quick: m = 1 1.23–1.25 ms against 1.04–1.08, m = 16 6.4–7.5 against 4.1–4.7; a memory-layout
+  // effect not pinned down)
+  const bool gathers = lowrank && !d.v_reads_x_directly();
+  const uint64_t xp = std::max(xv_pad, gathers ? dvp : 0);
+  // The prefill path's capacities grow only for a low-rank delta whose scratch stays within
+  // kPrefillScratchMax (a very wide delta keeps the decode loops, whose scratch is 16× smaller).
+  uint64_t gcp = gemm_cols_pad, gxp = gemm_xv_pad, gvp = gemm_v_pad, gts = gemm_t_stride;
+  if (lowrank) {
+    const uint64_t ncp = std::max(gcp, dcp), nvp = std::max(gvp, dvp), nts = std::max(gts, d.t_stride);
+    const uint64_t nxp = std::max(gxp, gathers ? dvp : 0);
+    if (prefill_bytes(ncp, nxp, nvp, nts) <= kPrefillScratchMax) {
+      gcp = ncp;
+      gxp = nxp;
+      gvp = nvp;
+      gts = nts;
+    }
+  }
+  if (cp == cols_pad && vp == v_pad && xp == xv_pad && ts == t_stride && gcp == gemm_cols_pad && gxp == gemm_xv_pad &&
+      gvp == gemm_v_pad && gts == gemm_t_stride)
+    return;
   // Resize everything first, then commit the capacities (a bad_alloc leaves the old ones valid:
   // vectors only grow).
-  xf.resize(kGemmTile * cp);
-  xv.resize(kGemmTile * xp);
+  xf.resize(std::max(kMaxTile * cp, kGemmTile * gcp));
+  xv.resize(std::max(kMaxTile * xp, kGemmTile * gxp));
   xbs.resize(kMaxTile * vp / kBlock);
-  t.resize(kGemmTile * ts);
+  t.resize(std::max(kMaxTile * ts, kGemmTile * gts));
   tbs.resize(kMaxTile * ts / kBlock);
-  vdq.resize(kGemmRanks * vp);
-  udq.resize(kGemmOut * ts);
-  yd.resize(kGemmTile * kGemmOut);
+  vdq.resize(kGemmRanks * gvp);
+  udq.resize(kGemmOut * gts);
+  if (gts != 0) yd.resize(kGemmTile * kGemmOut);
   // rowbuf is indexed by worker with stride cols_pad: rebuild it when the stride changes.
   if (cp != cols_pad) rowbuf.assign(static_cast<size_t>(pool.size()) * cp, 0.f);
   cols_pad = cp;
   v_pad = vp;
   xv_pad = xp;
   t_stride = ts;
+  gemm_cols_pad = gcp;
+  gemm_xv_pad = gxp;
+  gemm_v_pad = gvp;
+  gemm_t_stride = gts;
 }
 
 }  // namespace dc::cpu

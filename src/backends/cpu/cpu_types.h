@@ -69,14 +69,18 @@ struct CpuDevice {
   explicit CpuDevice(unsigned threads) : pool(threads) {}
 
   ThreadPool pool;
-  uint64_t cols_pad = 0, v_pad = 0, xv_pad = 0, t_stride = 0;  // capacities the scratch was sized for
-  std::vector<float> xf;   // kGemmTile × cols_pad : x rows as fp32, zero padded
-  std::vector<float> xv;   // kGemmTile × xv_pad   : x gathered into V's positions (deltas that need it)
-  std::vector<float> xbs;  // kMaxTile × v_pad/32  : block sums of xv (or of xf)
-  std::vector<float> t;    // kGemmTile × t_stride : (x·V̂)⊙σ, band by band
+  uint64_t cols_pad = 0, v_pad = 0, xv_pad = 0, t_stride = 0;  // capacities of the decode loops' scratch
+  // capacities of the prefill path's (a delta larger than these, in any of them, takes the decode
+  // loops: its prefill scratch would exceed kPrefillScratchMax)
+  uint64_t gemm_cols_pad = 0, gemm_xv_pad = 0, gemm_v_pad = 0, gemm_t_stride = 0;
+  std::vector<float> xf;   // kMaxTile × cols_pad, kGemmTile × gemm_cols_pad : x rows as fp32, zero padded
+  std::vector<float> xv;   // kMaxTile × xv_pad, kGemmTile × gemm_xv_pad : x gathered into V's positions
+                           // (only for deltas that need it: permutation, shard offset)
+  std::vector<float> xbs;  // kMaxTile × v_pad/32 : block sums of xv (or of xf)
+  std::vector<float> t;    // kMaxTile × t_stride, kGemmTile × gemm_t_stride : (x·V̂)⊙σ, band by band
   std::vector<float> tbs;  // kMaxTile × t_stride/32
-  std::vector<float> vdq;  // kGemmRanks × v_pad   : prefill: V̂ rows dequantized
-  std::vector<float> udq;  // kGemmOut × t_stride  : prefill: Û rows dequantized, band by band as t
+  std::vector<float> vdq;  // kGemmRanks × gemm_v_pad : prefill: V̂ rows dequantized
+  std::vector<float> udq;  // kGemmOut × gemm_t_stride : prefill: Û rows dequantized, band by band as t
   std::vector<float> yd;   // kGemmTile × kGemmOut : prefill: scale·t·Ûᵀ of one piece of outputs
   std::vector<float> rowbuf;  // pool.size() × cols_pad : per-thread fp32 copy of a weight row
 

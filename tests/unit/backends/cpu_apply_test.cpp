@@ -212,6 +212,19 @@ TEST(CpuApplyLowRank, DecodeLoopsAndPrefillPathEachMatchReference) {
   dc::cpu::set_gemm_min_rows(keep);
 }
 
+// A delta so wide that its prefill scratch would pass kPrefillScratchMax: the device does not reserve
+// it, and tiles of any row count take the decode loops — still correct.
+TEST(CpuApplyLowRank, TooWideForPrefillScratchStaysCorrect) {
+  const uint64_t cols = 40000;  // 256 rows of x alone: 41 MB, with the dequantized V̂ rows over 64 MiB
+  ASSERT_GT(4 * (dc::cpu::kGemmTile + dc::cpu::kGemmRanks) * cols, dc::cpu::kPrefillScratchMax);
+  auto t = make_lowrank({3, cols, {{2, 3, 128}}}, 71);
+  for (uint64_t m : {1, 20}) {
+    ApplyOpts o;
+    o.m = m;
+    check_apply(*t, o);
+  }
+}
+
 // ---- BitDelta and dense -------------------------------------------------------------------------
 
 TEST(CpuApplyBitDelta, ShapesDtypesBase) {
