@@ -11,10 +11,11 @@
 // it), computed in fp32 and written once.
 //
 // Prefill path (a low-rank delta, tiles of at least gemm_min_rows rows, up to kGemmTile): the
-// decode loops above cost ~0.5 ms a row of x for a 4096×4096 delta on two cores, linear in the
-// rows, while dequantizing the whole delta costs about two rows' worth. So the tile dequantizes
+// decode loops above cost ~0.55 ms a row of x for a 4096×4096 delta on two cores, linear in the
+// rows, while dequantizing the whole delta costs about eight rows' worth. So the tile dequantizes
 // kGemmRanks V̂ rows at a time (the pool) and multiplies them with OpenBLAS sgemm, then kGemmOut Û
-// rows at a time likewise. bench/cpu/apply_cpu_bench.cpp measures both paths.
+// rows at a time likewise, in scratch reserved at load and capped (kPrefillScratchMax: wider
+// deltas keep the decode loops). bench/cpu/apply_cpu_bench.cpp measures both paths.
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
@@ -49,8 +50,9 @@ struct Tile {
   unsigned mt;              // 1..kMaxTile (decode loops) or 1..kGemmTile (apply_tile, prefill)
 };
 
-// Default of gemm_min_rows: from 8 rows a tile the prefill path is faster (measured on two cores,
-// bench/cpu/apply_cpu_bench.cpp; see docs/ARCHITECTURE.md).
+// Default of gemm_min_rows. The paths cross near 10 rows on two cores (bench/cpu/apply_cpu_bench.cpp:
+// at 8 rows the prefill path took 4.4–5.4 ms against the decode loops' 4.4–4.6, at 16 rows 4.1–4.9
+// against 8.5–8.8); 12 leaves a margin.
 constexpr uint32_t kGemmMinRowsDefault = 12;
 std::atomic<uint32_t> g_gemm_min_rows{0};  // 0: not yet read from the environment
 
