@@ -569,58 +569,81 @@ float half_to_float(uint16_t h) {
   return s ? -v : v;
 }
 
+// A group's parameter word: scale in (0, 0.01], zero an integer in 0..3 (both f16).
+uint32_t random_qparam(std::mt19937& rng) {
+  const __half s = __float2half(0.01f * ((rng() % 1000) + 1) / 1000.f);
+  return (uint32_t)__half_as_ushort(s) | (uint32_t)__half_as_ushort(__float2half((float)(rng() % 4))) << 16;
+}
+
+// Σ_k s·(code_k − z)·v_k in float64 over n 2-bit codes of one row, group 128.
+double ref_row(const uint32_t* row, const uint32_t* q, const float* v, int n) {
+  double acc = 0;
+  for (int k = 0; k < n; ++k) {
+    const uint32_t c = (row[k / 16] >> (2 * (k % 16))) & 3u;
+    const double s = half_to_float((uint16_t)q[k / 128]), z = half_to_float((uint16_t)(q[k / 128] >> 16));
+    acc += s * ((double)c - z) * v[k];
+  }
+  return acc;
+}
+
+double max_abs(const std::vector<double>& v) {
+  double m = 0;
+  for (double e : v) m = std::max(m, std::fabs(e));
+  return m;
+}
+
+// One variant: 20 launches (the first ones fetch the code: the last 10 are kept), then its median
+// and largest cycles per block, its median cycles to the end of staging (cycles[kBlocks + b]) and
+// the largest error of its output (ref.size() floats at `out`) against ref, relative to max|ref|.
+template <class Launch>
+void time_variant(const char* name, const char* span, Launch launch, const long long* dcy, const float* out,
+                  const std::vector<double>& ref) {
+  std::vector<long long> cyc(2 * kBlocks), all, st;
+  for (int rep = 0; rep < 20; ++rep) {
+    launch();
+    CU(cudaGetLastError());
+    CU(cudaDeviceSynchronize());
+    CU(cudaMemcpy(cyc.data(), dcy, 2 * kBlocks * 8, cudaMemcpyDeviceToHost));
+    if (rep < 10) continue;
+    all.insert(all.end(), cyc.begin(), cyc.begin() + kBlocks);
+    st.insert(st.end(), cyc.begin() + kBlocks, cyc.end());
+  }
+  std::vector<float> got(ref.size());
+  CU(cudaMemcpy(got.data(), out, got.size() * 4, cudaMemcpyDeviceToHost));
+  const double scale = max_abs(ref);
+  double err = 0;
+  for (size_t i = 0; i < got.size(); ++i) err = std::max(err, std::fabs(got[i] - ref[i]) / scale);
+  std::sort(all.begin(), all.end());
+  std::sort(st.begin(), st.end());
+  printf("%-5s cycles per block (%s): median %lld (staging %lld), max %lld; max |out - ref| / max|ref| = %.2e\n", name,
+         span, all[all.size() / 2], st[st.size() / 2], all.back(), err);
+}
+
 }  // namespace
 
 int main() {
-  const char* const kVariant[4] = {"fp32", "hmma", "hmma2", "imma"};
   std::mt19937 rng(1);
   std::vector<uint32_t> codes((size_t)kBlocks * kRows * kRowWords), qp((size_t)kBlocks * kRows * kGroups);
   std::vector<__half> x(kK);
   std::vector<float> xf(kK);
   for (auto& w : codes) w = rng();
-  for (auto& q : qp) {  // scale in (0, 0.01], zero an integer in 0..3
-    const __half s = __float2half(0.01f * ((rng() % 1000) + 1) / 1000.f);
-    q = (uint32_t)__half_as_ushort(s) | (uint32_t)__half_as_ushort(__float2half((float)(rng() % 4))) << 16;
-  }
+  for (auto& q : qp) q = random_qparam(rng);
   for (int i = 0; i < kK; ++i) {  // activations of mixed magnitude, a few outliers
     const float v = std::normal_distribution<float>(0.f, 1.f)(rng) * (i % 97 == 0 ? 300.f : 1.f);
     x[i] = __float2half(v);
     xf[i] = __half2float(x[i]);
   }
-  // float64 reference
-  std::vector<double> ref((size_t)kBlocks * kRows);
-  for (int b = 0; b < kBlocks; ++b)
-    for (int r = 0; r < kRows; ++r) {
-      const uint32_t* row = codes.data() + ((size_t)b * kRows + r) * kRowWords;
-      const uint32_t* q = qp.data() + ((size_t)b * kRows + r) * kGroups;
-      double acc = 0;
-      for (int i = 0; i < kK; ++i) {
-        const uint32_t c = (row[i / 16] >> (2 * (i % 16))) & 3u;
-        const double s = half_to_float((uint16_t)q[i / 128]), z = half_to_float((uint16_t)(q[i / 128] >> 16));
-        acc += s * ((double)c - z) * xf[i];
-      }
-      ref[(size_t)b * kRows + r] = acc;
-    }
-  double scale = 0;
-  for (double v : ref) scale = std::max(scale, std::fabs(v));
-  // the int8 form's rows: the same codes read as 16 rows of 2048 codes over x's half b mod 2
-  std::vector<double> ref16((size_t)kBlocks * kIRows);
-  for (int b = 0; b < kBlocks; ++b)
-    for (int r = 0; r < kIRows; ++r) {
-      const uint32_t* row = codes.data() + (size_t)b * kRows * kRowWords + (size_t)r * kIWords;
-      const uint32_t* q = qp.data() + (size_t)b * kRows * kGroups + (size_t)r * kIGroups;
-      double acc = 0;
-      for (int i = 0; i < kIK; ++i) {
-        const uint32_t c = (row[i / 16] >> (2 * (i % 16))) & 3u;
-        const double s = half_to_float((uint16_t)q[i / 128]), z = half_to_float((uint16_t)(q[i / 128] >> 16));
-        acc += s * ((double)c - z) * xf[(b % 2) * kIK + i];
-      }
-      ref16[(size_t)b * kIRows + r] = acc;
-    }
-  double scale16 = 0;
-  for (double v : ref16) scale16 = std::max(scale16, std::fabs(v));
+  // float64 references: 8 rows over all of x a block, and (the int8 form) the same codes read as 16
+  // rows of 2048 codes over x's half b mod 2
+  std::vector<double> ref((size_t)kBlocks * kRows), ref16((size_t)kBlocks * kIRows);
+  for (int b = 0; b < kBlocks; ++b) {
+    const uint32_t* bc = codes.data() + (size_t)b * kRows * kRowWords;
+    const uint32_t* bq = qp.data() + (size_t)b * kRows * kGroups;
+    for (int r = 0; r < kRows; ++r) ref[(size_t)b * kRows + r] = ref_row(bc + r * kRowWords, bq + r * kGroups, xf.data(), kK);
+    for (int r = 0; r < kIRows; ++r)
+      ref16[(size_t)b * kIRows + r] = ref_row(bc + r * kIWords, bq + r * kIGroups, xf.data() + (b % 2) * kIK, kIK);
+  }
 
-  Args a{};
   uint32_t *dc, *dq;
   __half* dx;
   float* dt;
@@ -633,60 +656,26 @@ int main() {
   CU(cudaMemcpy(dc, codes.data(), codes.size() * 4, cudaMemcpyHostToDevice));
   CU(cudaMemcpy(dq, qp.data(), qp.size() * 4, cudaMemcpyHostToDevice));
   CU(cudaMemcpy(dx, x.data(), kK * 2, cudaMemcpyHostToDevice));
-  a = Args{dc, dq, dx, dt, dcy};
+  const Args a{dc, dq, dx, dt, dcy};
   cudaDeviceProp prop;
   CU(cudaGetDeviceProperties(&prop, 0));
   printf("device: %s; %d blocks of %d threads, 8 rows x %d 2-bit codes each (group 128)\n", prop.name, kBlocks,
          kProbeThreads, kK);
-  for (int variant = 0; variant < 4; ++variant) {
-    std::vector<long long> cyc(2 * kBlocks), all, st;
-    const std::vector<double>& rv = variant == 3 ? ref16 : ref;
-    const double sc = variant == 3 ? scale16 : scale;
-    std::vector<float> t(rv.size());
-    for (int rep = 0; rep < 20; ++rep) {  // the first launches fetch the code: keep the later ones
-      if (variant == 0) p1_fp32<<<kBlocks, kProbeThreads>>>(a);
-      else if (variant == 1) p1_hmma<false><<<kBlocks, kProbeThreads>>>(a);
-      else if (variant == 2) p1_hmma<true><<<kBlocks, kProbeThreads>>>(a);
-      else p1_imma<<<kBlocks, kProbeThreads>>>(a);
-      CU(cudaGetLastError());
-      CU(cudaDeviceSynchronize());
-      CU(cudaMemcpy(cyc.data(), dcy, 2 * kBlocks * 8, cudaMemcpyDeviceToHost));
-      if (rep >= 10) all.insert(all.end(), cyc.begin(), cyc.begin() + kBlocks);
-      if (rep >= 10) st.insert(st.end(), cyc.begin() + kBlocks, cyc.end());
-    }
-    CU(cudaMemcpy(t.data(), dt, t.size() * 4, cudaMemcpyDeviceToHost));
-    double err = 0;
-    for (size_t i = 0; i < t.size(); ++i) err = std::max(err, std::fabs(t[i] - rv[i]) / sc);
-    std::sort(all.begin(), all.end());
-    std::sort(st.begin(), st.end());
-    printf("%-5s cycles per block (x staged to t written): median %lld (staging %lld), max %lld; max |t - ref| / max|ref| = %.2e\n",
-           kVariant[variant], all[all.size() / 2], st[st.size() / 2], all.back(), err);
-  }
+  const char* const p1span = "x staged to t written";
+  time_variant("fp32", p1span, [&] { p1_fp32<<<kBlocks, kProbeThreads>>>(a); }, dcy, dt, ref);
+  time_variant("hmma", p1span, [&] { p1_hmma<false><<<kBlocks, kProbeThreads>>>(a); }, dcy, dt, ref);
+  time_variant("hmma2", p1span, [&] { p1_hmma<true><<<kBlocks, kProbeThreads>>>(a); }, dcy, dt, ref);
+  time_variant("imma", p1span, [&] { p1_imma<<<kBlocks, kProbeThreads>>>(a); }, dcy, dt, ref16);
+
   // phase 2
   std::vector<uint32_t> ucodes((size_t)kBlocks * kOut * kUWords), uqp((size_t)kBlocks * kOut * kUGroups);
   std::vector<float> t(kR);
   for (auto& w : ucodes) w = rng();
-  for (auto& q : uqp) {
-    const __half s = __float2half(0.01f * ((rng() % 1000) + 1) / 1000.f);
-    q = (uint32_t)__half_as_ushort(s) | (uint32_t)__half_as_ushort(__float2half((float)(rng() % 4))) << 16;
-  }
+  for (auto& q : uqp) q = random_qparam(rng);
   for (int k = 0; k < kR; ++k)  // t = σ·(x·V̂): decaying with the rank, mixed signs
     t[k] = std::normal_distribution<float>(0.f, 1.f)(rng) * 50.f / (1.f + 0.05f * k);
   std::vector<double> yref((size_t)kBlocks * kOut);
-  for (int b = 0; b < kBlocks; ++b)
-    for (int o = 0; o < kOut; ++o) {
-      const uint32_t* row = ucodes.data() + ((size_t)b * kOut + o) * kUWords;
-      const uint32_t* q = uqp.data() + ((size_t)b * kOut + o) * kUGroups;
-      double acc = 0;
-      for (int k = 0; k < kR; ++k) {
-        const uint32_t c = (row[k / 16] >> (2 * (k % 16))) & 3u;
-        const double s = half_to_float((uint16_t)q[k / 128]), z = half_to_float((uint16_t)(q[k / 128] >> 16));
-        acc += s * ((double)c - z) * t[k];
-      }
-      yref[(size_t)b * kOut + o] = acc;
-    }
-  double yscale = 0;
-  for (double v : yref) yscale = std::max(yscale, std::fabs(v));
+  for (size_t o = 0; o < yref.size(); ++o) yref[o] = ref_row(ucodes.data() + o * kUWords, uqp.data() + o * kUGroups, t.data(), kR);
   uint32_t *duc, *duq;
   float *dtt, *dy;
   CU(cudaMalloc(&duc, ucodes.size() * 4));
@@ -698,27 +687,10 @@ int main() {
   CU(cudaMemcpy(dtt, t.data(), kR * 4, cudaMemcpyHostToDevice));
   const Args2 a2{duc, duq, dtt, dy, dcy};
   printf("phase 2: 32 output rows x %d ranks of 2-bit codes per block\n", kR);
-  for (int variant = 0; variant < 4; ++variant) {
-    std::vector<long long> cyc(2 * kBlocks), all, st;
-    std::vector<float> y(yref.size());
-    for (int rep = 0; rep < 20; ++rep) {
-      if (variant == 0) p2_fp32<<<kBlocks, kProbeThreads>>>(a2);
-      else if (variant == 1) p2_hmma<false><<<kBlocks, kProbeThreads>>>(a2);
-      else if (variant == 2) p2_hmma<true><<<kBlocks, kProbeThreads>>>(a2);
-      else p2_imma<<<kBlocks, kProbeThreads>>>(a2);
-      CU(cudaGetLastError());
-      CU(cudaDeviceSynchronize());
-      CU(cudaMemcpy(cyc.data(), dcy, 2 * kBlocks * 8, cudaMemcpyDeviceToHost));
-      if (rep >= 10) all.insert(all.end(), cyc.begin(), cyc.begin() + kBlocks);
-      if (rep >= 10) st.insert(st.end(), cyc.begin() + kBlocks, cyc.end());
-    }
-    CU(cudaMemcpy(y.data(), dy, y.size() * 4, cudaMemcpyDeviceToHost));
-    double err = 0;
-    for (size_t i = 0; i < y.size(); ++i) err = std::max(err, std::fabs(y[i] - yref[i]) / yscale);
-    std::sort(all.begin(), all.end());
-    std::sort(st.begin(), st.end());
-    printf("%-5s cycles per block (t staged to y written): median %lld (staging %lld), max %lld; max |y - ref| / max|ref| = %.2e\n",
-           kVariant[variant], all[all.size() / 2], st[st.size() / 2], all.back(), err);
-  }
+  const char* const p2span = "t staged to y written";
+  time_variant("fp32", p2span, [&] { p2_fp32<<<kBlocks, kProbeThreads>>>(a2); }, dcy, dy, yref);
+  time_variant("hmma", p2span, [&] { p2_hmma<false><<<kBlocks, kProbeThreads>>>(a2); }, dcy, dy, yref);
+  time_variant("hmma2", p2span, [&] { p2_hmma<true><<<kBlocks, kProbeThreads>>>(a2); }, dcy, dy, yref);
+  time_variant("imma", p2span, [&] { p2_imma<<<kBlocks, kProbeThreads>>>(a2); }, dcy, dy, yref);
   return 0;
 }

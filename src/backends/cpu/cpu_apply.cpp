@@ -56,7 +56,8 @@ struct Tile {
 constexpr uint32_t kGemmMinRowsDefault = 12;
 std::atomic<uint32_t> g_gemm_min_rows{0};  // 0: not yet read from the environment
 
-// Loads the tile's x rows into dev.xf (fp32, zero padded to cols_pad) and their sums into xsum.
+// Loads the tile's x rows into dev.xf (fp32, zero padded to cols_pad) and, unless xsum is null,
+// their sums into xsum (BitDelta's zero term).
 void gather_x(CpuDevice& dev, const dc_apply_params& p, uint64_t cols, const Tile& tile, float* xsum) {
   const uint64_t ldx = p.ldx ? p.ldx : cols;
   const uint64_t cp = round_up_block(cols);
@@ -64,6 +65,7 @@ void gather_x(CpuDevice& dev, const dc_apply_params& p, uint64_t cols, const Til
     float* row = dev.xf.data() + i * cp;
     row_to_f32(elem_ptr(p.x, tile.row_ids[i] * ldx, p.x_dtype), p.x_dtype, cols, row);
     std::fill(row + cols, row + cp, 0.f);
+    if (xsum == nullptr) continue;
     float s = 0.f;
     for (uint64_t c = 0; c < cols; ++c) s += row[c];
     xsum[i] = s;
@@ -227,8 +229,7 @@ void decode_tile(CpuDevice& dev, const CpuDelta* d, uint64_t rows, uint64_t cols
 void gemm_tile(CpuDevice& dev, const CpuDelta& d, uint64_t rows, uint64_t cols, const dc_apply_params& p,
                const Tile& tile) {
   const unsigned mt = tile.mt;
-  float xsum[kGemmTile];
-  gather_x(dev, p, cols, tile, xsum);
+  gather_x(dev, p, cols, tile, nullptr);
   const uint64_t vp = round_up_block(d.v_len), ts = d.t_stride;
   const float* xv = gather_xv(dev, d, mt);
   float* t = dev.t.data();
