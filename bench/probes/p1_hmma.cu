@@ -95,6 +95,39 @@ __device__ __forceinline__ float row_loop_2bit(uint32_t row, uint32_t q, uint32_
   return acc;
 }
 
+// Elements 8e … 8e + 7 of an fp16 vector (16-byte aligned) as floats.
+__device__ __forceinline__ void load_half8(const __half* p, int e, float v[8]) {
+  const uint4 raw = *reinterpret_cast<const uint4*>(p + (size_t)e * 8);
+  const __half2* h = reinterpret_cast<const __half2*>(&raw);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 f = __half22float2(h[i]);
+    v[2 * i] = f.x;
+    v[2 * i + 1] = f.y;
+  }
+}
+// The same of an fp32 vector (32-byte aligned).
+__device__ __forceinline__ void load_float8(const float* p, int e, float v[8]) {
+  const float4 p0 = reinterpret_cast<const float4*>(p)[2 * e], p1 = reinterpret_cast<const float4*>(p)[2 * e + 1];
+  v[0] = p0.x, v[1] = p0.y, v[2] = p0.z, v[3] = p0.w, v[4] = p1.x, v[5] = p1.y, v[6] = p1.z, v[7] = p1.w;
+}
+// Elements 8e … 8e + 7 into fp32 blocks of 32 at xs with each block's sum at [32] (the staged
+// kernel's stage_row0 and stage_t); whole warps call it (the sum is a shuffle over 4 lanes).
+__device__ __forceinline__ void stage8(float* xs, int e, const float v[8]) {
+  const float sum = seg_sum<4>(((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7])));
+  float* dst = xs + (e >> 2) * kPitch;
+  float4* d4 = reinterpret_cast<float4*>(dst + (e & 3) * 8);
+  d4[0] = make_float4(v[0], v[1], v[2], v[3]);
+  d4[1] = make_float4(v[4], v[5], v[6], v[7]);
+  if ((e & 3) == 0) dst[32] = sum;
+}
+// m and the eight |v| as float bits, the largest (non-negative floats order as integers).
+__device__ __forceinline__ uint32_t max_bits8(uint32_t m, const float v[8]) {
+#pragma unroll
+  for (int i = 0; i < 8; ++i) m = max(m, __float_as_uint(fabsf(v[i])));
+  return m;
+}
+
 __global__ void __launch_bounds__(kProbeThreads, 1) p1_fp32(Args a) {
   __shared__ uint32_t codes[kRows * kRowWords], qp[kRows * kGroups];
   __shared__ __align__(16) float xs[kNb * kPitch];
@@ -103,21 +136,9 @@ __global__ void __launch_bounds__(kProbeThreads, 1) p1_fp32(Args a) {
   const long long t0 = clock64();
   // x as fp32 blocks of 32 with their sums at [32] (the staged kernel's stage_row0)
   for (int e = threadIdx.x; e < kNb * 4; e += kProbeThreads) {
-    const uint4 raw = *reinterpret_cast<const uint4*>(a.x + (size_t)e * 8);
-    const __half2* h = reinterpret_cast<const __half2*>(&raw);
     float v[8];
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const float2 f = __half22float2(h[i]);
-      v[2 * i] = f.x;
-      v[2 * i + 1] = f.y;
-    }
-    const float sum = seg_sum<4>(((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7])));
-    float* dst = xs + (e >> 2) * kPitch;
-    float4* d4 = reinterpret_cast<float4*>(dst + (e & 3) * 8);
-    d4[0] = make_float4(v[0], v[1], v[2], v[3]);
-    d4[1] = make_float4(v[4], v[5], v[6], v[7]);
-    if ((e & 3) == 0) dst[32] = sum;
+    load_half8(a.x, e, v);
+    stage8(xs, e, v);
   }
   __syncthreads();
   if (threadIdx.x == 0) a.cycles[kBlocks + blockIdx.x] = clock64() - t0;  // staged
@@ -230,15 +251,8 @@ __global__ void __launch_bounds__(kProbeThreads, 1) p1_hmma(Args a) {
   // of a row holds them, in its low (h = 0) or high (h = 1) half; lane pair (h = 0, h = 1) meets by a
   // shuffle and the h = 0 lane stores positions 0..3, the h = 1 lane 4..7 (tools/hmma_p1_check.py)
   for (int e = threadIdx.x; e < kK / 8; e += kProbeThreads) {
-    const uint4 raw = *reinterpret_cast<const uint4*>(a.x + (size_t)e * 8);
-    const __half2* h2 = reinterpret_cast<const __half2*>(&raw);
     float v[8];
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const float2 f = __half22float2(h2[i]);
-      v[2 * i] = f.x;
-      v[2 * i + 1] = f.y;
-    }
+    load_half8(a.x, e, v);
     float s;
     const int E = chunk_scale(v, s);
     const int c = e / 16, q0 = (e * 8) % 128, w = q0 / 16, hh = (q0 % 16) / 8, j = w / 2, which = w % 2;
@@ -329,23 +343,10 @@ __global__ void __launch_bounds__(kProbeThreads, 1) p1_imma(Args a) {
   const __half* xh = a.x + (blockIdx.x % 2) * kIK;
   uint32_t mx = 0;
   for (int e = threadIdx.x; e < kIK / 8; e += kProbeThreads) {
-    const uint4 raw = *reinterpret_cast<const uint4*>(xh + (size_t)e * 8);
-    const __half2* h = reinterpret_cast<const __half2*>(&raw);
     float v[8];
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const float2 f = __half22float2(h[i]);
-      v[2 * i] = f.x;
-      v[2 * i + 1] = f.y;
-    }
-#pragma unroll
-    for (int i = 0; i < 8; ++i) mx = max(mx, __float_as_uint(fabsf(v[i])));
-    const float sum = seg_sum<4>(((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7])));
-    float* dst = xs + (e >> 2) * kPitch;
-    float4* d4 = reinterpret_cast<float4*>(dst + (e & 3) * 8);
-    d4[0] = make_float4(v[0], v[1], v[2], v[3]);
-    d4[1] = make_float4(v[4], v[5], v[6], v[7]);
-    if ((e & 3) == 0) dst[32] = sum;
+    load_half8(xh, e, v);
+    mx = max_bits8(mx, v);
+    stage8(xs, e, v);
   }
   mx = block_max_bits(mx, red);  // (its barriers publish xs too)
   float down;
@@ -403,12 +404,9 @@ __global__ void __launch_bounds__(kProbeThreads, 1) p2_fp32(Args2 a) {
   __syncthreads();
   const long long t0 = clock64();
   for (int e = threadIdx.x; e < kR / 8; e += kProbeThreads) {  // whole warps (the shuffles)
-    const float4 p0 = reinterpret_cast<const float4*>(a.t)[2 * e], p1 = reinterpret_cast<const float4*>(a.t)[2 * e + 1];
-    const float sum = seg_sum<4>(((p0.x + p0.y) + (p0.z + p0.w)) + ((p1.x + p1.y) + (p1.z + p1.w)));
-    float* dst = ts + (e >> 2) * kPitch;
-    reinterpret_cast<float4*>(dst + (e & 3) * 8)[0] = p0;
-    reinterpret_cast<float4*>(dst + (e & 3) * 8)[1] = p1;
-    if ((e & 3) == 0) dst[32] = sum;
+    float v[8];
+    load_float8(a.t, e, v);
+    stage8(ts, e, v);
   }
   __syncthreads();
   if (threadIdx.x == 0) a.cycles[kBlocks + blockIdx.x] = clock64() - t0;  // staged
@@ -434,8 +432,8 @@ __global__ void __launch_bounds__(kProbeThreads, 1) p2_hmma(Args2 a) {
   __syncthreads();
   const long long t0 = clock64();
   for (int e = threadIdx.x; e < kR / 8; e += kProbeThreads) {  // warps 0..3, whole
-    const float4 p0 = reinterpret_cast<const float4*>(a.t)[2 * e], p1 = reinterpret_cast<const float4*>(a.t)[2 * e + 1];
-    const float v[8] = {p0.x, p0.y, p0.z, p0.w, p1.x, p1.y, p1.z, p1.w};
+    float v[8];
+    load_float8(a.t, e, v);
     float s;
     const int E = chunk_scale(v, s);
     const int c = e / 16, q0 = (e * 8) % 128, w = q0 / 16, hh = (q0 % 16) / 8, j = w / 2, which = w % 2;
@@ -525,16 +523,10 @@ __global__ void __launch_bounds__(kProbeThreads, 1) p2_imma(Args2 a) {
   const long long t0 = clock64();
   uint32_t mx = 0;
   for (int e = threadIdx.x; e < kR / 8; e += kProbeThreads) {  // whole warps (the shuffles)
-    const float4 p0 = reinterpret_cast<const float4*>(a.t)[2 * e], p1 = reinterpret_cast<const float4*>(a.t)[2 * e + 1];
-    mx = max(mx, max(max(__float_as_uint(fabsf(p0.x)), __float_as_uint(fabsf(p0.y))),
-                     max(__float_as_uint(fabsf(p0.z)), __float_as_uint(fabsf(p0.w)))));
-    mx = max(mx, max(max(__float_as_uint(fabsf(p1.x)), __float_as_uint(fabsf(p1.y))),
-                     max(__float_as_uint(fabsf(p1.z)), __float_as_uint(fabsf(p1.w)))));
-    const float sum = seg_sum<4>(((p0.x + p0.y) + (p0.z + p0.w)) + ((p1.x + p1.y) + (p1.z + p1.w)));
-    float* dst = ts + (e >> 2) * kPitch;
-    reinterpret_cast<float4*>(dst + (e & 3) * 8)[0] = p0;
-    reinterpret_cast<float4*>(dst + (e & 3) * 8)[1] = p1;
-    if ((e & 3) == 0) dst[32] = sum;
+    float v[8];
+    load_float8(a.t, e, v);
+    mx = max_bits8(mx, v);
+    stage8(ts, e, v);
   }
   mx = block_max_bits(mx, red);
   float down;
