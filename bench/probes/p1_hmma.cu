@@ -374,6 +374,97 @@ __global__ void __launch_bounds__(kProbeThreads, 1) p1_imma(Args a) {
   if (threadIdx.x == 0) a.cycles[blockIdx.x] = clock64() - t0;
 }
 
+
+// ---- the int8 form with warp-local staging ("immaw", twenty-third session) ----------------------
+// imma lost in staging (2.5k cycles against fp32's 1.2k): x through shared memory as fp32, a
+// block-wide maximum (two barriers), digits by four warps, a barrier. But in the int8 form a warp
+// needs only ITS chunks of the vector, so here each warp loads its own chunks straight from global
+// memory, takes its own power of two (one redux over the warp; the fold multiplies by its inverse
+// once), writes its digits to a warp-private slice of shared memory and syncs the warp only: no
+// block barrier until the partial sums meet.
+template <typename T>
+__device__ __forceinline__ float elem_f(const T* p, uint32_t k) {
+  if constexpr (sizeof(T) == 2) return __half2float(p[k]);
+  else return p[k];
+}
+// Chunks c0 … c0 + NC − 1 of vector src (global) into the warp's digits dig (NC chunks, the B
+// order of stage_digit_chunk) and scaled sums csum; returns 2^-e in *down. The caller __syncwarp()s.
+template <int NC, typename T>
+__device__ __forceinline__ void stage_warp_digits(const T* src, uint32_t c0, uint32_t* dig, float* csum, float* down) {
+  const uint32_t lane = threadIdx.x % 32, qs = lane / 4, j = lane % 4;
+  float v[NC][4];
+  uint32_t m = 0;
+#pragma unroll
+  for (int i = 0; i < NC; ++i)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      v[i][e] = elem_f(src, (c0 + i) * 128 + 16 * qs + 4 * e + j);
+      m = max(m, __float_as_uint(fabsf(v[i][e])));
+    }
+  m = __reduce_max_sync(0xffffffffu, m);
+  const float up = digit_scale(m, down);
+#pragma unroll
+  for (int i = 0; i < NC; ++i) {
+    float s = 0.f;
+    uint32_t w0 = 0, w1 = 0, w2 = 0;
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      s += v[i][e];
+      const int q = __float2int_rn(v[i][e] * up);
+      const int lo = ((q + 128) & 255) - 128, r = (q - lo) >> 8;
+      const int mid = ((r + 128) & 255) - 128, hi = (r - mid) >> 8;
+      w0 |= (uint32_t)(hi & 255) << (8 * e);
+      w1 |= (uint32_t)(mid & 255) << (8 * e);
+      w2 |= (uint32_t)(lo & 255) << (8 * e);
+    }
+    s = seg_sum<32>(s);
+    dig[(0 * NC + i) * 32 + lane] = w0;
+    dig[(1 * NC + i) * 32 + lane] = w1;
+    dig[(2 * NC + i) * 32 + lane] = w2;
+    if (lane == 0) csum[i] = s * up;
+  }
+}
+
+// Phase 1, warp-local: block b holds 16 V̂ rows over x's half b mod 2; warp w stages and takes
+// chunks 2w, 2w + 1; the eight warps' sums meet in shared memory (one barrier).
+__global__ void __launch_bounds__(kProbeThreads, 1) p1_immaw(Args a) {
+  constexpr int kNC = kIChunks / 8;
+  __shared__ uint32_t codes[kIRows * kIWords], qp[kIRows * kIGroups];
+  __shared__ __align__(16) uint32_t dig[8][kDigits * kNC * 32];
+  __shared__ float csum[8][kNC], part[8][kIRows];
+  load_codes(a, codes, qp);
+  __syncthreads();
+  const long long t0 = clock64();
+  const int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, q = lane % 4;
+  const __half* xh = a.x + (blockIdx.x % 2) * kIK;
+  float down;
+  stage_warp_digits<kNC>(xh, w * kNC, dig[w], csum[w], &down);
+  __syncwarp();
+  if (threadIdx.x == 0) a.cycles[kBlocks + blockIdx.x] = clock64() - t0;  // warp 0 staged
+  const DigitLane dl = digit_lane(kNC, dig[w], csum[w], down, nullptr, nullptr, 0.f);
+  float2 sum = make_float2(0.f, 0.f);
+#pragma unroll
+  for (int i = 0; i < kNC; ++i) {
+    const int c = w * kNC + i;
+    int t[4];
+    chunk_mmas<2>(dl, i, codes + g * kIWords + c * 8 + q * 2, codes + (g + 8) * kIWords + c * 8 + q * 2, t);
+    fold_group(t, qp[g * kIGroups + c], qp[(g + 8) * kIGroups + c], dl.cs[i], false, q, sum);
+  }
+  if (q == 0) {
+    part[w][g] = sum.x * dl.dn;
+    part[w][g + 8] = sum.y * dl.dn;
+  }
+  __syncthreads();
+  if (threadIdx.x < kIRows) {
+    float s = 0.f;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) s += part[i][threadIdx.x];
+    a.t[blockIdx.x * kIRows + threadIdx.x] = s;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) a.cycles[blockIdx.x] = clock64() - t0;
+}
+
 // ---- phase 2: y[o] = Σ_k t_k·Û[o][k] for 32 output rows a block, 1024 ranks of 2-bit codes ----------
 constexpr int kR = 1024;            // ranks (t's length)
 constexpr int kOut = 32;            // output rows per block
@@ -555,6 +646,43 @@ __global__ void __launch_bounds__(kProbeThreads, 1) p2_imma(Args2 a) {
   if (threadIdx.x == 0) a.cycles[blockIdx.x] = clock64() - t0;
 }
 
+// Phase 2, warp-local: warp w stages t's chunk w and takes it for both 16-row tiles.
+__global__ void __launch_bounds__(kProbeThreads, 1) p2_immaw(Args2 a) {
+  __shared__ uint32_t codes[kOut * kUWords], qp[kOut * kUGroups];
+  __shared__ __align__(16) uint32_t dig[8][kDigits * 32];
+  __shared__ float csum[8][1], part[8][kOut];
+  load_codes2(a, codes, qp);
+  __syncthreads();
+  const long long t0 = clock64();
+  const int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, q = lane % 4;
+  float down;
+  stage_warp_digits<1>(a.t, w, dig[w], csum[w], &down);
+  __syncwarp();
+  if (threadIdx.x == 0) a.cycles[kBlocks + blockIdx.x] = clock64() - t0;  // warp 0 staged
+  const DigitLane dl = digit_lane(1, dig[w], csum[w], down, nullptr, nullptr, 0.f);
+#pragma unroll
+  for (int tile = 0; tile < 2; ++tile) {
+    const int ra = 16 * tile + g, rb = ra + 8, c = w;
+    float2 sum = make_float2(0.f, 0.f);
+    int t[4];
+    chunk_mmas<2>(dl, 0, codes + ra * kUWords + c * 8 + q * 2, codes + rb * kUWords + c * 8 + q * 2, t);
+    fold_group(t, qp[ra * kUGroups + c], qp[rb * kUGroups + c], dl.cs[0], false, q, sum);
+    if (q == 0) {
+      part[w][ra] = sum.x * dl.dn;
+      part[w][rb] = sum.y * dl.dn;
+    }
+  }
+  __syncthreads();
+  if (threadIdx.x < kOut) {
+    float s = 0.f;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) s += part[i][threadIdx.x];
+    a.y[blockIdx.x * kOut + threadIdx.x] = s;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) a.cycles[blockIdx.x] = clock64() - t0;
+}
+
 float half_to_float(uint16_t h) {
   const uint32_t s = h >> 15, e = (h >> 10) & 31, m = h & 1023;
   const float v = e == 0 ? std::ldexp((float)m, -24) : std::ldexp((float)(m | 1024), (int)e - 25);
@@ -658,6 +786,7 @@ int main() {
   time_variant("hmma", p1span, [&] { p1_hmma<false><<<kBlocks, kProbeThreads>>>(a); }, dcy, dt, ref);
   time_variant("hmma2", p1span, [&] { p1_hmma<true><<<kBlocks, kProbeThreads>>>(a); }, dcy, dt, ref);
   time_variant("imma", p1span, [&] { p1_imma<<<kBlocks, kProbeThreads>>>(a); }, dcy, dt, ref16);
+  time_variant("immaw", p1span, [&] { p1_immaw<<<kBlocks, kProbeThreads>>>(a); }, dcy, dt, ref16);
 
   // phase 2
   std::vector<uint32_t> ucodes((size_t)kBlocks * kOut * kUWords), uqp((size_t)kBlocks * kOut * kUGroups);
@@ -684,5 +813,6 @@ int main() {
   time_variant("hmma", p2span, [&] { p2_hmma<false><<<kBlocks, kProbeThreads>>>(a2); }, dcy, dy, yref);
   time_variant("hmma2", p2span, [&] { p2_hmma<true><<<kBlocks, kProbeThreads>>>(a2); }, dcy, dy, yref);
   time_variant("imma", p2span, [&] { p2_imma<<<kBlocks, kProbeThreads>>>(a2); }, dcy, dy, yref);
+  time_variant("immaw", p2span, [&] { p2_immaw<<<kBlocks, kProbeThreads>>>(a2); }, dcy, dy, yref);
   return 0;
 }
