@@ -502,9 +502,12 @@ __device__ __forceinline__ void stream_base_pieces(const PersistArgs& a, uint32_
 // loads cost more than they save — H100, twenty-first session, M=1 9.75–9.93 µs against 8.76–8.85 —
 // and a separate instance keeps the staging out of the batched kernel's registers). kSpec (with
 // kStaged; fused m = 1 only): warp specialization, see the kSpec block below.
-template <bool kCompact, bool kStaged, bool kSpec = false>
+// kBase (false: the staged delta-only instance) compiles the fused base's code in; see the
+// staged_kernel note at the launch.
+template <bool kCompact, bool kStaged, bool kSpec = false, bool kBase = true>
 __global__ void __launch_bounds__(kPThreads, kStaged ? DC_PERSIST_STAGED_MIN_BLOCKS : 2)
     persist_kernel(const __grid_constant__ PersistArgs a) {
+  const void* const W = kBase ? a.io.W : nullptr;  // the fused base's weights (m = 1), or null
   extern __shared__ float4 dyn_smem[];
   __shared__ StagedBand tab[DC_MAX_BANDS];                    // where the staged pieces are
   __shared__ DeltaDesc sdesc;  // staged: the delta's descriptor (see the prologue)
@@ -557,12 +560,12 @@ __global__ void __launch_bounds__(kPThreads, kStaged ? DC_PERSIST_STAGED_MIN_BLO
       if (dp) prefetch_u_row(*dp, (uint64_t)(i - r * a.G) * kGroupRows + rsub, sub);
     }
   }
-  if (a.io.W != nullptr)
+  if (W != nullptr)
     for (uint32_t e = threadIdx.x; e < (hi2 - lo2) * kGroupRows; e += blockDim.x) wpart[e] = 0.f;
   // Staged (m = 1, ~4 items per phase and block at decode sizes): `split` warps share an item, so
   // that all eight warps work and each runs 1/split of the item's chain of instructions (the
   // critical path: ncu measured ~13 cycles per instruction per warp at this occupancy).
-  const uint32_t split1 = staged && a.io.W == nullptr ? split_of(hi1 - lo1) : 1, part1 = warp % split1;
+  const uint32_t split1 = staged && W == nullptr ? split_of(hi1 - lo1) : 1, part1 = warp % split1;
   if (threadIdx.x == 0) p1_done = w_next = 0u;
   const uint32_t split2 = staged ? split_of(hi2 - lo2) : 1, part2 = warp % split2;
   if (staged && threadIdx.x < kPWarps * kGroupRows) {
@@ -576,7 +579,7 @@ __global__ void __launch_bounds__(kPThreads, kStaged ? DC_PERSIST_STAGED_MIN_BLO
   // staged, delta only: y's old value of output row olo + threadIdx.x (stored by this thread at the
   // end), read once x is staged (below) so that its round trip overlaps the phases instead of
   // following phase 2
-  const bool y_early = staged && a.y_early && a.io.accumulate && a.io.W == nullptr;
+  const bool y_early = staged && a.y_early && a.io.accumulate && W == nullptr;
   float y_old = 0.f;
 
   // ---- phase 1 ----
@@ -660,10 +663,10 @@ __global__ void __launch_bounds__(kPThreads, kStaged ? DC_PERSIST_STAGED_MIN_BLO
   }
   const uint32_t r1_first = staged ? 0 : lo1 / a.T, r1_end = staged ? 1 : hi1 == lo1 ? r1_first : (hi1 - 1) / a.T + 1;
   // the base (m = 1) needs x_0 staged even in a block without phase-1 items
-  const uint32_t r_first = a.io.W ? 0 : r1_first, r_end = a.io.W ? 1 : r1_end;
+  const uint32_t r_first = W ? 0 : r1_first, r_end = W ? 1 : r1_end;
   for (uint32_t r = r_first; r < r_end; ++r) {
     const DeltaDesc* dp = staged ? &sdesc : row_desc(a, (uint32_t)r);
-    if (dp == nullptr && a.io.W == nullptr) continue;  // uniform: no delta on this row
+    if (dp == nullptr && W == nullptr) continue;  // uniform: no delta on this row
     const int rr[1] = {(int)r};
     __syncthreads();  // the previous row's readers are done with the stage
     if (staged && a.xvec) stage_row0(stage, a.nbx, a.io.x, a.io.xdt, a.io.cols);
@@ -716,7 +719,7 @@ __global__ void __launch_bounds__(kPThreads, kStaged ? DC_PERSIST_STAGED_MIN_BLO
     }
   }
   trace_at(a, 10);  // warp 0's phase-1 items done
-  if (a.io.W == nullptr) {
+  if (W == nullptr) {
     if (pad_hi > pad_lo) {  // phase 1 by band: the band's padding columns, in every copy of t
       const uint32_t np = pad_hi - pad_lo;
       for (uint32_t e = threadIdx.x; e < np * a.t_copies; e += blockDim.x)
@@ -755,7 +758,7 @@ __global__ void __launch_bounds__(kPThreads, kStaged ? DC_PERSIST_STAGED_MIN_BLO
   const uint32_t r2_first = staged ? 0 : lo2 / a.G, r2_end = staged ? 1 : hi2 == lo2 ? r2_first : (hi2 - 1) / a.G + 1;
   for (uint32_t r = r2_first; r < r2_end; ++r) {
     const DeltaDesc* dp = staged ? &sdesc : row_desc(a, (uint32_t)r);
-    if (dp == nullptr && a.io.accumulate && a.io.W == nullptr) continue;  // uniform: nothing to add
+    if (dp == nullptr && a.io.accumulate && W == nullptr) continue;  // uniform: nothing to add
     if (dp != nullptr) {
       __syncthreads();  // the previous row's readers are done with the stage
       stage_t(stage, a.io.t + (uint64_t)(staged ? blockIdx.x % a.t_copies : r) * a.io.ldt, a.nbt);
@@ -799,7 +802,7 @@ __global__ void __launch_bounds__(kPThreads, kStaged ? DC_PERSIST_STAGED_MIN_BLO
           atomicAdd(&ysum[(i - lo2) * kGroupRows + rsub], acc);
         } else {
           const uint64_t at = (uint64_t)r * a.io.ldy + o;
-          const float base = a.io.W != nullptr ? wpart[(i - lo2) * kGroupRows + rsub] : 0.f;
+          const float base = W != nullptr ? wpart[(i - lo2) * kGroupRows + rsub] : 0.f;
           // (not store_or_add: old + base first, then acc — the order the fused results were checked in)
           store_any(a.io.y, at, a.io.ydt, (a.io.accumulate ? load_any(a.io.y, at, a.io.ydt) : 0.f) + base + acc);
         }
@@ -811,7 +814,7 @@ __global__ void __launch_bounds__(kPThreads, kStaged ? DC_PERSIST_STAGED_MIN_BLO
     __syncthreads();
     if (threadIdx.x < ohi - olo) {
       const uint64_t at = olo + threadIdx.x;
-      const float base = a.io.W != nullptr ? wpart[threadIdx.x] : 0.f;
+      const float base = W != nullptr ? wpart[threadIdx.x] : 0.f;
       const float old = y_early ? y_old : a.io.accumulate ? load_any(a.io.y, at, a.io.ydt) : 0.f;
       store_any(a.io.y, at, a.io.ydt, old + base + ysum[threadIdx.x]);
     }
@@ -1085,6 +1088,7 @@ cudaError_t allow_smem() {
   static cudaError_t err = cudaSuccess;
   std::call_once(once, [] {
     for (void (*k)(PersistArgs) : {persist_kernel<true, false>, persist_kernel<false, false>, persist_kernel<true, true>,
+                                   persist_kernel<true, true, false, false>,
                                    persist_kernel<true, true, true>, persist_rows_kernel<false>,
                                    persist_rows_kernel<true>})
       if (err == cudaSuccess) err = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)kPSmemLimit);
@@ -1179,17 +1183,22 @@ cudaError_t launch_persist(const LaunchCfg& c, const DeltaSel& s, const RowsArgs
   const bool stage = c.stage_codes && s.row_slot == nullptr && s.one_dev != nullptr && r.m == 1;
   // delta only: phase 1's columns cut by band
   const bool by_band = stage && r.W == nullptr && c.p1_by_band;
+  // The staged instance without the fused base's code for a delta-only call. Why: at m = 1 the
+  // staged kernel's largest stall is instruction fetch (ncu, twenty-third session: 31 % "no
+  // instruction"), and code the launch never runs still cost it: 1200 more SASS instructions,
+  // never executed, made M=1 0.3–0.45 µs slower (bench/RESULTS-h100.md).
+  void (*const staged_kernel)(PersistArgs) = r.W == nullptr ? persist_kernel<true, true, false, false> : persist_kernel<true, true>;
   if (stage && r.W == nullptr)
-    blocks = grid_beside_next(c, persist_kernel<true, true>, s.one, smem, n1, n2, blocks, sms, by_band);
+    blocks = grid_beside_next(c, staged_kernel, s.one, smem, n1, n2, blocks, sms, by_band);
   a.split = split_items(n1, n2, blocks);
   a.p1_by_band = by_band && p1_band_blocks(s.one, blocks, a.p1b, DC_MAX_BANDS);
   size_t smem_launch = smem;
   if (stage) {
     const size_t with = staged_smem(s.one, smem, n1, n2, blocks, a.p1_by_band ? a.p1b : nullptr);
     int occ2 = 0;
-    if (with <= kPSmemLimit && occupancy(persist_kernel<true, true>, with, &occ2) == cudaSuccess &&
+    if (with <= kPSmemLimit && occupancy(staged_kernel, with, &occ2) == cudaSuccess &&
         (uint64_t)occ2 * sms >= blocks) {
-      kernel = persist_kernel<true, true>;
+      kernel = staged_kernel;
       a.codes_at = (uint32_t)(smem / 4);
       a.t_copies = c.t_copies >= 1 && c.t_copies <= (unsigned)kMaxTokens ? c.t_copies : 1;  // rows of the scratch
       a.y_early = c.y_early;
