@@ -502,8 +502,8 @@ __device__ __forceinline__ void stream_base_pieces(const PersistArgs& a, uint32_
 // loads cost more than they save — H100, twenty-first session, M=1 9.75–9.93 µs against 8.76–8.85 —
 // and a separate instance keeps the staging out of the batched kernel's registers). kSpec (with
 // kStaged; fused m = 1 only): warp specialization, see the kSpec block below.
-// kBase (false: the staged delta-only instance) compiles the fused base's code in; see the
-// staged_kernel note at the launch.
+// kBase = false (the staged delta-only instance for aligned x): no fused base's code and no
+// stage_rows; see the staged_kernel note at the launch.
 template <bool kCompact, bool kStaged, bool kSpec = false, bool kBase = true>
 __global__ void __launch_bounds__(kPThreads, kStaged ? DC_PERSIST_STAGED_MIN_BLOCKS : 2)
     persist_kernel(const __grid_constant__ PersistArgs a) {
@@ -669,7 +669,7 @@ __global__ void __launch_bounds__(kPThreads, kStaged ? DC_PERSIST_STAGED_MIN_BLO
     if (dp == nullptr && W == nullptr) continue;  // uniform: no delta on this row
     const int rr[1] = {(int)r};
     __syncthreads();  // the previous row's readers are done with the stage
-    if (staged && a.xvec) stage_row0(stage, a.nbx, a.io.x, a.io.xdt, a.io.cols);
+    if (staged && (!kBase || a.xvec)) stage_row0(stage, a.nbx, a.io.x, a.io.xdt, a.io.cols);  // (!kBase: aligned x only)
     else stage_rows(stage, (int)a.nbx, 0, a.io.x, a.io.xdt, a.io.ldx, rr, 1, xmap, a.xvec);
     // y's old values requested once x is in, not before x's loads: requested first, they delayed x
     // by ~290 cycles (staged m = 1 trace, twentieth session: x staged 2037 cycles after the PDL
@@ -1183,11 +1183,16 @@ cudaError_t launch_persist(const LaunchCfg& c, const DeltaSel& s, const RowsArgs
   const bool stage = c.stage_codes && s.row_slot == nullptr && s.one_dev != nullptr && r.m == 1;
   // delta only: phase 1's columns cut by band
   const bool by_band = stage && r.W == nullptr && c.p1_by_band;
-  // The staged instance without the fused base's code for a delta-only call. Why: at m = 1 the
-  // staged kernel's largest stall is instruction fetch (ncu, twenty-third session: 31 % "no
-  // instruction"), and code the launch never runs still cost it: 1200 more SASS instructions,
-  // never executed, made M=1 0.3–0.45 µs slower (bench/RESULTS-h100.md).
-  void (*const staged_kernel)(PersistArgs) = r.W == nullptr ? persist_kernel<true, true, false, false> : persist_kernel<true, true>;
+  // A delta-only call with aligned x runs the staged instance without the fused base's code and
+  // without stage_rows (x's general staging): kBase = false. Why (bench/RESULTS-h100.md,
+  // twenty-third session): at m = 1 the staged kernel's largest stall is instruction fetch (ncu:
+  // 31 % of the samples "no instruction"), and code the launch never runs still costs it — a build
+  // with 1200 more SASS instructions that M=1 never executed ran 0.3–0.45 µs slower. H100, same
+  // call, alternating: without the base's code (4248 SASS instructions against 5160) M=1 8.09–8.21
+  // µs against 8.30–8.41 (four rounds); also without stage_rows (3448) 8.11–8.19 against 8.27–8.36
+  // (four rounds, another call).
+  void (*const staged_kernel)(PersistArgs) =
+      r.W == nullptr && a.xvec ? persist_kernel<true, true, false, false> : persist_kernel<true, true>;
   if (stage && r.W == nullptr)
     blocks = grid_beside_next(c, staged_kernel, s.one, smem, n1, n2, blocks, sms, by_band);
   a.split = split_items(n1, n2, blocks);

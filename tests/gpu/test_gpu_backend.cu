@@ -199,6 +199,9 @@ void test_widths(Gpu& g, std::mt19937_64& rng, bool quick) {
     o.pad = 9;
     apply_case(g, rng, h, &f, 16, o, "mixed bands g64, x bf16 -> y f32, strided");
     apply_case(g, rng, h, &f, 4, o, "mixed bands g64, x bf16 -> y f32, strided");
+    // m = 1 with x's row not 16-byte aligned: the staged instance with x's general staging (the
+    // delta-only instance is launched for aligned x only)
+    apply_case(g, rng, h, &f, 1, o, "mixed bands g64, x bf16 -> y f32, strided, m=1");
     HostDelta h2;
     make_lowrank(h2, rng, 33, 100, {{16, 2}, {8, 2}, {3, 5}, {2, 9}}, 32);
     const RefFactors f2 = ref_factors(h2.view);
