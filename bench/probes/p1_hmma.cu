@@ -19,13 +19,13 @@
 //         group's scale and zero point; the 8 warps' partial sums meet in shared memory.
 //   hmma2: hmma with the scaling as one multiply by an exact power of two (not ldexpf) and a warp's
 //         four chunks issued position-major (eight independent chains of four MMAs in flight).
-//   imma (written after the twenty-second session's device time was spent: compiles, never run):
-//         the batch kernel's int8 form (mma_int8.cuh) — the codes as A, 16 V̂ rows a tile, x's three
+//   imma: the batch kernel's int8 form (mma_int8.cuh) — the codes as A, 16 V̂ rows a tile, x's three
 //         base-256 digits as B columns — on the same codes a block read as 16 rows over half of x
-//         (see p1_imma). Unlike hmma, every row of A is real: the batch kernel spends ~100 warp
-//         instructions on a chunk of 16 rows × 128 codes (~1.6 thread instructions a code), the
-//         fp32 loop ~134 a lane per 32 codes (~4.2 a code).
-// Phase 2's 2-bit band (32 output rows × 1024 ranks a block) is timed the same four ways.
+//         (see p1_imma), x staged for the block (fp32 stage, block-wide maximum, digits by four warps);
+//   immaw (twenty-third session): imma with each warp loading and digitizing only its own chunks
+//         straight from global memory (its own power of two, one redux; no block barrier before
+//         the MMAs).
+// Phase 2's 2-bit band (32 output rows × 1024 ranks a block) is timed the same five ways.
 // It prints each variant's median and maximum cycles per block, the median cycles to the end of
 // staging, and its largest error against a float64 reference on the host.
 // Measured (H100 80GB HBM3, twenty-second session, two runs alike): phase 1 fp32 3000 cycles (staging
@@ -37,8 +37,12 @@
 // 1.02M (hmma2) instructions against 0.77M (fp32). Position-major issue did not help the MMA part,
 // so it is not the chains' latency; a likely bound is the tensor pipe itself, which at M = 1 does
 // 16× the useful work (fifteen of A's sixteen rows are padding). So the staged kernel keeps its
-// fp32 loops (bench/RESULTS-h100.md, twenty-second session); the imma form is the one tensor-core
-// form left to measure.
+// fp32 loops (bench/RESULTS-h100.md, twenty-second session).
+// Measured (twenty-third session, same GPU, two runs alike): phase 1 imma 4058 (staging 2561), immaw
+// 2034 (1014) against fp32 2978 (1189); phase 2 imma 3865 (2512), immaw 2304 (1343) against fp32 2606
+// (814). immaw's lead did not survive inside the staged kernel (four forms, M=1 9.70–10.07 µs against
+// 8.21–8.41; bench/results/wip-p1-imma.patch): there its staging and MMA code ran cold from the
+// instruction cache (ncu: 31 % "no instruction" stalls).
 #include <cuda_fp16.h>
 
 #include <algorithm>
