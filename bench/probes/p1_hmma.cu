@@ -429,6 +429,21 @@ __device__ __forceinline__ void stage_warp_digits(const T* src, uint32_t c0, uin
   }
 }
 
+// The eight warps' partial sums part[w][r] of the block's N outputs added and written to out (the
+// block's N entries), then the block's cycles since t0 recorded (immaw forms).
+template <int N>
+__device__ __forceinline__ void finish_parts(const float (*part)[N], float* out, long long* cycles, long long t0) {
+  __syncthreads();
+  if (threadIdx.x < N) {
+    float s = 0.f;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) s += part[i][threadIdx.x];
+    out[blockIdx.x * N + threadIdx.x] = s;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) cycles[blockIdx.x] = clock64() - t0;
+}
+
 // Phase 1, warp-local: block b holds 16 V̂ rows over x's half b mod 2; warp w stages and takes
 // chunks 2w, 2w + 1; the eight warps' sums meet in shared memory (one barrier).
 __global__ void __launch_bounds__(kProbeThreads, 1) p1_immaw(Args a) {
@@ -458,15 +473,7 @@ __global__ void __launch_bounds__(kProbeThreads, 1) p1_immaw(Args a) {
     part[w][g] = sum.x * dl.dn;
     part[w][g + 8] = sum.y * dl.dn;
   }
-  __syncthreads();
-  if (threadIdx.x < kIRows) {
-    float s = 0.f;
-#pragma unroll
-    for (int i = 0; i < 8; ++i) s += part[i][threadIdx.x];
-    a.t[blockIdx.x * kIRows + threadIdx.x] = s;
-  }
-  __syncthreads();
-  if (threadIdx.x == 0) a.cycles[blockIdx.x] = clock64() - t0;
+  finish_parts<kIRows>(part, a.t, a.cycles, t0);
 }
 
 // ---- phase 2: y[o] = Σ_k t_k·Û[o][k] for 32 output rows a block, 1024 ranks of 2-bit codes ----------
@@ -676,15 +683,7 @@ __global__ void __launch_bounds__(kProbeThreads, 1) p2_immaw(Args2 a) {
       part[w][rb] = sum.y * dl.dn;
     }
   }
-  __syncthreads();
-  if (threadIdx.x < kOut) {
-    float s = 0.f;
-#pragma unroll
-    for (int i = 0; i < 8; ++i) s += part[i][threadIdx.x];
-    a.y[blockIdx.x * kOut + threadIdx.x] = s;
-  }
-  __syncthreads();
-  if (threadIdx.x == 0) a.cycles[blockIdx.x] = clock64() - t0;
+  finish_parts<kOut>(part, a.y, a.cycles, t0);
 }
 
 float half_to_float(uint16_t h) {
