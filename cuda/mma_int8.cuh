@@ -80,6 +80,17 @@ __device__ __forceinline__ float digit_scale(uint32_t m, float* down) {
   return __uint_as_float((uint32_t)(127 + e) << 23);
 }
 
+// v·up rounded to an integer q (|q| ≤ 2^22) as three balanced base-256 digits q = 65536·hi +
+// 256·mid + lo, each an s8, put into byte e of w0 (hi), w1 (mid) and w2 (lo).
+__device__ __forceinline__ void put_digits(float v, float up, uint32_t e, uint32_t& w0, uint32_t& w1, uint32_t& w2) {
+  const int q = __float2int_rn(v * up);
+  const int lo = ((q + 128) & 255) - 128, r = (q - lo) >> 8;
+  const int mid = ((r + 128) & 255) - 128, hi = (r - mid) >> 8;
+  w0 |= (uint32_t)(hi & 255) << (8 * e);
+  w1 |= (uint32_t)(mid & 255) << (8 * e);
+  w2 |= (uint32_t)(lo & 255) << (8 * e);
+}
+
 // Digits of chunk c of n elements of a staged vector (element k at src[(k >> 5)·kPitch + (k & 31)],
 // k ≥ n reads as 0) into dig (`chunks` chunks, digit_bytes; the B order above) and the sum of the
 // chunk's elements times `up` into csum[c], by one warp: lane 4·qs + j takes elements
@@ -105,12 +116,7 @@ __device__ __noinline__ void stage_digit_chunk(const float* src, uint32_t n, uin
       const uint32_t k = (c + i * step) * kMmaChunk + 16 * qs + 4 * e + j;
       const float v = k < n ? src[(k >> 5) * kPitch + (k & 31)] : 0.f;
       s[i] += v;
-      const int q = __float2int_rn(v * up);  // |q| ≤ 2^22
-      const int lo = ((q + 128) & 255) - 128, r = (q - lo) >> 8;
-      const int mid = ((r + 128) & 255) - 128, hi = (r - mid) >> 8;
-      w0[i] |= (uint32_t)(hi & 255) << (8 * e);
-      w1[i] |= (uint32_t)(mid & 255) << (8 * e);
-      w2[i] |= (uint32_t)(lo & 255) << (8 * e);
+      put_digits(v, up, e, w0[i], w1[i], w2[i]);
     }
   }
 #pragma unroll

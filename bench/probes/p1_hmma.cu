@@ -132,6 +132,16 @@ __device__ __forceinline__ uint32_t max_bits8(uint32_t m, const float v[8]) {
   return m;
 }
 
+// The block's N sums sh (shared memory, complete once every thread is here) written to out (the
+// block's N entries), then the block's cycles since t0 recorded.
+template <int N>
+__device__ __forceinline__ void write_sums(const float* sh, float* out, long long* cycles, long long t0) {
+  __syncthreads();
+  if (threadIdx.x < N) out[blockIdx.x * N + threadIdx.x] = sh[threadIdx.x];
+  __syncthreads();
+  if (threadIdx.x == 0) cycles[blockIdx.x] = clock64() - t0;
+}
+
 __global__ void __launch_bounds__(kProbeThreads, 1) p1_fp32(Args a) {
   __shared__ uint32_t codes[kRows * kRowWords], qp[kRows * kGroups];
   __shared__ __align__(16) float xs[kNb * kPitch];
@@ -317,10 +327,7 @@ __global__ void __launch_bounds__(kProbeThreads, 1) p1_hmma(Args a) {
     atomicAdd(&tsum[2 * j], t0r);
     atomicAdd(&tsum[2 * j + 1], t1r);
   }
-  __syncthreads();
-  if (threadIdx.x < kRows) a.t[blockIdx.x * kRows + threadIdx.x] = tsum[threadIdx.x];
-  __syncthreads();
-  if (threadIdx.x == 0) a.cycles[blockIdx.x] = clock64() - t0;
+  write_sums<kRows>(tsum, a.t, a.cycles, t0);
 }
 
 // ---- the int8 form: codes as A (16 rows a tile), the vector's digits as B (mma_int8.cuh) ----------
@@ -334,6 +341,28 @@ __global__ void __launch_bounds__(kProbeThreads, 1) p1_hmma(Args a) {
 constexpr int kIRows = 16, kIK = kK / 2, kIWords = kIK / 16, kIGroups = kIK / 128, kIChunks = kIK / 128;
 static_assert(kIRows * kIWords == kRows * kRowWords && kIRows * kIGroups == kRows * kGroups, "same codes a block");
 
+// The int8 forms' block-wide staging of an n-element vector (imma): element blocks of 8 by
+// load(e, v) (whole warps) staged as fp32 in xs, their largest magnitude reduced over the block
+// (red: kProbeThreads / 32 words), then every chunk's digits and sums (stage_digits) into dig and
+// csum, the block synced. Returns 2^-e.
+template <typename Load>
+__device__ __forceinline__ float stage_block_digits(int n, Load load, float* xs, uint32_t* red, uint32_t* dig,
+                                                    float* csum) {
+  uint32_t mx = 0;
+  for (int e = threadIdx.x; e < n / 8; e += kProbeThreads) {
+    float v[8];
+    load(e, v);
+    mx = max_bits8(mx, v);
+    stage8(xs, e, v);
+  }
+  mx = block_max_bits(mx, red);  // (its barriers publish xs too)
+  float down;
+  const float up = digit_scale(mx, &down);
+  stage_digits(xs, n, up, dig, csum);
+  __syncthreads();
+  return down;
+}
+
 __global__ void __launch_bounds__(kProbeThreads, 1) p1_imma(Args a) {
   __shared__ uint32_t codes[kIRows * kIWords], qp[kIRows * kIGroups];
   __shared__ __align__(16) float xs[(kIK / 32) * kPitch];
@@ -345,18 +374,7 @@ __global__ void __launch_bounds__(kProbeThreads, 1) p1_imma(Args a) {
   __syncthreads();
   const long long t0 = clock64();
   const __half* xh = a.x + (blockIdx.x % 2) * kIK;
-  uint32_t mx = 0;
-  for (int e = threadIdx.x; e < kIK / 8; e += kProbeThreads) {
-    float v[8];
-    load_half8(xh, e, v);
-    mx = max_bits8(mx, v);
-    stage8(xs, e, v);
-  }
-  mx = block_max_bits(mx, red);  // (its barriers publish xs too)
-  float down;
-  const float up = digit_scale(mx, &down);
-  stage_digits(xs, kIK, up, dig, csum);
-  __syncthreads();
+  const float down = stage_block_digits(kIK, [&](int e, float v[8]) { load_half8(xh, e, v); }, xs, red, dig, csum);
   if (threadIdx.x == 0) a.cycles[kBlocks + blockIdx.x] = clock64() - t0;  // staged
   const int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, q = lane % 4;
   const DigitLane dl = digit_lane(kIChunks, dig, csum, down, nullptr, nullptr, 0.f);
@@ -372,10 +390,7 @@ __global__ void __launch_bounds__(kProbeThreads, 1) p1_imma(Args a) {
     atomicAdd(&tsum[g], sum.x * dl.dn);
     atomicAdd(&tsum[g + 8], sum.y * dl.dn);
   }
-  __syncthreads();
-  if (threadIdx.x < kIRows) a.t[blockIdx.x * kIRows + threadIdx.x] = tsum[threadIdx.x];
-  __syncthreads();
-  if (threadIdx.x == 0) a.cycles[blockIdx.x] = clock64() - t0;
+  write_sums<kIRows>(tsum, a.t, a.cycles, t0);
 }
 
 
@@ -414,12 +429,7 @@ __device__ __forceinline__ void stage_warp_digits(const T* src, uint32_t c0, uin
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
       s += v[i][e];
-      const int q = __float2int_rn(v[i][e] * up);
-      const int lo = ((q + 128) & 255) - 128, r = (q - lo) >> 8;
-      const int mid = ((r + 128) & 255) - 128, hi = (r - mid) >> 8;
-      w0 |= (uint32_t)(hi & 255) << (8 * e);
-      w1 |= (uint32_t)(mid & 255) << (8 * e);
-      w2 |= (uint32_t)(lo & 255) << (8 * e);
+      put_digits(v[i][e], up, e, w0, w1, w2);
     }
     s = seg_sum<32>(s);
     dig[(0 * NC + i) * 32 + lane] = w0;
@@ -604,10 +614,7 @@ __global__ void __launch_bounds__(kProbeThreads, 1) p2_hmma(Args2 a) {
     atomicAdd(&ysh[8 * nt + 2 * j], acc0);
     atomicAdd(&ysh[8 * nt + 2 * j + 1], acc1);
   }
-  __syncthreads();
-  if (threadIdx.x < kOut) a.y[blockIdx.x * kOut + threadIdx.x] = ysh[threadIdx.x];
-  __syncthreads();
-  if (threadIdx.x == 0) a.cycles[blockIdx.x] = clock64() - t0;
+  write_sums<kOut>(ysh, a.y, a.cycles, t0);
 }
 
 // Phase 2 in the int8 form: the block's 32 output rows as two tiles of 16, t's 1024 ranks as 8
@@ -623,18 +630,7 @@ __global__ void __launch_bounds__(kProbeThreads, 1) p2_imma(Args2 a) {
   if (threadIdx.x < kOut) ysh[threadIdx.x] = 0.f;
   __syncthreads();
   const long long t0 = clock64();
-  uint32_t mx = 0;
-  for (int e = threadIdx.x; e < kR / 8; e += kProbeThreads) {  // whole warps (the shuffles)
-    float v[8];
-    load_float8(a.t, e, v);
-    mx = max_bits8(mx, v);
-    stage8(ts, e, v);
-  }
-  mx = block_max_bits(mx, red);
-  float down;
-  const float up = digit_scale(mx, &down);
-  stage_digits(ts, kR, up, dig, csum);
-  __syncthreads();
+  const float down = stage_block_digits(kR, [&](int e, float v[8]) { load_float8(a.t, e, v); }, ts, red, dig, csum);
   if (threadIdx.x == 0) a.cycles[kBlocks + blockIdx.x] = clock64() - t0;  // staged
   const int lane = threadIdx.x % 32, w = threadIdx.x / 32, g = lane / 4, q = lane % 4;
   const int ra = 16 * (w / 4) + g, rb = ra + 8;
@@ -651,10 +647,7 @@ __global__ void __launch_bounds__(kProbeThreads, 1) p2_imma(Args2 a) {
     atomicAdd(&ysh[ra], sum.x * dl.dn);
     atomicAdd(&ysh[rb], sum.y * dl.dn);
   }
-  __syncthreads();
-  if (threadIdx.x < kOut) a.y[blockIdx.x * kOut + threadIdx.x] = ysh[threadIdx.x];
-  __syncthreads();
-  if (threadIdx.x == 0) a.cycles[blockIdx.x] = clock64() - t0;
+  write_sums<kOut>(ysh, a.y, a.cycles, t0);
 }
 
 // Phase 2, warp-local: warp w stages t's chunk w and takes it for both 16-row tiles.
