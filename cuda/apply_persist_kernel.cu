@@ -1187,7 +1187,7 @@ cudaError_t launch_persist(const LaunchCfg& c, const DeltaSel& s, const RowsArgs
   // without stage_rows (x's general staging): kBase = false. Why (bench/RESULTS-h100.md,
   // twenty-third session): at m = 1 the staged kernel's largest stall is instruction fetch (ncu:
   // 31 % of the samples "no instruction"), and code the launch never runs still costs it — a build
-  // with 1200 more SASS instructions that M=1 never executed ran 0.3–0.45 µs slower. H100, same
+  // with 1200 more SASS instructions that M=1 never executed ran 0.3–0.55 µs slower. H100, same
   // call, alternating: without the base's code (4248 SASS instructions against 5160) M=1 8.09–8.21
   // µs against 8.30–8.41 (four rounds); also without stage_rows (3448) 8.11–8.19 against 8.27–8.36
   // (four rounds, another call).
