@@ -42,6 +42,9 @@ namespace dcg {
 #if !defined(DC_USE_HIP)
 namespace {
 
+// Eight warps a block. Sixteen (one block a SM at 64 registers, or alone at 125) were slower at M=1
+// (H100, same call: 8.50–8.57 and 9.54–9.56 µs against 8.10–8.19): each warp's chain halved, yet
+// both phases took as long (trace) (bench/RESULTS-h100.md, twenty-fourth session).
 constexpr int kPThreads = 256;
 constexpr int kPWarps = kPThreads / 32;
 constexpr int kGroupRows = 32 / kRowLanesV;  // output rows of one phase-2 item (one warp)
@@ -403,6 +406,9 @@ __device__ __noinline__ float packed_row_loop(const uint32_t* __restrict__ row, 
 }
 
 // ---- the staged instance's loop on 32-bit shared-memory addresses ----------------------------------
+// (Its 2-bit block rolled into two or four iterations, the same sums — a shorter body, more
+// instructions run — was slower: M=1 8.62 / 9.21 µs against 8.10–8.14, phase 1 3.7k / 4.3k cycles
+// against 3.2k; bench/results/wip-loop2-parts.patch.)
 // Its codes, quantization parameters and stages all lie in shared memory, but through the noinline
 // packed_row_loop (shared with the instances that read codes from global memory) the code and
 // parameter loads compiled to generic 64-bit loads (LD.E with two R2UR each; ncu source profile,
@@ -755,6 +761,10 @@ __global__ void __launch_bounds__(kPThreads, kStaged ? DC_PERSIST_STAGED_MIN_BLO
   trace_at(a, 3);
 
   // ---- phase 2 ----
+  // Measured and not kept (bench/RESULTS-h100.md, twenty-fourth session): the 2-bit band on DP4A
+  // against t in digits (half the loop's instructions: phase 2 4.3k → 4.2k cycles, digitizing t
+  // +1.1k; wip-p2-dp4a.patch) and a warp's four rows per block of t (t read once, not four times:
+  // phase 2 4.4k → 5.0k; wip-p2-rows4.patch).
   const uint32_t r2_first = staged ? 0 : lo2 / a.G, r2_end = staged ? 1 : hi2 == lo2 ? r2_first : (hi2 - 1) / a.G + 1;
   for (uint32_t r = r2_first; r < r2_end; ++r) {
     const DeltaDesc* dp = staged ? &sdesc : row_desc(a, (uint32_t)r);
