@@ -1195,9 +1195,10 @@ cudaError_t launch_persist(const LaunchCfg& c, const DeltaSel& s, const RowsArgs
   const bool by_band = stage && r.W == nullptr && c.p1_by_band;
   // A delta-only call with aligned x runs the staged instance without the fused base's code and
   // without stage_rows (x's general staging): kBase = false. Why (bench/RESULTS-h100.md,
-  // twenty-third session): at m = 1 the staged kernel's largest stall is instruction fetch (ncu:
-  // 31 % of the samples "no instruction"), and code the launch never runs still costs it — a build
-  // with 1200 more SASS instructions that M=1 never executed ran 0.3–0.55 µs slower. H100, same
+  // twenty-third and twenty-fourth sessions): code the launch never runs still costs it — a build
+  // with 1200 more SASS instructions that M=1 never executed ran 0.3–0.55 µs slower, another with
+  // 344 more ~0.35 µs. (The ncu profile that put "no instruction" at 31 % of the samples was of that
+  // larger build; this instance's own profile puts it at 8 %.) H100, same
   // call, alternating: without the base's code (4248 SASS instructions against 5160) M=1 8.09–8.21
   // µs against 8.30–8.41 (four rounds); also without stage_rows (3448) 8.11–8.19 against 8.27–8.36
   // (four rounds, another call).
