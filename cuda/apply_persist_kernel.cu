@@ -42,9 +42,9 @@ namespace dcg {
 #if !defined(DC_USE_HIP)
 namespace {
 
-// Eight warps a block. Sixteen (one block a SM at 64 registers, or alone at 125) were slower at M=1
-// (H100, same call: 8.50–8.57 and 9.54–9.56 µs against 8.10–8.19): each warp's chain halved, yet
-// both phases took as long (trace) (bench/RESULTS-h100.md, twenty-fourth session).
+// Eight warps a block. Sixteen (two blocks a SM at 64 registers, or one at 125) were slower at M=1
+// (H100, same call: 8.50–8.57 and 9.54–9.56 µs against 8.10–8.19; bench/RESULTS-h100.md,
+// twenty-fourth session): each warp's chain halved, yet the trace's phases took as long.
 constexpr int kPThreads = 256;
 constexpr int kPWarps = kPThreads / 32;
 constexpr int kGroupRows = 32 / kRowLanesV;  // output rows of one phase-2 item (one warp)
@@ -406,16 +406,15 @@ __device__ __noinline__ float packed_row_loop(const uint32_t* __restrict__ row, 
 }
 
 // ---- the staged instance's loop on 32-bit shared-memory addresses ----------------------------------
-// (Its 2-bit block rolled into two or four iterations, the same sums — a shorter body, more
-// instructions run — was slower: M=1 8.62 / 9.21 µs against 8.10–8.14, phase 1 3.7k / 4.3k cycles
-// against 3.2k; bench/results/wip-loop2-parts.patch.)
 // Its codes, quantization parameters and stages all lie in shared memory, but through the noinline
 // packed_row_loop (shared with the instances that read codes from global memory) the code and
 // parameter loads compiled to generic 64-bit loads (LD.E with two R2UR each; ncu source profile,
 // twenty-first session), at the head of every iteration's chain. Here every load is an ld.shared on
 // a 32-bit address, and a width below 16 always has parameters (no branch on qp). H100, same call,
 // three rounds: delta-only M=1 8.25–8.30 µs against 8.75–8.81 through packed_row_loop. Row, qp and xs
-// are shared-memory addresses (qp unused at 16 bits).
+// are shared-memory addresses (qp unused at 16 bits). Its 2-bit block rolled into two or four
+// iterations (the same sums; a shorter body, more instructions run) was slower: M=1 8.62 / 9.21 µs
+// against 8.10–8.14, phase 1 3.7k / 4.3k cycles against 3.2k (bench/results/wip-loop2-parts.patch).
 template <int BITS>
 __device__ __noinline__ float packed_row_loop_s(uint32_t row, uint32_t qp, uint32_t gb, uint32_t nblk, uint32_t xs,
                                                 int lane, int lanes) {
@@ -1197,11 +1196,11 @@ cudaError_t launch_persist(const LaunchCfg& c, const DeltaSel& s, const RowsArgs
   // without stage_rows (x's general staging): kBase = false. Why (bench/RESULTS-h100.md,
   // twenty-third and twenty-fourth sessions): code the launch never runs still costs it — a build
   // with 1200 more SASS instructions that M=1 never executed ran 0.3–0.55 µs slower, another with
-  // 344 more ~0.35 µs. (The ncu profile that put "no instruction" at 31 % of the samples was of that
-  // larger build; this instance's own profile puts it at 8 %.) H100, same
-  // call, alternating: without the base's code (4248 SASS instructions against 5160) M=1 8.09–8.21
-  // µs against 8.30–8.41 (four rounds); also without stage_rows (3448) 8.11–8.19 against 8.27–8.36
-  // (four rounds, another call).
+  // 344 more ~0.35 µs. H100, same call, alternating: without the base's code (4248 SASS
+  // instructions against 5160) M=1 8.09–8.21 µs against 8.30–8.41 (four rounds); also without
+  // stage_rows (3448) 8.11–8.19 against 8.27–8.36 (four rounds, another call). (Not instruction
+  // fetch as such: this instance's ncu profile puts "no instruction" at 8 % of the samples; the
+  // 31 % once quoted was the larger build's.)
   void (*const staged_kernel)(PersistArgs) =
       r.W == nullptr && a.xvec ? persist_kernel<true, true, false, false> : persist_kernel<true, true>;
   if (stage && r.W == nullptr)
