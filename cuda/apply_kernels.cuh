@@ -73,6 +73,24 @@ struct DeltaSel {
   }
 };
 
+// DeltaSel as the persistent and tensor-core kernels take it: the single delta's descriptor by its
+// device copy only (they copy it into shared memory), not by value. Why: a kernel's parameters
+// travel with every launch, and under programmatic dependent launch a launch with 1 KB of them
+// waited ~0.6–0.9 µs longer than one with 64 bytes while the next launch's prologue copied its
+// codes (bench/probes/pdl_floor.cu, H100, twenty-fifth session; bench/RESULTS-h100.md).
+struct DeltaRef {
+  const DeltaDesc* one_dev;  // single delta (row_slot null): its device descriptor
+  const DeltaDesc* table;    // batched: the device table ...
+  const int32_t* row_slot;   // ... and each row's slot in it
+  uint32_t count;
+  static DeltaRef of(const DeltaSel& s) { return DeltaRef{s.one_dev, s.table, s.row_slot, s.count}; }
+  template <class Row>
+  __device__ __forceinline__ const DeltaDesc* slot_desc(Row r) const {
+    const int32_t s = row_slot[r];
+    return (s >= 0 && (uint32_t)s < count) ? table + s : nullptr;
+  }
+};
+
 #ifndef P1_ROWS_NARROW
 #  define P1_ROWS_NARROW 4u  // columns per phase-1 block for widths ≤ 4 (tuning knob, see bench/RESULTS-h100.md)
 #endif

@@ -63,7 +63,7 @@ constexpr uint32_t kPairSmallW1 = 1, kPairSmallW2 = 4;  // pairs' split weights 
 constexpr uint32_t kParts = DC_MMA_PARTS;   // phase 1: warps (work units) per tile
 
 struct MmaArgs {
-  DeltaSel sel;       // the batch's table and row slots
+  DeltaRef sel;       // the batch's table and row slots
   RowsArgs io;        // the call (m ≤ kMaxTokens, no base)
   unsigned int* barrier;
   bool xvec;          // x rows 16-byte aligned
@@ -441,7 +441,7 @@ cudaError_t launch_persist_mma(const LaunchCfg& c, const DeltaSel& s, const Rows
       s.max_v_len > UINT32_MAX / 2)
     return cudaErrorNotSupported;
   MmaArgs a{};
-  a.sel = s;
+  a.sel = DeltaRef::of(s);
   a.io = r;
   a.barrier = barrier;
   a.xvec = aligned16(r.x, r.ldx, dtype_size(r.xdt));

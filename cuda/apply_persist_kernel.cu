@@ -60,7 +60,7 @@ constexpr size_t kPSmemLimit = 100 * 1024;   // two blocks per SM fit next to L1
 constexpr uint32_t kWParts = 4;              // fused base: column pieces per group of output rows (default)
 
 struct PersistArgs {
-  DeltaSel sel;              // single apply (row_slot null): sel.one for every row; batch: the table
+  DeltaRef sel;              // single apply (row_slot null): sel.one_dev for every row; batch: the table
   RowsArgs io;               // the call (launch_persist's argument; m ≤ kMaxTokens, W only at m = 1)
   unsigned int* barrier;
   bool xvec;                 // x rows 16-byte aligned
@@ -93,10 +93,10 @@ struct PersistArgs {
 // items done [13].
 __device__ __forceinline__ void trace_at(const PersistArgs& a, int k) { trace_mark(a.trace, k); }
 
-__device__ __forceinline__ const DeltaDesc* row_desc(const PersistArgs& a, uint32_t r) {
-  const DeltaSel& sel = a.sel;
-  if (sel.row_slot == nullptr) return &sel.one;  // parameter space, read in place (__grid_constant__)
-  return sel.slot_desc(r);
+// Row r's delta: a single delta's descriptor as the block copied it into shared memory (`one`), or
+// the batch table's entry, or null.
+__device__ __forceinline__ const DeltaDesc* row_desc(const PersistArgs& a, const DeltaDesc* one, uint32_t r) {
+  return a.sel.row_slot == nullptr ? one : a.sel.slot_desc(r);
 }
 
 __device__ __forceinline__ uint32_t band_of(const DeltaDesc& d, uint32_t kv) {
@@ -515,7 +515,7 @@ __global__ void __launch_bounds__(kPThreads, kStaged ? DC_PERSIST_STAGED_MIN_BLO
   const void* const W = kBase ? a.io.W : nullptr;  // the fused base's weights (m = 1), or null
   extern __shared__ float4 dyn_smem[];
   __shared__ StagedBand tab[DC_MAX_BANDS];                    // where the staged pieces are
-  __shared__ DeltaDesc sdesc;  // staged: the delta's descriptor (see the prologue)
+  __shared__ DeltaDesc sdesc;  // a single delta's descriptor (see the prologue)
   __shared__ float tsum[kPWarps], ysum[kPWarps * kGroupRows];  // split items' sums (staged)
   __shared__ unsigned int p1_done, w_next;  // fused base: see after phase 1
   __shared__ BarrierTicket ticket;           // ... its grid-barrier arrival, by whichever warp made it
@@ -554,14 +554,18 @@ __global__ void __launch_bounds__(kPThreads, kStaged ? DC_PERSIST_STAGED_MIN_BLO
     stage_codes(sdesc, const_cast<uint32_t*>(codes), lo1, hi1, olo, ohi, tab, kSpec ? a.spec_warps : (uint32_t)kPWarps);
     trace_at(a, 15);
   } else {
+    if (a.sel.row_slot == nullptr) {  // uniform: a single delta's descriptor, as the staged kernel does
+      copy_desc(&sdesc, a.sel.one_dev);
+      __syncthreads();
+    }
     for (uint32_t i = w1; i < hi1 && i < w1 + 2 * kPWarps; i += kPWarps) {
       const uint32_t r = i / a.T;
-      const DeltaDesc* dp = row_desc(a, r);
+      const DeltaDesc* dp = row_desc(a, &sdesc, r);
       if (dp) prefetch_v_row(*dp, i - r * a.T, lane);
     }
     for (uint32_t i = w2; i < hi2 && i < w2 + 2 * kPWarps; i += kPWarps) {
       const uint32_t r = i / a.G;
-      const DeltaDesc* dp = row_desc(a, r);
+      const DeltaDesc* dp = row_desc(a, &sdesc, r);
       if (dp) prefetch_u_row(*dp, (uint64_t)(i - r * a.G) * kGroupRows + rsub, sub);
     }
   }
@@ -670,7 +674,7 @@ __global__ void __launch_bounds__(kPThreads, kStaged ? DC_PERSIST_STAGED_MIN_BLO
   // the base (m = 1) needs x_0 staged even in a block without phase-1 items
   const uint32_t r_first = W ? 0 : r1_first, r_end = W ? 1 : r1_end;
   for (uint32_t r = r_first; r < r_end; ++r) {
-    const DeltaDesc* dp = staged ? &sdesc : row_desc(a, (uint32_t)r);
+    const DeltaDesc* dp = staged ? &sdesc : row_desc(a, &sdesc, (uint32_t)r);
     if (dp == nullptr && W == nullptr) continue;  // uniform: no delta on this row
     const int rr[1] = {(int)r};
     __syncthreads();  // the previous row's readers are done with the stage
@@ -766,7 +770,7 @@ __global__ void __launch_bounds__(kPThreads, kStaged ? DC_PERSIST_STAGED_MIN_BLO
   // phase 2 4.4k → 5.0k; wip-p2-rows4.patch).
   const uint32_t r2_first = staged ? 0 : lo2 / a.G, r2_end = staged ? 1 : hi2 == lo2 ? r2_first : (hi2 - 1) / a.G + 1;
   for (uint32_t r = r2_first; r < r2_end; ++r) {
-    const DeltaDesc* dp = staged ? &sdesc : row_desc(a, (uint32_t)r);
+    const DeltaDesc* dp = staged ? &sdesc : row_desc(a, &sdesc, (uint32_t)r);
     if (dp == nullptr && a.io.accumulate && W == nullptr) continue;  // uniform: nothing to add
     if (dp != nullptr) {
       __syncthreads();  // the previous row's readers are done with the stage
@@ -1021,6 +1025,7 @@ bool persist_supported(const DeltaSel& s, const RowsArgs& r) {
   // the kernel counts items (m·t_stride, m·⌈rows/4⌉) in 32 bits
   if (r.rows / kGroupRows + 1 > UINT32_MAX / kMaxTokens || s.max_t_stride > UINT32_MAX / kMaxTokens) return false;
   if (s.row_slot == nullptr) {
+    if (s.one_dev == nullptr) return false;  // the kernels read the descriptor from its device copy
     const DeltaDesc& d = s.one;
     if (d.kind != DC_KIND_LOWRANK || d.perm != nullptr || d.v_col_offset != 0 || d.t_stride == 0) return false;
   }
@@ -1108,7 +1113,7 @@ cudaError_t allow_smem() {
 // The fields every launch sets the same way: the call, the shapes of its stages and items.
 PersistArgs base_args(const DeltaSel& s, const RowsArgs& r, unsigned int* barrier) {
   PersistArgs a{};
-  a.sel = s;
+  a.sel = DeltaRef::of(s);
   a.io = r;
   a.barrier = barrier;
   a.xvec = aligned16(r.x, r.ldx, dtype_size(r.xdt));
