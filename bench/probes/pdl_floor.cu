@@ -10,13 +10,22 @@
 //              apply_persist_kernel.cu), t (1024 floats) loaded back into shared memory
 //   x,t,y      + y's old values read once x is in, the sums added to them (accumulate)
 // Each launch also stamps, per block, the SM clock at its start, after the PDL wait, when thread 0
-// has x's first word, after the barrier and at its end, and the globaltimer at its end; the probe
-// prints the medians over the blocks of launch 48 of the graph (steady state), the gap from the
-// previous launch's last block end to the next release, and µs per launch for each skeleton.
-//   nvcc -O3 -std=c++17 -arch=sm_90 bench/probes/pdl_floor.cu -o /tmp/pdl_floor && /tmp/pdl_floor
+// has x's first word, when x is staged, after the barrier and at its end, and the globaltimer at its
+// start and end; the probe prints the medians over the blocks of launch 48 of the graph (steady
+// state), the gap from the previous launch's last block end to the median release, the SM clock
+// the stamps imply, and µs per launch for each skeleton. Options, to come closer to the library's
+// staged M = 1 launch: --coop (a cooperative launch), --smem BYTES (dynamic shared memory a block;
+// 60000 keeps two blocks a SM, as the library's), --traffic BYTES (each block copies that many bytes
+// from a 256 MB pool into shared memory before its PDL wait, as stage_codes does; 20000 ≈ the
+// default delta's pieces), --params BYTES (the arguments padded to 80, 128, 192, 256, 336 or 1024
+// bytes; the library's PersistArgs was 1024, 336 since the twenty-fifth session).
+//   nvcc -O3 -std=c++17 -arch=sm_90 bench/probes/pdl_floor.cu -o /tmp/pdl_floor
+//   /tmp/pdl_floor --coop --smem 60000 --traffic 20000 --params 336
 // Why (bench/RESULTS-h100.md, twenty-fifth session): the delta's M = 1 trace puts 2.0k cycles between
 // the PDL release and x staged, and ~1.5 µs between a launch's last block and the next release.
-// This says how much of the 8 µs target the skeleton alone takes on this device.
+// What it found on the H100: the skeleton alone takes 2.3 µs a launch (x,t,y); with the codes'
+// copies and arguments of 128 bytes or more, 3.65 µs; with 80 bytes, 3.07 µs. The arguments' size
+// is what made the library's 1024-byte PersistArgs cost ~0.25 µs a launch.
 #include <cuda_fp16.h>
 
 #include <algorithm>
@@ -147,7 +156,7 @@ __global__ void __launch_bounds__(kThreads, 2) skeleton(const __grid_constant__ 
   if (tid == 0) stamp[5] = clock64(), stamp[6] = gtime();
 }
 
-int g_pad = 1;        // --params BYTES: arguments padded to this size
+int g_pad = 1;        // --params BYTES: the arguments padded to ~BYTES (80, 128, 192, 256, 336 or 1024)
 template <int kPad>
 cudaError_t dispatch(int s, const cudaLaunchConfig_t& cfg, const PaddedArgs<kPad>& pa) {
   switch (s) {
@@ -158,6 +167,13 @@ cudaError_t dispatch(int s, const cudaLaunchConfig_t& cfg, const PaddedArgs<kPad
     case kXTY: return cudaLaunchKernelEx(&cfg, skeleton<kXTY, kPad>, pa);
   }
   return cudaErrorInvalidValue;
+}
+
+template <int kPad>
+PaddedArgs<kPad> padded(const Args& a) {
+  PaddedArgs<kPad> pa{};
+  pa.a = a;
+  return pa;
 }
 
 bool g_coop = false;  // --coop: launched cooperatively, as the library launches its persistent kernel
@@ -178,14 +194,13 @@ void launch(int s, const Args& a, int blocks) {
   cfg.attrs = attr;
   cfg.numAttrs = g_coop ? 2 : 1;
   cudaError_t e = cudaErrorInvalidValue;
-  if (g_pad > 1) {
-    PaddedArgs<240> pa{};
-    pa.a = a;
-    e = dispatch<240>(s, cfg, pa);
-  } else {
-    PaddedArgs<1> pa{};
-    pa.a = a;
-    e = dispatch<1>(s, cfg, pa);
+  switch (g_pad) {
+    case 238: e = dispatch<238>(s, cfg, padded<238>(a)); break;
+    case 66: e = dispatch<66>(s, cfg, padded<66>(a)); break;
+    case 46: e = dispatch<46>(s, cfg, padded<46>(a)); break;
+    case 30: e = dispatch<30>(s, cfg, padded<30>(a)); break;
+    case 14: e = dispatch<14>(s, cfg, padded<14>(a)); break;
+    default: e = dispatch<1>(s, cfg, padded<1>(a)); break;
   }
   CU(e);
 }
@@ -202,7 +217,10 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--coop")) g_coop = true;
     else if (!std::strcmp(argv[i], "--smem") && i + 1 < argc) g_smem = std::atoi(argv[++i]);
-    else if (!std::strcmp(argv[i], "--params")) g_pad = 240;
+    else if (!std::strcmp(argv[i], "--params") && i + 1 < argc) {
+      const int bytes = std::atoi(argv[++i]);
+      g_pad = bytes >= 1024 ? 238 : bytes >= 336 ? 66 : bytes >= 256 ? 46 : bytes >= 192 ? 30 : bytes >= 128 ? 14 : 1;
+    }
     else if (!std::strcmp(argv[i], "--traffic") && i + 1 < argc) g_traffic = (uint32_t)std::atoi(argv[++i]);
   }
   CU(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
@@ -212,16 +230,19 @@ int main(int argc, char** argv) {
   int clock_khz = 0;
   CU(cudaDeviceGetAttribute(&clock_khz, cudaDevAttrClockRate, 0));
   const double ghz = clock_khz * 1e-6;
+  static_assert(sizeof(PaddedArgs<1>) == 80 && sizeof(PaddedArgs<14>) == 128 && sizeof(PaddedArgs<30>) == 192 &&
+                    sizeof(PaddedArgs<46>) == 256 && sizeof(PaddedArgs<66>) == 336 && sizeof(PaddedArgs<238>) == 1024,
+                "the argument sizes the probe reports");
   std::printf("%s, %d SMs, %d blocks a launch, max SM clock %.2f GHz; %s, %d bytes of dynamic shared memory a block, "
-              "%u bytes copied a block before the wait, %s arguments\n",
+              "%u bytes copied a block before the wait, %d bytes of arguments\n",
               prop.name, prop.multiProcessorCount, blocks, ghz, g_coop ? "cooperative" : "not cooperative",
-              std::max<int>(g_smem, (int)g_traffic), g_traffic, g_pad > 1 ? "1 KB" : "small");
+              std::max<int>(g_smem, (int)g_traffic), g_traffic, (int)(g_pad == 1 ? 80 : 72 + 4 * g_pad));
   if ((int)g_traffic > g_smem) g_smem = (int)g_traffic;
+#define KERNELS(P)                                                                                      \
+  (const void*)skeleton<kEmpty, P>, (const void*)skeleton<kX, P>, (const void*)skeleton<kXPre, P>, \
+      (const void*)skeleton<kXT, P>, (const void*)skeleton<kXTY, P>
   if (g_smem > 48 * 1024) {
-    for (const void* k : {(const void*)skeleton<kEmpty, 1>, (const void*)skeleton<kX, 1>, (const void*)skeleton<kXPre, 1>,
-                          (const void*)skeleton<kXT, 1>, (const void*)skeleton<kXTY, 1>, (const void*)skeleton<kEmpty, 240>,
-                          (const void*)skeleton<kX, 240>, (const void*)skeleton<kXPre, 240>,
-                          (const void*)skeleton<kXT, 240>, (const void*)skeleton<kXTY, 240>})
+    for (const void* k : {KERNELS(1), KERNELS(14), KERNELS(30), KERNELS(46), KERNELS(66), KERNELS(238)})
       CU(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, g_smem));
   }
   Args a{};
