@@ -64,6 +64,10 @@ struct DeltaSel {
   uint32_t max_mma_items1;  // largest mma_items1 (the tensor-core batch kernel's phase-1 items per row)
   const DeltaDesc* one_dev = nullptr;  // single delta: the device copy of `one` (the staged m = 1 kernel
                                        // reads it; null: that kernel is not used)
+  // single delta: the staged m = 1 launch's plan (staged_plan) in device memory and its host copy,
+  // or null (host side only; launch_persist)
+  const void* plan_dev = nullptr;
+  const void* plan_host = nullptr;
 
   // Batched: the descriptor of row r's delta in the table, or null (its slot outside [0, count)).
   template <class Row>
@@ -176,6 +180,12 @@ cudaError_t launch_vec(const LaunchCfg& c, const DeltaSel* sel, const RowsArgs& 
 // declines, cudaErrorNotSupported instead of one row after another, which is slower than the
 // caller's tensor-core kernel there.
 bool persist_supported(const DeltaSel& sel, const RowsArgs& a);
+// The staged delta-only m = 1 launch's arguments for this delta, without the call's own fields
+// (the "plan", staged_plan_bytes() bytes, 0 on HIP): written to `plan` when launch_persist would
+// run that instance for r (m = 1, no base, 16-byte aligned x); false otherwise. The upload stores it
+// next to the descriptor, and launch_persist then passes only the call's fields (DeltaSel::plan_dev).
+size_t staged_plan_bytes();
+bool staged_plan(const LaunchCfg& c, const DeltaSel& s, const RowsArgs& r, unsigned int* barrier, int sms, void* plan);
 cudaError_t launch_persist(const LaunchCfg& c, const DeltaSel& sel, const RowsArgs& a, unsigned int* barrier,
                            int sms, bool rows_only = false);
 

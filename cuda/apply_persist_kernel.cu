@@ -32,6 +32,7 @@
 // Not on HIP: the grid barrier has not been validated on AMD hardware (none here); HIP keeps the
 // two one-token kernels (launch_persist returns cudaErrorNotSupported).
 #include <algorithm>
+#include <cstring>
 
 #include "apply_kernels.cuh"
 #include "persist_common.cuh"
@@ -509,9 +510,8 @@ __device__ __forceinline__ void stream_base_pieces(const PersistArgs& a, uint32_
 // kStaged; fused m = 1 only): warp specialization, see the kSpec block below.
 // kBase = false (the staged delta-only instance for aligned x): no fused base's code and no
 // stage_rows; see the staged_kernel note at the launch.
-template <bool kCompact, bool kStaged, bool kSpec = false, bool kBase = true>
-__global__ void __launch_bounds__(kPThreads, kStaged ? DC_PERSIST_STAGED_MIN_BLOCKS : 2)
-    persist_kernel(const __grid_constant__ PersistArgs a) {
+template <bool kCompact, bool kStaged, bool kSpec, bool kBase>
+__device__ __forceinline__ void persist_body(const PersistArgs& a) {
   const void* const W = kBase ? a.io.W : nullptr;  // the fused base's weights (m = 1), or null
   extern __shared__ float4 dyn_smem[];
   __shared__ StagedBand tab[DC_MAX_BANDS];                    // where the staged pieces are
@@ -837,6 +837,48 @@ __global__ void __launch_bounds__(kPThreads, kStaged ? DC_PERSIST_STAGED_MIN_BLO
   trace_at(a, 5);
 }
 
+template <bool kCompact, bool kStaged, bool kSpec = false, bool kBase = true>
+__global__ void __launch_bounds__(kPThreads, kStaged ? DC_PERSIST_STAGED_MIN_BLOCKS : 2)
+    persist_kernel(const __grid_constant__ PersistArgs a) {
+  persist_body<kCompact, kStaged, kSpec, kBase>(a);
+}
+
+// The staged delta-only instance with small parameters (launch_persist says why): the launch's
+// arguments as they were when the delta was uploaded (the plan, in device memory next to the
+// descriptor, staged_plan) with the call's own fields from SlimArgs, assembled in shared memory.
+struct SlimArgs {
+  const PersistArgs* plan;   // the delta's plan (device memory; the call's fields left zero)
+  const DeltaDesc* one_dev;  // the call's own fields ...
+  const void* x;
+  void* y;
+  float* t;
+  unsigned long long* trace;
+  float scale;
+  int8_t xdt, ydt;
+  bool accumulate;
+};
+__global__ void __launch_bounds__(kPThreads, DC_PERSIST_STAGED_MIN_BLOCKS)
+    persist_slim_kernel(const __grid_constant__ SlimArgs s) {
+  __shared__ PersistArgs A;
+  static_assert(sizeof(PersistArgs) % 4 == 0, "the plan is copied in words");
+  for (uint32_t k = threadIdx.x; k < sizeof(PersistArgs) / 4; k += blockDim.x)
+    reinterpret_cast<uint32_t*>(&A)[k] = reinterpret_cast<const uint32_t*>(s.plan)[k];
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    A.sel.one_dev = s.one_dev;
+    A.io.x = s.x;
+    A.io.y = s.y;
+    A.io.t = s.t;
+    A.trace = s.trace;
+    A.io.scale = s.scale;
+    A.io.xdt = s.xdt;
+    A.io.ydt = s.ydt;
+    A.io.accumulate = s.accumulate;
+  }
+  __syncthreads();
+  persist_body<true, true, false, false>(A);
+}
+
 // ---- one delta at 2 … kRowsAll rows (staged codes, each code decoded once per kRowsMax rows) -----
 // Why: the kernel above decodes every code once per row of x (m·T phase-1 items), so at 2–4 rows it
 // costs ~7 µs a row over its m = 1 time (H100, eleventh session: 10.7, 16.7, 25.1, 26.7 µs), while
@@ -1157,18 +1199,17 @@ cudaError_t launch_persist_rows(const LaunchCfg& c, const DeltaSel& s, const Row
 }  // namespace
 #endif
 
-cudaError_t launch_persist(const LaunchCfg& c, const DeltaSel& s, const RowsArgs& r, unsigned int* barrier,
-                           int sms, bool rows_only) {
-#if defined(DC_USE_HIP)
-  (void)c; (void)s; (void)r; (void)barrier; (void)sms; (void)rows_only;
-  return cudaErrorNotSupported;
-#else
-  if (!persist_supported(s, r) || barrier == nullptr || sms <= 0) return cudaErrorNotSupported;
-  if (r.m >= 2 && r.m <= kRowsAll) {  // one delta at a few rows: each code decoded once per kRowsMax rows
-    const cudaError_t e = launch_persist_rows(c, s, r, barrier, sms);
-    if (e != cudaErrorNotSupported) return e;
-  }
-  if (rows_only && r.m > kRowsMax) return cudaErrorNotSupported;
+#if !defined(DC_USE_HIP)
+namespace {
+// What launch_persist launches for m ≤ kMaxTokens rows (after launch_persist_rows declined).
+struct PersistLaunch {
+  void (*kernel)(PersistArgs);
+  unsigned blocks;
+  size_t smem;
+  PersistArgs a;
+};
+cudaError_t prepare_persist(const LaunchCfg& c, const DeltaSel& s, const RowsArgs& r, unsigned int* barrier, int sms,
+                            PersistLaunch* L) {
   PersistArgs a = base_args(s, r, barrier);
   a.wvec = r.W != nullptr && r.wdt != DC_DTYPE_F32 && r.cols % 16 == 0 && aligned16(r.W, r.ldw, 2);
   a.trace = (c.trace && s.row_slot == nullptr && r.m == 1) ? c.trace : nullptr;
@@ -1239,7 +1280,90 @@ cudaError_t launch_persist(const LaunchCfg& c, const DeltaSel& s, const RowsArgs
       }
     }
   }
-  return launch_persistent(c, kernel, blocks, kPThreads, smem_launch, a);
+  *L = PersistLaunch{kernel, blocks, smem_launch, a};
+  return cudaSuccess;
+}
+
+// The fields of the staged delta-only launch's arguments that belong to the call and not to the
+// delta (SlimArgs carries them), set to zero: what is left is the plan.
+PersistArgs plan_of(PersistArgs a) {
+  a.sel.one_dev = nullptr;
+  a.io.x = nullptr;
+  a.io.xdt = 0;
+  a.io.ldx = 0;  // (m = 1, aligned x: unused)
+  a.io.t = nullptr;
+  a.io.y = nullptr;
+  a.io.ydt = 0;
+  a.io.ldy = 0;  // (m = 1: unused)
+  a.io.wdt = 0;  // (no base: unused)
+  a.io.ldw = 0;
+  a.io.alpha_w = 0.f;
+  a.io.scale = 0.f;
+  a.io.accumulate = false;
+  a.trace = nullptr;
+  return a;
+}
+}  // namespace
+#endif
+
+size_t staged_plan_bytes() {
+#if defined(DC_USE_HIP)
+  return 0;
+#else
+  return sizeof(PersistArgs);
+#endif
+}
+
+bool staged_plan(const LaunchCfg& c, const DeltaSel& s, const RowsArgs& r, unsigned int* barrier, int sms,
+                 void* plan) {
+#if defined(DC_USE_HIP)
+  (void)c; (void)s; (void)r; (void)barrier; (void)sms; (void)plan;
+  return false;
+#else
+  PersistLaunch L{};
+  if (r.m != 1 || r.W != nullptr || !persist_supported(s, r) || barrier == nullptr || sms <= 0 ||
+      prepare_persist(c, s, r, barrier, sms, &L) != cudaSuccess || L.kernel != persist_kernel<true, true, false, false>)
+    return false;
+  int occ = 0, occ_slim = 0;  // the slim kernel holds the arguments in shared memory: same residency?
+  if (occupancy(L.kernel, L.smem, &occ) != cudaSuccess ||
+      cached_occupancy(reinterpret_cast<const void*>(persist_slim_kernel), kPThreads, L.smem, &occ_slim) != cudaSuccess ||
+      occ_slim != occ)
+    return false;
+  const PersistArgs p = plan_of(L.a);
+  std::memcpy(plan, &p, sizeof p);
+  return true;
+#endif
+}
+
+cudaError_t launch_persist(const LaunchCfg& c, const DeltaSel& s, const RowsArgs& r, unsigned int* barrier,
+                           int sms, bool rows_only) {
+#if defined(DC_USE_HIP)
+  (void)c; (void)s; (void)r; (void)barrier; (void)sms; (void)rows_only;
+  return cudaErrorNotSupported;
+#else
+  if (!persist_supported(s, r) || barrier == nullptr || sms <= 0) return cudaErrorNotSupported;
+  if (r.m >= 2 && r.m <= kRowsAll) {  // one delta at a few rows: each code decoded once per kRowsMax rows
+    const cudaError_t e = launch_persist_rows(c, s, r, barrier, sms);
+    if (e != cudaErrorNotSupported) return e;
+  }
+  if (rows_only && r.m > kRowsMax) return cudaErrorNotSupported;
+  PersistLaunch L{};
+  const cudaError_t e = prepare_persist(c, s, r, barrier, sms, &L);
+  if (e != cudaSuccess) return e;
+  // The staged delta-only launch with the arguments the delta's upload planned (staged_plan): it
+  // passes 56 bytes instead of PersistArgs' 336. Why: under programmatic dependent launch, with the
+  // next launch's prologue copying its codes, a launch whose arguments take 128 bytes or more waited
+  // longer than one of 80 (bench/probes/pdl_floor.cu, H100, twenty-fifth session: 3.65 against 3.07
+  // µs a launch for the skeleton; bench/RESULTS-h100.md has this kernel's own figures).
+  if (L.kernel == persist_kernel<true, true, false, false> && s.plan_dev != nullptr && s.plan_host != nullptr) {
+    const PersistArgs p = plan_of(L.a);
+    if (std::memcmp(&p, s.plan_host, sizeof p) == 0) {
+      const SlimArgs sa{static_cast<const PersistArgs*>(s.plan_dev), L.a.sel.one_dev, r.x, r.y, r.t, L.a.trace,
+                        r.scale, (int8_t)r.xdt, (int8_t)r.ydt, r.accumulate};
+      return launch_persistent(c, persist_slim_kernel, L.blocks, kPThreads, L.smem, sa);
+    }
+  }
+  return launch_persistent(c, L.kernel, L.blocks, kPThreads, L.smem, L.a);
 #endif
 }
 

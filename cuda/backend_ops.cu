@@ -305,6 +305,8 @@ struct Piece {
   uint64_t bytes, offset;
 };
 
+LaunchCfg launch_cfg(const GpuDevice* dev, cudaStream_t s);  // (below)
+
 dc_status delta_load(void* devp, const dc_tensor_view* v, void* stream, void** out, uint64_t* out_bytes) {
   auto* dev = static_cast<GpuDevice*>(devp);
   *out = nullptr;
@@ -366,9 +368,14 @@ dc_status delta_load(void* devp, const dc_tensor_view* v, void* stream, void** o
     add(v->dense, v->rows * v->cols * dtype_size(v->dtype), &s.dense);
   }
   d->vector = v->kind == DC_KIND_DENSE && v->is_vector != 0;
-  // The descriptor itself goes last, so kernels (and batches) read it from device memory.
+  // The descriptor itself goes last, so kernels (and batches) read it from device memory; then the
+  // staged m = 1 launch's plan (staged_plan), when that launch applies to this delta.
   const uint64_t desc_off = total;
   total = align_up(total + sizeof(DeltaDesc));
+  const size_t plan_bytes = staged_plan_bytes();
+  const uint64_t plan_off = total;
+  const bool plan_room = v->kind == DC_KIND_LOWRANK && plan_bytes > 0 && plan_bytes <= kPlanBytesMax;
+  if (plan_room) total = align_up(total + plan_bytes);
   size_t held = 0;  // what the delta really occupies: total, or a whole own chunk above 64 MiB
   dev->arena_error = cudaSuccess;
   d->mem = dev->arena->alloc(total, &held);
@@ -394,6 +401,29 @@ dc_status delta_load(void* devp, const dc_tensor_view* v, void* stream, void** o
   memcpy(static_cast<char*>(dev->pinned) + desc_off, &s, sizeof(DeltaDesc));
   d->ddesc = reinterpret_cast<const DeltaDesc*>(static_cast<char*>(d->mem) + desc_off);
   const auto s_ = static_cast<cudaStream_t>(stream);
+  if (plan_room) {  // the arguments launch_persist would pass at m = 1 for a typical call (aligned x, no base)
+    DeltaSel sel{s, nullptr, 1, nullptr, s.t_stride, s.v_len, p1_blocks_of(s)};
+    sel.one_dev = d->ddesc;
+    RowsArgs r{};
+    r.m = 1;
+    r.rows = s.rows;
+    r.cols = s.cols;
+    r.x = d->mem;  // (256-byte aligned)
+    r.xdt = DC_DTYPE_F16;
+    r.ldx = s.cols;
+    r.t = dev->t_scratch;
+    r.ldt = s.t_stride;
+    r.y = d->mem;
+    r.ydt = DC_DTYPE_F16;
+    r.ldy = s.rows;
+    r.alpha_w = 1.f;
+    r.scale = 1.f;
+    r.accumulate = true;
+    if (staged_plan(launch_cfg(dev, s_), sel, r, dev->barrier, dev->sms, d->hplan)) {
+      memcpy(static_cast<char*>(dev->pinned) + plan_off, d->hplan, plan_bytes);
+      d->dplan = static_cast<char*>(d->mem) + plan_off;
+    }
+  }
   cudaError_t e = cudaMemcpyAsync(d->mem, dev->pinned, total, cudaMemcpyHostToDevice, s_);
   if (e == cudaSuccess) e = cudaEventRecord(dev->upload_done, s_);
   if (e != cudaSuccess) {
@@ -537,6 +567,8 @@ dc_status apply(void* devp, const void* dp, const dc_apply_params* p) {
       return apply_prefill(dev, d, p, s, ldx, ldy, ldb);
     DeltaSel sel{d, nullptr, 1, nullptr, d.kind == DC_KIND_LOWRANK ? d.t_stride : 0, d.v_len, p1_blocks_of(d)};
     sel.one_dev = gd->ddesc;
+    sel.plan_dev = gd->dplan;
+    sel.plan_host = gd->hplan;
     for (uint64_t i0 = 0; i0 < p->m; i0 += kMaxTokens) {
       const uint64_t n = p->m - i0 < (uint64_t)kMaxTokens ? p->m - i0 : (uint64_t)kMaxTokens;
       const void* x = static_cast<const char*>(p->x) + i0 * ldx * xes;

@@ -4,7 +4,11 @@
 #include "common.cuh"
 #include "device_arena.h"
 
+#include <cstddef>
+
 namespace dcg {
+
+constexpr size_t kPlanBytesMax = 512;  // GpuDelta::hplan (staged_plan_bytes() ≤ this)
 
 struct GpuDevice {
   int ordinal = 0;
@@ -56,6 +60,8 @@ struct GpuDevice {
 struct GpuDelta {
   DeltaDesc desc{};                  // host copy
   const DeltaDesc* ddesc = nullptr;  // device copy (inside `mem`): the kernels' descriptor table
+  const void* dplan = nullptr;       // the staged m = 1 launch's plan (inside `mem`; staged_plan), or null
+  alignas(8) unsigned char hplan[kPlanBytesMax] = {};  // ... its host copy
   bool vector = false;               // dc_tensor_view.is_vector: 1-D dense (bias)
   void* mem = nullptr;  // one range of dev->arena holding every array the descriptor points into
   uint64_t bytes = 0;   // device bytes the range holds (reported as dc_delta_info.device_bytes)
