@@ -48,9 +48,8 @@ constexpr int kTraceBlocks = 4096;  // diagnostics buffer: blocks traced (kTrace
 constexpr int kTraceSlots = 24;     // [0] globaltimer, [6] start clock, [1..5] phase marks, [8..23] extra marks
 
 // Which delta(s) a launch applies. Single delta (row_slot null, count 1): `one`, passed by value
-// as a kernel parameter so no block waits on a descriptor fetch before its first code load — except
-// the staged m = 1 kernel, which copies `one_dev` into shared memory first: it reads the fields so
-// often that the parameter space's cold constant-cache lines cost more (bench/RESULTS-h100.md).
+// as a kernel parameter to the one-token and tiled kernels, so no block waits on a descriptor fetch
+// before its first code load; the persistent and tensor-core kernels take DeltaRef instead (below).
 // Batched (row_slot non-null): table[row_slot[i]] for row i (device table; slots outside
 // [0, count): no delta). count 0: no delta at all (a GEMV).
 struct DeltaSel {

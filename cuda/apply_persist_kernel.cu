@@ -865,7 +865,7 @@ __global__ void __launch_bounds__(kPThreads, DC_PERSIST_STAGED_MIN_BLOCKS)
     reinterpret_cast<uint32_t*>(&A)[k] = reinterpret_cast<const uint32_t*>(s.plan)[k];
   __syncthreads();
   if (threadIdx.x == 0) {
-    A.sel.one_dev = s.one_dev;
+    A.sel.one_dev = s.one_dev;  // (a single delta: row_slot and table null)
     A.io.x = s.x;
     A.io.y = s.y;
     A.io.t = s.t;
@@ -1285,9 +1285,11 @@ cudaError_t prepare_persist(const LaunchCfg& c, const DeltaSel& s, const RowsArg
 }
 
 // The fields of the staged delta-only launch's arguments that belong to the call and not to the
-// delta (SlimArgs carries them), set to zero: what is left is the plan.
+// delta (SlimArgs carries them), set to zero: what is left is the plan. The selection is zeroed
+// whole, padding included (a single delta's is one_dev alone; the kernel sets it), so that two
+// plans compare equal byte for byte; the rest of PersistArgs is built on a zeroed object.
 PersistArgs plan_of(PersistArgs a) {
-  a.sel.one_dev = nullptr;
+  std::memset(&a.sel, 0, sizeof a.sel);
   a.io.x = nullptr;
   a.io.xdt = 0;
   a.io.ldx = 0;  // (m = 1, aligned x: unused)
