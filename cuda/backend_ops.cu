@@ -235,6 +235,7 @@ dc_status device_open(void** out, int32_t device, int32_t /*num_threads*/) {
   if (const char* tc = getenv("DELTACOME_GPU_PERSIST_T_COPIES")) dev->t_copies = (unsigned)atoi(tc);
   dev->y_early = !env_flag("DELTACOME_GPU_PERSIST_Y_LATE");
   dev->p1_by_band = !env_flag("DELTACOME_GPU_PERSIST_P1_EVEN");
+  dev->launch_plan = !env_flag("DELTACOME_GPU_PERSIST_NO_PLAN");
   if (const char* wp = getenv("DELTACOME_GPU_PERSIST_WPARTS")) dev->persist_wparts = (unsigned)atoi(wp);
   if (env_flag("DELTACOME_GPU_PERSIST_TRACE") && cudaMalloc(&dev->trace, kTraceBlocks * kTraceSlots * 8) == cudaSuccess)
     cudaMemset(dev->trace, 0, kTraceBlocks * kTraceSlots * 8);
@@ -401,7 +402,7 @@ dc_status delta_load(void* devp, const dc_tensor_view* v, void* stream, void** o
   memcpy(static_cast<char*>(dev->pinned) + desc_off, &s, sizeof(DeltaDesc));
   d->ddesc = reinterpret_cast<const DeltaDesc*>(static_cast<char*>(d->mem) + desc_off);
   const auto s_ = static_cast<cudaStream_t>(stream);
-  if (plan_room) {  // the arguments launch_persist would pass at m = 1 for a typical call (aligned x, no base)
+  if (plan_room && dev->launch_plan) {  // the arguments launch_persist would pass at m = 1 for a typical call
     DeltaSel sel{s, nullptr, 1, nullptr, s.t_stride, s.v_len, p1_blocks_of(s)};
     sel.one_dev = d->ddesc;
     RowsArgs r{};

@@ -42,6 +42,8 @@ struct GpuDevice {
   bool y_early = true;              // ... at m = 1: y's old values read early (DELTACOME_GPU_PERSIST_Y_LATE=1: at the end)
   bool p1_by_band = true;           // ... at m = 1, delta only: phase 1's columns cut by band
                                     // (DELTACOME_GPU_PERSIST_P1_EVEN=1: equal counts)
+  bool launch_plan = true;          // ... at m = 1, delta only: the upload stores the launch's plan, which
+                                    // then passes 56 bytes of arguments (DELTACOME_GPU_PERSIST_NO_PLAN=1: all)
   unsigned persist_blocks = 0;      // its grid cap (DELTACOME_GPU_PERSIST_BLOCKS; 0: occupancy × SMs)
   unsigned persist_wparts = 0;      // fused base pieces per row group (DELTACOME_GPU_PERSIST_WPARTS; 0: 4)
   float* t_scratch = nullptr;  // phase-1 output, kMaxTokens × (largest t_stride loaded) floats

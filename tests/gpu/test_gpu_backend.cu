@@ -737,6 +737,13 @@ int main(int argc, char** argv) {
     test_widths(g, rng, true);
     test_shapes(g, rng, true);
   });
+  // a lone delta at m = 1 without its upload's plan: the staged delta-only instance with all of its
+  // arguments (by default persist_slim_kernel, 56 bytes of them and the rest from the plan)
+  configuration({{"DELTACOME_GPU_PERSIST_NO_PLAN", "1"}}, "m = 1 without the launch plan", [&](Gpu& g) {
+    test_widths(g, rng, true);
+    test_shapes(g, rng, true);
+    test_graph_single(g, rng);
+  });
   // the fused m = 1 call: by default warp-specialized with 4 delta warps; also with 2, and with
   // every warp running both parts (DELTACOME_GPU_FUSED_SPEC=0)
   for (const char* spec : {"0", "2"})
