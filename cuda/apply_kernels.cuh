@@ -79,7 +79,7 @@ struct DeltaSel {
 // DeltaSel as the persistent and tensor-core kernels take it: the single delta's descriptor by its
 // device copy only (they copy it into shared memory), not by value. Why: a kernel's parameters
 // travel with every launch, and under programmatic dependent launch a launch with 1 KB of them
-// waited ~0.6–0.9 µs longer than one with 64 bytes while the next launch's prologue copied its
+// waited ~0.6–0.9 µs longer than one with 80 bytes while the next launch's prologue copied its
 // codes (bench/probes/pdl_floor.cu, H100, twenty-fifth session; bench/RESULTS-h100.md).
 struct DeltaRef {
   const DeltaDesc* one_dev;  // single delta (row_slot null): its device descriptor

@@ -860,9 +860,7 @@ struct SlimArgs {
 __global__ void __launch_bounds__(kPThreads, DC_PERSIST_STAGED_MIN_BLOCKS)
     persist_slim_kernel(const __grid_constant__ SlimArgs s) {
   __shared__ PersistArgs A;
-  static_assert(sizeof(PersistArgs) % 4 == 0, "the plan is copied in words");
-  for (uint32_t k = threadIdx.x; k < sizeof(PersistArgs) / 4; k += blockDim.x)
-    reinterpret_cast<uint32_t*>(&A)[k] = reinterpret_cast<const uint32_t*>(s.plan)[k];
+  copy_words(&A, s.plan);
   __syncthreads();
   if (threadIdx.x == 0) {
     A.sel.one_dev = s.one_dev;  // (a single delta: row_slot and table null)

@@ -308,6 +308,16 @@ struct Piece {
 
 LaunchCfg launch_cfg(const GpuDevice* dev, cudaStream_t s);  // (below)
 
+// The selection of one loaded delta alone (its plan, if the upload has made it yet).
+DeltaSel single_sel(const GpuDelta* gd) {
+  const DeltaDesc& d = gd->desc;
+  DeltaSel sel{d, nullptr, 1, nullptr, d.kind == DC_KIND_LOWRANK ? d.t_stride : 0, d.v_len, p1_blocks_of(d)};
+  sel.one_dev = gd->ddesc;
+  sel.plan_dev = gd->dplan;
+  sel.plan_host = gd->dplan ? gd->hplan : nullptr;
+  return sel;
+}
+
 dc_status delta_load(void* devp, const dc_tensor_view* v, void* stream, void** out, uint64_t* out_bytes) {
   auto* dev = static_cast<GpuDevice*>(devp);
   *out = nullptr;
@@ -403,24 +413,15 @@ dc_status delta_load(void* devp, const dc_tensor_view* v, void* stream, void** o
   d->ddesc = reinterpret_cast<const DeltaDesc*>(static_cast<char*>(d->mem) + desc_off);
   const auto s_ = static_cast<cudaStream_t>(stream);
   if (plan_room && dev->launch_plan) {  // the arguments launch_persist would pass at m = 1 for a typical call
-    DeltaSel sel{s, nullptr, 1, nullptr, s.t_stride, s.v_len, p1_blocks_of(s)};
-    sel.one_dev = d->ddesc;
-    RowsArgs r{};
+    RowsArgs r{};  // (the call's own fields, which the plan leaves out, stay zero)
     r.m = 1;
     r.rows = s.rows;
     r.cols = s.cols;
-    r.x = d->mem;  // (256-byte aligned)
+    r.x = d->mem;  // 256-byte aligned, as apply's default ldx keeps every row
     r.xdt = DC_DTYPE_F16;
     r.ldx = s.cols;
-    r.t = dev->t_scratch;
     r.ldt = s.t_stride;
-    r.y = d->mem;
-    r.ydt = DC_DTYPE_F16;
-    r.ldy = s.rows;
-    r.alpha_w = 1.f;
-    r.scale = 1.f;
-    r.accumulate = true;
-    if (staged_plan(launch_cfg(dev, s_), sel, r, dev->barrier, dev->sms, d->hplan)) {
+    if (staged_plan(launch_cfg(dev, s_), single_sel(d), r, dev->barrier, dev->sms, d->hplan)) {
       memcpy(static_cast<char*>(dev->pinned) + plan_off, d->hplan, plan_bytes);
       d->dplan = static_cast<char*>(d->mem) + plan_off;
     }
@@ -566,10 +567,7 @@ dc_status apply(void* devp, const void* dp, const dc_apply_params* p) {
     if (d.kind == DC_KIND_LOWRANK && p->m > (uint64_t)kMaxTokens && p->workspace &&
         p->workspace_bytes >= prefill_layout(d, p->m).total)
       return apply_prefill(dev, d, p, s, ldx, ldy, ldb);
-    DeltaSel sel{d, nullptr, 1, nullptr, d.kind == DC_KIND_LOWRANK ? d.t_stride : 0, d.v_len, p1_blocks_of(d)};
-    sel.one_dev = gd->ddesc;
-    sel.plan_dev = gd->dplan;
-    sel.plan_host = gd->hplan;
+    const DeltaSel sel = single_sel(gd);
     for (uint64_t i0 = 0; i0 < p->m; i0 += kMaxTokens) {
       const uint64_t n = p->m - i0 < (uint64_t)kMaxTokens ? p->m - i0 : (uint64_t)kMaxTokens;
       const void* x = static_cast<const char*>(p->x) + i0 * ldx * xes;

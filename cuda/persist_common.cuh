@@ -16,15 +16,18 @@
 
 namespace dcg {
 
-// A delta's descriptor from device memory into shared memory, one word per thread and pass (every
-// thread calls this; the caller synchronises). The kernels' item and band walks read its fields
-// many times per item; from global memory (or from the launch's parameter space, cold in the
-// constant cache at every launch) each read is a dependent round trip on the warp's critical path.
-__device__ __forceinline__ void copy_desc(DeltaDesc* dst, const DeltaDesc* src) {
-  static_assert(sizeof(DeltaDesc) % 4 == 0, "descriptor copied in words");
-  for (uint32_t k = threadIdx.x; k < sizeof(DeltaDesc) / 4; k += blockDim.x)
+// An object from device memory into shared memory, one word per thread and pass (every thread
+// calls this; the caller synchronises).
+template <class T>
+__device__ __forceinline__ void copy_words(T* dst, const T* src) {
+  static_assert(sizeof(T) % 4 == 0, "copied in words");
+  for (uint32_t k = threadIdx.x; k < sizeof(T) / 4; k += blockDim.x)
     reinterpret_cast<uint32_t*>(dst)[k] = reinterpret_cast<const uint32_t*>(src)[k];
 }
+// A delta's descriptor, so: the kernels' item and band walks read its fields many times per item;
+// from global memory (or from the launch's parameter space, cold in the constant cache at every
+// launch) each read is a dependent round trip on the warp's critical path.
+__device__ __forceinline__ void copy_desc(DeltaDesc* dst, const DeltaDesc* src) { copy_words(dst, src); }
 
 // Diagnostics (DELTACOME_GPU_PERSIST_TRACE=1; trace null otherwise): thread 0 of each block
 // records its start time (globaltimer, [0]) and the SM clock at its start ([6]) and at the
