@@ -38,6 +38,8 @@ struct LaunchCfg {
   unsigned t_copies = 4;        // ... staged m = 1: copies of t in the scratch (blocks read copy b mod n)
   bool y_early = true;          // ... staged m = 1: y's old values read right after the PDL wait
   bool p1_by_band = false;      // ... staged m = 1, delta only: phase 1's columns cut by band (item_split.h)
+  bool mma_stage_w1_fit = true;  // tensor-core batch kernel: a lighter phase-1 staging weight where it splits
+                                 // the items evenly (launch_persist_mma; off when the weights are given)
 };
 
 // Device memory of the persistent kernel's grid barrier (one counter, apply_persist_kernel.cu):

@@ -117,6 +117,60 @@ __device__ __forceinline__ float scale_of(const float* whole, uint32_t span, uin
   return digit_scale(m, down);
 }
 
+// Where each tensor-core band's digits (words) and chunk sums start in a row's staged operands.
+__device__ __forceinline__ void band_offsets(const DeltaDesc& d, uint32_t* dig_at, uint32_t* sum_at) {
+  uint32_t w = 0, c = 0;
+  for (uint32_t bb = 0; bb < d.n_bands; ++bb) {
+    const BandDesc& bd = d.bands[bb];
+    const uint32_t nr = bd.r1 - bd.r0;
+    dig_at[bb] = w;
+    sum_at[bb] = c;
+    if (mma_band(bd.bits, bd.group_size)) {
+      w += digit_bytes(nr) / 4;
+      c += mma_chunks(nr);
+    }
+  }
+}
+
+// The small bands whose loads a phase-2 item issues first, all at once (their sums follow the large
+// bands'): the first tensor-core band of one chunk (one_b) and the first 8-bit band of at most 4
+// ranks (tiny_b: its codes are the bytes of word 0 and t is zero past its ranks); -1: none.
+__device__ __forceinline__ void small_bands(const DeltaDesc& d, int& one_b, int& tiny_b) {
+  one_b = tiny_b = -1;
+  for (uint32_t bb = 0; bb < d.n_bands; ++bb) {
+    const BandDesc& bd = d.bands[bb];
+    const uint32_t nr = bd.r1 - bd.r0;
+    if (mma_band(bd.bits, bd.group_size)) {
+      if (one_b < 0 && mma_chunks(nr) == 1) one_b = (int)bb;
+    } else if (tiny_b < 0 && bd.bits == 8 && nr <= 4) {
+      tiny_b = (int)bb;
+    }
+  }
+}
+
+// Phase 2 of one row, as a block: t's digits of every tensor-core band at once, a warp per job of
+// two chunks of one band side by side (c and c + half): the default allocation's 8 + 1 chunks take
+// one round of the block's 8 warps instead of two (warp 0 staged two chunks in sequence while the
+// others waited). ts: t staged; dig, csum: the row's digits and chunk sums; dig_at, sum_at: band_offsets.
+__device__ __forceinline__ void stage_t_digits(const DeltaDesc& d, const float* ts, float up, uint32_t* dig,
+                                               float* csum, const uint32_t* dig_at, const uint32_t* sum_at) {
+  const int warp = threadIdx.x / 32;
+  for (uint32_t job = warp;; job += kMWarps) {
+    uint32_t bb = 0, j = job, half = 0;
+    for (; bb < d.n_bands; ++bb) {
+      if (!mma_band(d.bands[bb].bits, d.bands[bb].group_size)) continue;
+      half = (mma_chunks(d.bands[bb].r1 - d.bands[bb].r0) + 1) / 2;
+      if (j < half) break;
+      j -= half;
+    }
+    if (bb == d.n_bands) break;  // past the last band's jobs
+    const BandDesc& bd = d.bands[bb];
+    const uint32_t nr = bd.r1 - bd.r0;
+    stage_digit_chunk<2>(ts + (bd.t_off / 32) * kPitch, nr, j, mma_chunks(nr), up, dig + dig_at[bb], csum + sum_at[bb],
+                         half);
+  }
+}
+
 #ifndef DC_MMA_MIN_BLOCKS
 #  define DC_MMA_MIN_BLOCKS 2  // resident blocks per SM the registers are sized for (build-time tuning)
 #endif
@@ -124,6 +178,7 @@ __device__ __forceinline__ float scale_of(const float* whole, uint32_t span, uin
 // kPair: rows 2ρ and 2ρ + 1 share a delta (one delta at m > 1): item row ρ holds both, and each
 // tile is decoded once for both (mma_rows with the second row in B columns 3..5). The batch
 // instance keeps the single-vector code and registers.
+
 template <bool kPair>
 __global__ void __launch_bounds__(kMThreads, DC_MMA_MIN_BLOCKS) mma_batch_kernel(const __grid_constant__ MmaArgs a) {
   extern __shared__ float4 dyn_smem[];
@@ -237,6 +292,116 @@ __global__ void __launch_bounds__(kMThreads, DC_MMA_MIN_BLOCKS) mma_batch_kernel
         }
   }
   mark(a, 2);
+
+  // One phase-2 item: outputs o0 … o0 + 15 of y row ra (and ra + 1: pair) with the delta dp (null:
+  // none) whose descriptor is d; t staged at ts (row h at + h·nbt·kPitch), its digits at dg and
+  // chunk sums at cs (row h at + h·dig_row, + h·sum_row; band bb's at + dat[bb], + sat[bb]), 2^-e in
+  // down[h]; one_b, tiny_b: small_bands.
+  auto p2_item = [&](const DeltaDesc* dp, const DeltaDesc& d, uint32_t ra, uint32_t nrows, uint64_t o0, const float* ts,
+                     const uint32_t* dg, const float* cs, const uint32_t* dat, const uint32_t* sat, const float* down,
+                     int one_b, int tiny_b) {
+    const uint64_t oa = umin64(o0 + g, a.io.rows - 1), ob = umin64(o0 + g + 8, a.io.rows - 1);
+    // tensor-core sums (lane q of y row ra + q, q < nrows), fp32 parts (all lanes; [y row][output row])
+    float ya = 0.f, yb = 0.f, f[2][2] = {{0.f, 0.f}, {0.f, 0.f}};
+    float y0[2] = {0.f, 0.f};  // the outputs' old values, read first: their round trip overlaps the codes'
+    const uint64_t yrow = kPair ? ra + (uint32_t)q : ra;  // this lane's y row (lanes q < nrows)
+    if ((uint32_t)q < nrows && a.io.accumulate)
+#pragma unroll
+      for (int h = 0; h < 2; ++h)
+        if (o0 + g + 8 * h < a.io.rows) y0[h] = load_any(a.io.y, yrow * a.io.ldy + o0 + g + 8 * h, a.io.ydt);
+    OneChunk one;
+    uint32_t tiny_w = 0u, tiny_qp = 0u;  // lanes q = 0, 2: row oa's first code word and group; q = 1, 3: row ob's
+    if (one_b >= 0) {
+      const BandDesc& bd = d.bands[one_b];
+      mma_one_load(bd.bits, bd.u_codes, bd.u_row_words, bd.u_qp, bd.u_row_groups, oa, ob, one);
+    }
+    if (tiny_b >= 0) {
+      const BandDesc& bd = d.bands[tiny_b];
+      const uint64_t row = q & 1 ? ob : oa;
+      tiny_w = __ldg(bd.u_codes + row * bd.u_row_words);
+      tiny_qp = __ldg(reinterpret_cast<const uint32_t*>(bd.u_qp + row * bd.u_row_groups));
+    }
+    if (dp != nullptr) {
+      for (uint32_t bb = 0; bb < d.n_bands; ++bb) {
+        const BandDesc& bd = d.bands[bb];
+        const uint32_t nr = bd.r1 - bd.r0;
+        if ((int)bb == one_b || (int)bb == tiny_b) continue;
+        if (mma_band(bd.bits, bd.group_size)) {
+          const uint32_t ch = mma_chunks(nr), gsh = mma_group_shift(bd.group_size);
+          const float2 s = mma_rows_any<kKB>(bd.bits, bd.u_codes, bd.u_row_words, bd.u_qp, bd.u_row_groups, gsh, oa,
+                                             ob, 0, ch, ch, dg + dat[bb], cs + sat[bb], down[0],
+                                             kPair && nrows > 1 ? dg + a.dig_row + dat[bb] : nullptr,
+                                             cs + a.sum_row + sat[bb], down[1]);
+          ya += s.x;
+          yb += s.y;
+        } else {
+          const uint32_t nbb = (nr + 31) / 32, gb = bd.bits == 16 ? 1 : bd.group_size / 32;
+          const dc_qparam* qa = bd.bits == 16 ? nullptr : bd.u_qp + oa * bd.u_row_groups;
+          const dc_qparam* qb = bd.bits == 16 ? nullptr : bd.u_qp + ob * bd.u_row_groups;
+#pragma unroll
+          for (uint32_t h = 0; h < (kPair ? 2u : 1u); ++h) {
+            if (h >= nrows) break;
+            const float* tb = ts + h * a.nbt * kPitch + (bd.t_off / 32) * kPitch;
+            if (nr <= 8) {
+              // Every code of the band is among the first 8 of its one block (the 8-bit band of the
+              // default allocation holds 2): lane q = 0 takes row oa, q = 1 row ob, in one call —
+              // one round trip for both rows' codes instead of one after the other.
+              const bool second = q & 1;
+              const float v = fp32_quarter(bd.bits, bd.u_codes + (second ? ob : oa) * bd.u_row_words,
+                                           second ? qb : qa, gb, 1, tb, 0);
+              if (q == 0) f[h][0] += v;
+              if (q == 1) f[h][1] += v;
+              continue;
+            }
+            f[h][0] += fp32_quarter(bd.bits, bd.u_codes + oa * bd.u_row_words, qa, gb, nbb, tb, q);
+            f[h][1] += fp32_quarter(bd.bits, bd.u_codes + ob * bd.u_row_words, qb, gb, nbb, tb, q);
+          }
+        }
+      }
+      // The small bands' sums come after the large bands': their loads, issued when the item
+      // started, are back by then without the warp waiting on them (sixteenth session, H100, same
+      // call: 32 tenants 66.3 µs against 67.8 with the sums first; inside mma_rows, right after the
+      // large band's first batch is requested, the spills grow and it takes 72.2).
+      if (one_b >= 0) {
+        const uint32_t bb = (uint32_t)one_b;
+        const float2 s = mma_one(d.bands[bb].bits, one, dg + dat[bb], cs + sat[bb], down[0],
+                                 kPair && nrows > 1 ? dg + a.dig_row + dat[bb] : nullptr, cs + a.sum_row + sat[bb],
+                                 down[1]);
+        ya += s.x;
+        yb += s.y;
+      }
+      if (tiny_b >= 0) {
+        float sc, z;
+        load_qp_word(tiny_qp, sc, z);
+#pragma unroll
+        for (uint32_t h = 0; h < (kPair ? 2u : 1u); ++h) {
+          if (h >= nrows) break;
+          const float* tb = ts + h * a.nbt * kPitch + (d.bands[tiny_b].t_off / 32) * kPitch;
+          float v = 0.f;
+#pragma unroll
+          for (int u = 0; u < 4; ++u) v = fmaf((float)((tiny_w >> (8 * u)) & 255u) - z, tb[u], v);
+          if (q == 0) f[h][0] = fmaf(sc, v, f[h][0]);
+          if (q == 1) f[h][1] = fmaf(sc, v, f[h][1]);
+        }
+      }
+    }
+#pragma unroll
+    for (int h = 0; h < (kPair ? 2 : 1); ++h) {
+      f[h][0] = seg_sum<4>(f[h][0]);
+      f[h][1] = seg_sum<4>(f[h][1]);
+    }
+    if ((uint32_t)q < nrows) {
+      const uint64_t rows[2] = {o0 + g, o0 + g + 8};
+      const float vals[2] = {ya + (kPair && q ? f[1][0] : f[0][0]), yb + (kPair && q ? f[1][1] : f[0][1])};
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        if (rows[h] >= a.io.rows) continue;
+        const uint64_t at = yrow * a.io.ldy + rows[h];
+        store_any(a.io.y, at, a.io.ydt, y0[h] + vals[h]);
+      }
+    }
+  };
+
   {
     const BarrierTicket tk = grid_arrive(a.barrier);  // this block's columns of t are written
     grid_wait(a.barrier, tk);                         // every column of t is written
@@ -258,19 +423,7 @@ __global__ void __launch_bounds__(kMThreads, DC_MMA_MIN_BLOCKS) mma_batch_kernel
       for (uint32_t h = 0; h < nrows; ++h) stage_t(stage + h * a.nbt * kPitch, a.io.t + (uint64_t)(ra + h) * a.io.ldt, a.nbt);
       __syncthreads();  // sdesc written
       if (first) mark(a, 8);  // descriptor and t staged
-      if (threadIdx.x == 0) {
-        uint32_t w = 0, c = 0;
-        for (uint32_t bb = 0; bb < d.n_bands; ++bb) {
-          const BandDesc& bd = d.bands[bb];
-          const uint32_t nr = bd.r1 - bd.r0;
-          dig_at[bb] = w;
-          sum_at[bb] = c;
-          if (mma_band(bd.bits, bd.group_size)) {
-            w += digit_bytes(nr) / 4;
-            c += mma_chunks(nr);
-          }
-        }
-      }
+      if (threadIdx.x == 0) band_offsets(d, dig_at, sum_at);
       // (scale_of's first block barrier publishes dig_at and sum_at)
 #pragma unroll
       for (uint32_t h = 0; h < (kPair ? 2u : 1u); ++h) {
@@ -278,147 +431,18 @@ __global__ void __launch_bounds__(kMThreads, DC_MMA_MIN_BLOCKS) mma_batch_kernel
         const float* ts = stage + h * a.nbt * kPitch;
         const float up = scale_of(ts, d.t_stride, red, &down[h]);
         if (first) mark(a, 10);  // scale
-        // every tensor-core band's chunks at once, a warp per job of two chunks of one band side by
-        // side (c and c + half): the default allocation's 8 + 1 chunks take one round of the block's
-        // 8 warps instead of two (warp 0 staged two chunks in sequence while the others waited)
-        for (uint32_t job = warp;; job += kMWarps) {
-          uint32_t bb = 0, j = job, half = 0;
-          for (; bb < d.n_bands; ++bb) {
-            if (!mma_band(d.bands[bb].bits, d.bands[bb].group_size)) continue;
-            half = (mma_chunks(d.bands[bb].r1 - d.bands[bb].r0) + 1) / 2;
-            if (j < half) break;
-            j -= half;
-          }
-          if (bb == d.n_bands) break;  // past the last band's jobs
-          const BandDesc& bd = d.bands[bb];
-          const uint32_t nr = bd.r1 - bd.r0;
-          stage_digit_chunk<2>(ts + (bd.t_off / 32) * kPitch, nr, j, mma_chunks(nr), up,
-                               dig + h * a.dig_row + dig_at[bb], csum + h * a.sum_row + sum_at[bb], half);
-        }
+        stage_t_digits(d, ts, up, dig + h * a.dig_row, csum + h * a.sum_row, dig_at, sum_at);
       }
       __syncthreads();
       if (first) mark(a, 4);
       first = false;
     }
     const uint32_t ilo = max(lo2, r * a.G), ihi = min(hi2, (r + 1) * a.G);
-    // The small bands whose loads an item issues first, all at once (their sums follow the large
-    // bands'): the first tensor-core band of one chunk (one_b) and the first 8-bit band of at
-    // most 4 ranks (tiny_b: its codes are the bytes of word 0 and t is zero past its ranks); -1: none.
     int one_b = -1, tiny_b = -1;
-    if (dp != nullptr)
-      for (uint32_t bb = 0; bb < sdesc.n_bands; ++bb) {
-        const BandDesc& bd = sdesc.bands[bb];
-        const uint32_t nr = bd.r1 - bd.r0;
-        if (mma_band(bd.bits, bd.group_size)) {
-          if (one_b < 0 && mma_chunks(nr) == 1) one_b = (int)bb;
-        } else if (tiny_b < 0 && bd.bits == 8 && nr <= 4) {
-          tiny_b = (int)bb;
-        }
-      }
-    for (uint32_t i = ilo + warp; i < ihi; i += kMWarps) {
-      const uint64_t o0 = (uint64_t)(i - r * a.G) * kMmaRows;
-      const uint64_t oa = umin64(o0 + g, a.io.rows - 1), ob = umin64(o0 + g + 8, a.io.rows - 1);
-      // tensor-core sums (lane q of y row ra + q, q < nrows), fp32 parts (all lanes; [y row][output row])
-      float ya = 0.f, yb = 0.f, f[2][2] = {{0.f, 0.f}, {0.f, 0.f}};
-      float y0[2] = {0.f, 0.f};  // the outputs' old values, read first: their round trip overlaps the codes'
-      const uint64_t yrow = kPair ? ra + (uint32_t)q : ra;  // this lane's y row (lanes q < nrows)
-      if ((uint32_t)q < nrows && a.io.accumulate)
-#pragma unroll
-        for (int h = 0; h < 2; ++h)
-          if (o0 + g + 8 * h < a.io.rows) y0[h] = load_any(a.io.y, yrow * a.io.ldy + o0 + g + 8 * h, a.io.ydt);
-      OneChunk one;
-      uint32_t tiny_w = 0u, tiny_qp = 0u;  // lanes q = 0, 2: row oa's first code word and group; q = 1, 3: row ob's
-      if (one_b >= 0) {
-        const BandDesc& bd = sdesc.bands[one_b];
-        mma_one_load(bd.bits, bd.u_codes, bd.u_row_words, bd.u_qp, bd.u_row_groups, oa, ob, one);
-      }
-      if (tiny_b >= 0) {
-        const BandDesc& bd = sdesc.bands[tiny_b];
-        const uint64_t row = q & 1 ? ob : oa;
-        tiny_w = __ldg(bd.u_codes + row * bd.u_row_words);
-        tiny_qp = __ldg(reinterpret_cast<const uint32_t*>(bd.u_qp + row * bd.u_row_groups));
-      }
-      if (dp != nullptr) {
-        const DeltaDesc& d = sdesc;
-        for (uint32_t bb = 0; bb < d.n_bands; ++bb) {
-          const BandDesc& bd = d.bands[bb];
-          const uint32_t nr = bd.r1 - bd.r0;
-          if ((int)bb == one_b || (int)bb == tiny_b) continue;
-          if (mma_band(bd.bits, bd.group_size)) {
-            const uint32_t ch = mma_chunks(nr), gsh = mma_group_shift(bd.group_size);
-            const float2 s = mma_rows_any<kKB>(bd.bits, bd.u_codes, bd.u_row_words, bd.u_qp, bd.u_row_groups, gsh, oa,
-                                               ob, 0, ch, ch, dig + dig_at[bb], csum + sum_at[bb], down[0],
-                                               kPair && nrows > 1 ? dig + a.dig_row + dig_at[bb] : nullptr,
-                                               csum + a.sum_row + sum_at[bb], down[1]);
-            ya += s.x;
-            yb += s.y;
-          } else {
-            const uint32_t nbb = (nr + 31) / 32, gb = bd.bits == 16 ? 1 : bd.group_size / 32;
-            const dc_qparam* qa = bd.bits == 16 ? nullptr : bd.u_qp + oa * bd.u_row_groups;
-            const dc_qparam* qb = bd.bits == 16 ? nullptr : bd.u_qp + ob * bd.u_row_groups;
-#pragma unroll
-            for (uint32_t h = 0; h < (kPair ? 2u : 1u); ++h) {
-              if (h >= nrows) break;
-              const float* tb = stage + h * a.nbt * kPitch + (bd.t_off / 32) * kPitch;
-              if (nr <= 8) {
-                // Every code of the band is among the first 8 of its one block (the 8-bit band of the
-                // default allocation holds 2): lane q = 0 takes row oa, q = 1 row ob, in one call —
-                // one round trip for both rows' codes instead of one after the other.
-                const bool second = q & 1;
-                const float v = fp32_quarter(bd.bits, bd.u_codes + (second ? ob : oa) * bd.u_row_words,
-                                             second ? qb : qa, gb, 1, tb, 0);
-                if (q == 0) f[h][0] += v;
-                if (q == 1) f[h][1] += v;
-                continue;
-              }
-              f[h][0] += fp32_quarter(bd.bits, bd.u_codes + oa * bd.u_row_words, qa, gb, nbb, tb, q);
-              f[h][1] += fp32_quarter(bd.bits, bd.u_codes + ob * bd.u_row_words, qb, gb, nbb, tb, q);
-            }
-          }
-        }
-        // The small bands' sums come after the large bands': their loads, issued when the item
-        // started, are back by then without the warp waiting on them (sixteenth session, H100, same
-        // call: 32 tenants 66.3 µs against 67.8 with the sums first; inside mma_rows, right after the
-        // large band's first batch is requested, the spills grow and it takes 72.2).
-        if (one_b >= 0) {
-          const uint32_t bb = (uint32_t)one_b;
-          const float2 s = mma_one(d.bands[bb].bits, one, dig + dig_at[bb], csum + sum_at[bb], down[0],
-                                   kPair && nrows > 1 ? dig + a.dig_row + dig_at[bb] : nullptr,
-                                   csum + a.sum_row + sum_at[bb], down[1]);
-          ya += s.x;
-          yb += s.y;
-        }
-        if (tiny_b >= 0) {
-          float sc, z;
-          load_qp_word(tiny_qp, sc, z);
-#pragma unroll
-          for (uint32_t h = 0; h < (kPair ? 2u : 1u); ++h) {
-            if (h >= nrows) break;
-            const float* tb = stage + h * a.nbt * kPitch + (d.bands[tiny_b].t_off / 32) * kPitch;
-            float v = 0.f;
-#pragma unroll
-            for (int u = 0; u < 4; ++u) v = fmaf((float)((tiny_w >> (8 * u)) & 255u) - z, tb[u], v);
-            if (q == 0) f[h][0] = fmaf(sc, v, f[h][0]);
-            if (q == 1) f[h][1] = fmaf(sc, v, f[h][1]);
-          }
-        }
-      }
-#pragma unroll
-      for (int h = 0; h < (kPair ? 2 : 1); ++h) {
-        f[h][0] = seg_sum<4>(f[h][0]);
-        f[h][1] = seg_sum<4>(f[h][1]);
-      }
-      if ((uint32_t)q < nrows) {
-        const uint64_t rows[2] = {o0 + g, o0 + g + 8};
-        const float vals[2] = {ya + (kPair && q ? f[1][0] : f[0][0]), yb + (kPair && q ? f[1][1] : f[0][1])};
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          if (rows[h] >= a.io.rows) continue;
-          const uint64_t at = yrow * a.io.ldy + rows[h];
-          store_any(a.io.y, at, a.io.ydt, y0[h] + vals[h]);
-        }
-      }
-    }
+    if (dp != nullptr) small_bands(sdesc, one_b, tiny_b);
+    for (uint32_t i = ilo + warp; i < ihi; i += kMWarps)
+      p2_item(dp, sdesc, ra, nrows, (uint64_t)(i - r * a.G) * kMmaRows, stage, dig, csum, dig_at, sum_at, down, one_b,
+              tiny_b);
   }
   __syncthreads();
   mark(a, 5);
@@ -500,6 +524,8 @@ cudaError_t launch_persist_mma(const LaunchCfg& c, const DeltaSel& s, const Rows
   if (e != cudaSuccess) return e;
   if (occ <= 0) return cudaErrorNotSupported;
   const unsigned blocks = persist_grid_blocks(c, min_blocks, items, occ, sms);
+  // a lighter phase-1 staging weight where it leaves no block an item more (item_split.h says why)
+  if (!pair && c.mma_stage_w1_fit) w1 = fit_stage_weight(rows_m, a.I1, w1, blocks);
   a.split = split_rows(rows_m, a.I1, w1, a.G, w2, blocks);
   return launch_persistent(c, kernel, blocks, kMThreads, smem, a);
 #endif
