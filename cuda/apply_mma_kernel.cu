@@ -178,7 +178,6 @@ __device__ __forceinline__ void stage_t_digits(const DeltaDesc& d, const float* 
 // kPair: rows 2ρ and 2ρ + 1 share a delta (one delta at m > 1): item row ρ holds both, and each
 // tile is decoded once for both (mma_rows with the second row in B columns 3..5). The batch
 // instance keeps the single-vector code and registers.
-
 template <bool kPair>
 __global__ void __launch_bounds__(kMThreads, DC_MMA_MIN_BLOCKS) mma_batch_kernel(const __grid_constant__ MmaArgs a) {
   extern __shared__ float4 dyn_smem[];
@@ -296,7 +295,8 @@ __global__ void __launch_bounds__(kMThreads, DC_MMA_MIN_BLOCKS) mma_batch_kernel
   // One phase-2 item: outputs o0 … o0 + 15 of y row ra (and ra + 1: pair) with the delta dp (null:
   // none) whose descriptor is d; t staged at ts (row h at + h·nbt·kPitch), its digits at dg and
   // chunk sums at cs (row h at + h·dig_row, + h·sum_row; band bb's at + dat[bb], + sat[bb]), 2^-e in
-  // down[h]; one_b, tiny_b: small_bands.
+  // down[h]; one_b, tiny_b: small_bands. (Its operands are parameters so that the dynamic phase 2 of
+  // bench/results/wip-p2-dynamic.patch can call it with each warp's own row.)
   auto p2_item = [&](const DeltaDesc* dp, const DeltaDesc& d, uint32_t ra, uint32_t nrows, uint64_t o0, const float* ts,
                      const uint32_t* dg, const float* cs, const uint32_t* dat, const uint32_t* sat, const float* down,
                      int one_b, int tiny_b) {
