@@ -38,8 +38,6 @@ struct LaunchCfg {
   unsigned t_copies = 4;        // ... staged m = 1: copies of t in the scratch (blocks read copy b mod n)
   bool y_early = true;          // ... staged m = 1: y's old values read right after the PDL wait
   bool p1_by_band = false;      // ... staged m = 1, delta only: phase 1's columns cut by band (item_split.h)
-  bool mma_stage_w1_fit = true;  // tensor-core batch kernel: a lighter phase-1 staging weight where it splits
-                                 // the items evenly (launch_persist_mma; off when the weights are given)
 };
 
 // Device memory of the persistent kernel's grid barrier (one counter, apply_persist_kernel.cu):
@@ -115,6 +113,8 @@ DC_HOST_DEVICE uint32_t p1_blocks_of(const DeltaDesc& d) {
 // items for one row of x: 16 V̂ rows of such a band per item, one V̂ row of any other band per item.
 constexpr uint32_t kMmaChunk = 128;  // codes per row and chunk (a chunk lies inside one group)
 constexpr uint32_t kMmaRows = 16;    // rows of one tile
+constexpr uint32_t kMmaTParts = 4;   // copies of t the batch kernel's phase 1 writes (its units a tile); the
+                                     // device's t scratch holds kMmaTParts × kMaxTokens rows
 DC_HOST_DEVICE bool mma_band(uint32_t bits, uint32_t group_size) {
   const uint32_t cpg = group_size / kMmaChunk;
   return (bits == 2 || bits == 3) && group_size % kMmaChunk == 0 && cpg != 0 && (cpg & (cpg - 1)) == 0;

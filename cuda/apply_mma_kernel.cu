@@ -6,7 +6,10 @@
 //
 //   phase 1   items per row of x (mma_items1): a tile of 16 V̂ rows of a tensor-core band, or one
 //             V̂ row of another band (fp32 decode, a warp per row). x_r is staged once per block
-//             and row, as floats and as int8 digits;
+//             and row, as floats and as int8 digits. The batch instance splits them over the blocks
+//             in units of a quarter tile, each unit's sums going to its part's copy of t (kParts
+//             copies, added and scaled by σ when phase 2 stages t); pairs split whole items and add
+//             a tile's parts in shared memory;
 //   barrier   grid-wide (persist_common.cuh; cooperative launch: every block resident);
 //   phase 2   items: tiles of 16 output rows; per band of the row's delta either one tensor-core
 //             pass over the tile's Û rows, or fp32 with lane q of the 4 per row taking codes
@@ -19,7 +22,11 @@
 // (~0.05 per code, the group epilogue included): 90.4 µs against 143.7 µs on the H100 (same call).
 // Items are contiguous ranges per block as in the persistent kernel (each block stages one or two
 // rows of x); a phase-1 tile is cut into kParts work units so that a block's warps get near-equal
-// shares. What still limits it (ncu, seventh session): ~0.7 eligible warps per scheduler, 45 % of
+// shares. Twenty-sixth session: the batch instance's blocks split phase 1 by those units, not by
+// items — with whole items the blocks holding one more than the rest (the split's remainder, or a
+// second row of x to stage) were the last at the grid barrier — and write their sums straight to
+// kParts copies of t instead of summing them in shared memory, which also took the instance's
+// spills from 60/92 to 8/16 bytes: 32 tenants 63.7–64.1 µs against 66.3 (H100, same call). What still limits it (ncu, seventh session): ~0.7 eligible warps per scheduler, 45 % of
 // the stalls on the long scoreboard, each warp's batch a chain of ~640 instructions — yet the
 // access pattern alone streams at 2.3 TB/s (bench/probes/batch_access.cu). Measured and not kept:
 // more codes in flight per warp (L2 or L1 prefetches, 8-chunk batches, per-warp cp.async rings in
@@ -60,14 +67,16 @@ constexpr uint32_t kPairSmallW1 = 1, kPairSmallW2 = 4;  // pairs' split weights 
 #ifndef DC_MMA_PARTS
 #  define DC_MMA_PARTS 4  // build-time tuning
 #endif
-constexpr uint32_t kParts = DC_MMA_PARTS;   // phase 1: warps (work units) per tile
+constexpr uint32_t kParts = DC_MMA_PARTS;   // phase 1: warps (work units) per tile, and copies of t
+static_assert(kParts <= kMmaTParts, "the t scratch holds kMmaTParts copies of t");
 
 struct MmaArgs {
   DeltaRef sel;       // the batch's table and row slots
   RowsArgs io;        // the call (m ≤ kMaxTokens, no base)
   unsigned int* barrier;
   bool xvec;          // x rows 16-byte aligned
-  uint32_t I1;        // phase-1 items per row: the largest mma_items1
+  uint32_t I1;        // phase-1 items per row: the largest mma_items1 (I1·kParts units: the split's phase 1)
+  uint64_t t_part;    // floats between the kParts partial copies of t (part p of row i at io.t + p·t_part + i·ldt)
   uint32_t G;         // phase-2 items per row: tiles of kMmaRows outputs
   RowSplit split;     // the phase-1 and phase-2 items over the blocks (row staging charged)
   uint32_t nbx, nbt;  // staged float blocks of 32: x (max(cols, v_len)), t (max t_stride)
@@ -115,6 +124,61 @@ __device__ __forceinline__ float scale_of(const float* whole, uint32_t span, uin
     m = max(m, __float_as_uint(whole[(k >> 5) * kPitch + (k & 31)]) & 0x7fffffffu);
   m = block_max_bits(m, red);
   return digit_scale(m, down);
+}
+
+// Row ra of t staged as stage_t stages it (persist_common.cuh), from the batch instance's kParts
+// partial copies of t (part p at trow + p·t_part): the copies added in a fixed order, then scaled by
+// σ and `scale` — the arithmetic of the sums that phase 1 makes in shared memory when a tile's parts
+// are all in one block (pairs), so t is the same to the bit whatever blocks wrote the parts. d: the
+// row's descriptor. σ and every copy are loaded first: one round trip.
+__device__ __forceinline__ void stage_t_parts(float* ts, const float* trow, uint64_t t_part, uint32_t nbt,
+                                              const DeltaDesc& d, float scale) {
+  const uint32_t total = nbt * 4;
+  for (uint32_t e0 = 0; e0 < total; e0 += blockDim.x) {  // same trip count in every thread (shuffles)
+    const uint32_t e = e0 + threadIdx.x;
+    float4 v[2] = {make_float4(0.f, 0.f, 0.f, 0.f), make_float4(0.f, 0.f, 0.f, 0.f)};
+    if (e < total) {
+      // columns 8e … 8e + 7 lie in one band's 32 (bands are padded to 32 columns): rank r0 + c − t_off,
+      // or padding (zero in every copy) past the band's ranks; columns past the delta's t_stride are
+      // never read by its phase 2 and stay unscaled
+      const uint32_t c0 = 8 * e;
+      uint32_t bb = 0;
+      while (bb + 1 < d.n_bands && d.bands[bb + 1].t_off <= c0) ++bb;
+      const uint32_t nr = d.n_bands ? d.bands[bb].r1 - d.bands[bb].r0 : 0u, j0 = c0 - d.bands[bb].t_off;
+      const float* sg = d.sigma + d.bands[bb].r0;
+      float sig[8];
+#pragma unroll
+      for (uint32_t k = 0; k < 8; ++k) sig[k] = nr ? __ldg(sg + min(j0 + k, nr - 1)) : 0.f;
+      float4 w[kParts][2];
+#pragma unroll
+      for (uint32_t p = 0; p < kParts; ++p)
+#pragma unroll
+        for (int k = 0; k < 2; ++k) w[p][k] = __ldcg(reinterpret_cast<const float4*>(trow + p * t_part) + 2 * e + k);
+#pragma unroll
+      for (int k = 0; k < 2; ++k) {
+        v[k] = w[0][k];
+#pragma unroll
+        for (uint32_t p = 1; p < kParts; ++p) {
+          v[k].x += w[p][k].x;
+          v[k].y += w[p][k].y;
+          v[k].z += w[p][k].z;
+          v[k].w += w[p][k].w;
+        }
+      }
+      float* f = &v[0].x;
+#pragma unroll
+      for (uint32_t k = 0; k < 8; ++k)
+        if (j0 + k < nr) f[k] = f[k] * sig[k] * scale;
+    }
+    const float sum = seg_sum<4>(((v[0].x + v[0].y) + (v[0].z + v[0].w)) + ((v[1].x + v[1].y) + (v[1].z + v[1].w)));
+    if (e < total) {
+      float* dst = ts + (e >> 2) * kPitch;
+      float4* d4 = reinterpret_cast<float4*>(dst + (e & 3) * 8);
+      d4[0] = v[0];
+      d4[1] = v[1];
+      if ((e & 3) == 0) dst[32] = sum;
+    }
+  }
 }
 
 // Where each tensor-core band's digits (words) and chunk sums start in a row's staged operands.
@@ -187,7 +251,7 @@ __global__ void __launch_bounds__(kMThreads, DC_MMA_MIN_BLOCKS) mma_batch_kernel
   float* stage = reinterpret_cast<float*>(dyn_smem);  // x_r, then t_r, as floats (pair: two rows)
   uint32_t* dig = reinterpret_cast<uint32_t*>(stage + (kPair ? 2 : 1) * (a.nbx > a.nbt ? a.nbx : a.nbt) * kPitch);
   float* csum = reinterpret_cast<float*>(dig + a.dig_words);
-  float* part = csum + a.sum_floats;  // phase 1: [item][part][row] partial sums of the tiles
+  float* part = csum + a.sum_floats;  // phase 1, pairs: [item][part][row] partial sums of the tiles
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, q = lane % 4;
   constexpr int kKB = kPair ? DC_MMA_KB_PAIR : DC_MMA_KB;  // mma_rows' chunks per batch (mma_int8.cuh)
   const uint32_t b = blockIdx.x;
@@ -201,7 +265,9 @@ __global__ void __launch_bounds__(kMThreads, DC_MMA_MIN_BLOCKS) mma_batch_kernel
 
   // ---- phase 1 ----
   const ColMap xmap{nullptr, 0, a.io.cols, a.io.cols};
-  const uint32_t r1_first = lo1 / a.I1, r1_end = hi1 == lo1 ? r1_first : (hi1 - 1) / a.I1 + 1;
+  // the split's phase-1 units of a row: items (pairs), or kParts units an item (item it's part p is unit it·kParts + p)
+  const uint32_t U1 = kPair ? a.I1 : a.I1 * kParts;
+  const uint32_t r1_first = lo1 / U1, r1_end = hi1 == lo1 ? r1_first : (hi1 - 1) / U1 + 1;
   for (uint32_t r = r1_first; r < r1_end; ++r) {  // item row r: x row r, or rows 2r and 2r + 1 (pair)
     const uint32_t ra = kPair ? 2 * r : r, nrows = kPair && ra + 1 < a.io.m ? 2u : 1u;
     const DeltaDesc* dp = a.sel.slot_desc(ra);
@@ -232,63 +298,118 @@ __global__ void __launch_bounds__(kMThreads, DC_MMA_MIN_BLOCKS) mma_batch_kernel
     const uint32_t nblk_v = (uint32_t)((d.v_len + 31) / 32);
     const uint32_t chunks_v = mma_chunks((uint32_t)d.v_len);
     const uint32_t per = (chunks_v + kParts - 1) / kParts;  // chunks per part of a tile
-    float* trow = a.io.t + (uint64_t)ra * a.io.ldt;  // row ra + h at trow + h·ldt
-    const uint32_t ilo = max(lo1, r * a.I1), ihi = min(hi1, (r + 1) * a.I1);
-    // Work units: each tile in kParts parts of its chunks, each other item whole; unit u goes to
-    // warp u mod 8, so a block's warps get near-equal shares whatever mix of items it holds.
-    uint32_t u = 0;
-    for (uint32_t i = ilo; i < ihi; ++i) {
-      uint32_t bi, j;
-      bool tile;
-      if (!item1_of(d, i - r * a.I1, bi, j, tile)) break;  // items past the delta's: none follow
-      const BandDesc& bd = d.bands[bi];
-      const uint32_t nr = bd.r1 - bd.r0;
-      for (uint32_t p = 0; p < (tile ? kParts : 1u); ++p, ++u) {
-        if (u % kMWarps != (uint32_t)warp) continue;
+    if constexpr (kPair) {
+      // Pairs: whole items per block, a tile's parts summed in shared memory. (The batch instance's
+      // units measured slower here: one delta at M = 16 32.7–33.6 µs against 31.7–32.2, H100, same call,
+      // twenty-sixth session.)
+      float* trow = a.io.t + (uint64_t)ra * a.io.ldt;  // row ra + h at trow + h·ldt
+      const uint32_t ilo = max(lo1, r * a.I1), ihi = min(hi1, (r + 1) * a.I1);
+      // Work units: each tile in kParts parts of its chunks, each other item whole; unit u goes to
+      // warp u mod 8, so a block's warps get near-equal shares whatever mix of items it holds.
+      uint32_t u = 0;
+      for (uint32_t i = ilo; i < ihi; ++i) {
+        uint32_t bi, j;
+        bool tile;
+        if (!item1_of(d, i - r * a.I1, bi, j, tile)) break;  // items past the delta's: none follow
+        const BandDesc& bd = d.bands[bi];
+        const uint32_t nr = bd.r1 - bd.r0;
+        for (uint32_t p = 0; p < (tile ? kParts : 1u); ++p, ++u) {
+          if (u % kMWarps != (uint32_t)warp) continue;
+          if (tile) {
+            const uint32_t ja = min(j + g, nr - 1), jb = min(j + g + 8, nr - 1);
+            const uint32_t cb = min(p * per, chunks_v), ce = min(cb + per, chunks_v), gsh = mma_group_shift(bd.group_size);
+            const float2 s = mma_rows_any<kKB>(bd.bits, bd.v_codes, bd.v_row_words, bd.v_qp, bd.v_row_groups, gsh, ja, jb,
+                                               cb, ce, chunks_v, dig, csum, down[0],
+                                               kPair && nrows > 1 ? dig + a.dig_row : nullptr, csum + a.sum_row, down[1]);
+            if ((uint32_t)q < nrows) {  // lane q = 0: row ra, q = 1: row ra + 1
+              float* pp = part + (((i - ilo) * kParts + p) * nrows + q) * kMmaRows;
+              pp[g] = s.x;
+              pp[g + 8] = s.y;
+            }
+          } else {
+            const dc_qparam* qp = bd.bits == 16 ? nullptr : bd.v_qp + (uint64_t)j * bd.v_row_groups;
+            for (uint32_t h = 0; h < nrows; ++h) {
+              float v = fp32_row(bd.bits, bd.v_codes + (uint64_t)j * bd.v_row_words, qp,
+                                 bd.bits == 16 ? 1 : bd.group_size / 32, nblk_v, stage + h * a.nbx * kPitch, lane);
+              v = seg_sum<32>(v);
+              if (lane == 0) __stcg(trow + h * a.io.ldt + bd.t_off + j, v * d.sigma[bd.r0 + j] * a.io.scale);
+            }
+          }
+        }
+      }
+      if (r == r1_first) mark(a, 12);  // warp 0's work units of the first row done
+      __syncthreads();
+      // The tiles' parts summed in a fixed order (deterministic), scaled by σ, into t; and the
+      // padding columns of t (read by phase 2's block sums) zeroed by the block holding item 0.
+      for (uint32_t e = threadIdx.x; e < (ihi - ilo) * nrows * kMmaRows; e += blockDim.x) {
+        const uint32_t i = ilo + e / (nrows * kMmaRows), h = e / kMmaRows % nrows, rw = e % kMmaRows;
+        uint32_t bi, j;
+        bool tile;
+        if (!item1_of(d, i - r * a.I1, bi, j, tile) || !tile) continue;
+        const BandDesc& bd = d.bands[bi];
+        if (j + rw >= bd.r1 - bd.r0) continue;
+        const float* pp = part + ((i - ilo) * kParts * nrows + h) * kMmaRows + rw;
+        float v = 0.f;
+        for (uint32_t p = 0; p < kParts; ++p) v += pp[p * nrows * kMmaRows];
+        __stcg(trow + h * a.io.ldt + bd.t_off + j + rw, v * d.sigma[bd.r0 + j + rw] * a.io.scale);
+      }
+      if (ilo == r * a.I1 && ihi > ilo && warp == 0)
+        for (uint32_t h = 0; h < nrows; ++h)
+          for (uint32_t bb = 0; bb < d.n_bands; ++bb) {
+            const uint32_t nr = d.bands[bb].r1 - d.bands[bb].r0, pad = ((nr + 31) & ~31u) - nr;
+            if ((uint32_t)lane < pad) __stcg(trow + h * a.io.ldt + d.bands[bb].t_off + nr + lane, 0.f);
+          }
+    } else {
+      const uint32_t ulo = max(lo1, r * U1) - r * U1, uhi = min(hi1, (r + 1) * U1) - r * U1;  // this block's units
+      // Each unit's sums go to its part's copy of t (phase 2 adds the kParts copies in a fixed order,
+      // then scales them by σ): a tile's parts may lie in different blocks, so that the split evens
+      // the blocks out to a unit (a quarter tile) instead of an item — with whole items, the blocks
+      // holding one item more than the rest were the last out of phase 1 (twenty-sixth session). The
+      // block's units go to its warps in turn, so they get near-equal shares whatever mix of items it
+      // holds; an item that is not a tile is one unit (p = 0), its other parts write zeros.
+      for (uint32_t uu = ulo + warp; uu < uhi; uu += kMWarps) {
+        const uint32_t i = uu / kParts, p = uu % kParts;
+        uint32_t bi, j;
+        bool tile;
+        if (!item1_of(d, i, bi, j, tile)) break;  // items past the delta's: none follow
+        const BandDesc& bd = d.bands[bi];
+        const uint32_t nr = bd.r1 - bd.r0;
+        // this unit's columns of t (computed where used: a pointer live across the tile loop spills)
+        auto tp = [&] { return a.io.t + (uint64_t)ra * a.io.ldt + p * a.t_part + bd.t_off + j; };
         if (tile) {
           const uint32_t ja = min(j + g, nr - 1), jb = min(j + g + 8, nr - 1);
           const uint32_t cb = min(p * per, chunks_v), ce = min(cb + per, chunks_v), gsh = mma_group_shift(bd.group_size);
           const float2 s = mma_rows_any<kKB>(bd.bits, bd.v_codes, bd.v_row_words, bd.v_qp, bd.v_row_groups, gsh, ja, jb,
                                              cb, ce, chunks_v, dig, csum, down[0],
                                              kPair && nrows > 1 ? dig + a.dig_row : nullptr, csum + a.sum_row, down[1]);
-          if ((uint32_t)q < nrows) {  // lane q = 0: row ra, q = 1: row ra + 1
-            float* pp = part + (((i - ilo) * kParts + p) * nrows + q) * kMmaRows;
-            pp[g] = s.x;
-            pp[g + 8] = s.y;
+          if ((uint32_t)q < nrows) {  // lane q = 0: row ra, q = 1: row ra + 1 (rows past the band's: padding, zero)
+            float* t0 = tp() + q * a.io.ldt;
+            __stcg(t0 + g, j + g < nr ? s.x : 0.f);
+            __stcg(t0 + g + 8, j + g + 8 < nr ? s.y : 0.f);
           }
-        } else {
+        } else if (p == 0) {
           const dc_qparam* qp = bd.bits == 16 ? nullptr : bd.v_qp + (uint64_t)j * bd.v_row_groups;
           for (uint32_t h = 0; h < nrows; ++h) {
             float v = fp32_row(bd.bits, bd.v_codes + (uint64_t)j * bd.v_row_words, qp,
                                bd.bits == 16 ? 1 : bd.group_size / 32, nblk_v, stage + h * a.nbx * kPitch, lane);
             v = seg_sum<32>(v);
-            if (lane == 0) __stcg(trow + h * a.io.ldt + bd.t_off + j, v * d.sigma[bd.r0 + j] * a.io.scale);
+            if (lane == 0) __stcg(tp() + h * a.io.ldt, v);
           }
+        } else if ((uint32_t)lane < nrows) {
+          __stcg(tp() + lane * a.io.ldt, 0.f);
         }
       }
+      if (r == r1_first) mark(a, 12);  // warp 0's work units of the first row done
+      // the padding columns of t (read by phase 2's block sums), every part, by the block holding unit 0
+      if (ulo == 0 && uhi > 0 && warp == 0)
+        for (uint32_t h = 0; h < nrows; ++h)
+          for (uint32_t p = 0; p < kParts; ++p)
+            for (uint32_t bb = 0; bb < d.n_bands; ++bb) {
+              const uint32_t nr = d.bands[bb].r1 - d.bands[bb].r0, pad = ((nr + 31) & ~31u) - nr;
+              if ((uint32_t)lane < pad)
+                __stcg(a.io.t + (ra + h) * a.io.ldt + p * a.t_part + d.bands[bb].t_off + nr + lane, 0.f);
+            }
     }
-    if (r == r1_first) mark(a, 12);  // warp 0's work units of the first row done
-    __syncthreads();
-    // The tiles' parts summed in a fixed order (deterministic), scaled by σ, into t; and the
-    // padding columns of t (read by phase 2's block sums) zeroed by the block holding item 0.
-    for (uint32_t e = threadIdx.x; e < (ihi - ilo) * nrows * kMmaRows; e += blockDim.x) {
-      const uint32_t i = ilo + e / (nrows * kMmaRows), h = e / kMmaRows % nrows, rw = e % kMmaRows;
-      uint32_t bi, j;
-      bool tile;
-      if (!item1_of(d, i - r * a.I1, bi, j, tile) || !tile) continue;
-      const BandDesc& bd = d.bands[bi];
-      if (j + rw >= bd.r1 - bd.r0) continue;
-      const float* pp = part + ((i - ilo) * kParts * nrows + h) * kMmaRows + rw;
-      float v = 0.f;
-      for (uint32_t p = 0; p < kParts; ++p) v += pp[p * nrows * kMmaRows];
-      __stcg(trow + h * a.io.ldt + bd.t_off + j + rw, v * d.sigma[bd.r0 + j + rw] * a.io.scale);
-    }
-    if (ilo == r * a.I1 && ihi > ilo && warp == 0)
-      for (uint32_t h = 0; h < nrows; ++h)
-        for (uint32_t bb = 0; bb < d.n_bands; ++bb) {
-          const uint32_t nr = d.bands[bb].r1 - d.bands[bb].r0, pad = ((nr + 31) & ~31u) - nr;
-          if ((uint32_t)lane < pad) __stcg(trow + h * a.io.ldt + d.bands[bb].t_off + nr + lane, 0.f);
-        }
   }
   mark(a, 2);
 
@@ -420,8 +541,13 @@ __global__ void __launch_bounds__(kMThreads, DC_MMA_MIN_BLOCKS) mma_batch_kernel
       const DeltaDesc& d = sdesc;
       __syncthreads();  // the previous row's readers are done with the stage
       copy_desc(&sdesc, dp);
-      for (uint32_t h = 0; h < nrows; ++h) stage_t(stage + h * a.nbt * kPitch, a.io.t + (uint64_t)(ra + h) * a.io.ldt, a.nbt);
-      __syncthreads();  // sdesc written
+      if constexpr (kPair) {
+        for (uint32_t h = 0; h < nrows; ++h) stage_t(stage + h * a.nbt * kPitch, a.io.t + (uint64_t)(ra + h) * a.io.ldt, a.nbt);
+      } else {
+        __syncthreads();  // sdesc written (stage_t_parts reads its bands and σ)
+        stage_t_parts(stage, a.io.t + (uint64_t)ra * a.io.ldt, a.t_part, a.nbt, d, a.io.scale);
+      }
+      __syncthreads();  // the stage (and sdesc) written
       if (first) mark(a, 8);  // descriptor and t staged
       if (threadIdx.x == 0) band_offsets(d, dig_at, sum_at);
       // (scale_of's first block barrier publishes dig_at and sum_at)
@@ -461,7 +587,7 @@ cudaError_t launch_persist_mma(const LaunchCfg& c, const DeltaSel& s, const Rows
       s.max_mma_items1 == 0 || barrier == nullptr || sms <= 0 || r.rows == 0)
     return cudaErrorNotSupported;
   // the kernel counts items (m·I1, m·⌈rows/16⌉) and vector elements in 32 bits
-  if (r.rows / kMmaRows + 1 > UINT32_MAX / kMaxTokens || s.max_mma_items1 > UINT32_MAX / kMaxTokens ||
+  if (r.rows / kMmaRows + 1 > UINT32_MAX / kMaxTokens || s.max_mma_items1 > UINT32_MAX / (kMaxTokens * kParts) ||
       s.max_v_len > UINT32_MAX / 2)
     return cudaErrorNotSupported;
   MmaArgs a{};
@@ -470,6 +596,7 @@ cudaError_t launch_persist_mma(const LaunchCfg& c, const DeltaSel& s, const Rows
   a.barrier = barrier;
   a.xvec = aligned16(r.x, r.ldx, dtype_size(r.xdt));
   a.I1 = s.max_mma_items1;
+  a.t_part = r.m * r.ldt;  // (the t scratch holds kMmaTParts × kMaxTokens rows: backend_ops.cu)
   a.G = (uint32_t)((r.rows + kMmaRows - 1) / kMmaRows);
   a.nbx = (uint32_t)((std::max<uint64_t>(r.cols, s.max_v_len) + 31) / 32);
   a.nbt = s.max_t_stride / 32;
@@ -497,8 +624,10 @@ cudaError_t launch_persist_mma(const LaunchCfg& c, const DeltaSel& s, const Rows
     rows_m = (r.m + R - 1) / R;  // item rows
     items = std::max(rows_m * a.I1, rows_m * a.G);
     min_blocks = persist_min_blocks(c, items, sms);
-    // tile partial sums: at most ⌈virtual n1 / blocks⌉ items per block
-    const uint64_t part_bytes = ((rows_m * (a.I1 + w1) + min_blocks - 1) / min_blocks) * kParts * kMmaRows * 4 * R;
+    // pairs' tile partial sums: at most ⌈virtual n1 / blocks⌉ items per block (the batch instance
+    // writes its units' sums to the copies of t instead)
+    const uint64_t part_bytes =
+        R == 2 ? ((rows_m * (a.I1 + w1) + min_blocks - 1) / min_blocks) * kParts * kMmaRows * 4 * R : 0;
     smem = (size_t)(R * (std::max(a.nbx, a.nbt) * kPitch * 4 + dig_row + sum_row * 4) + part_bytes);
   };
   bool pair = one_delta && r.m > 1 && c.mma_pairs;
@@ -525,8 +654,9 @@ cudaError_t launch_persist_mma(const LaunchCfg& c, const DeltaSel& s, const Rows
   if (occ <= 0) return cudaErrorNotSupported;
   const unsigned blocks = persist_grid_blocks(c, min_blocks, items, occ, sms);
   // a lighter phase-1 staging weight where it leaves no block an item more (item_split.h says why)
-  if (!pair && c.mma_stage_w1_fit) w1 = fit_stage_weight(rows_m, a.I1, w1, blocks);
-  a.split = split_rows(rows_m, a.I1, w1, a.G, w2, blocks);
+  // the batch instance's phase 1 in units (a quarter tile; the staging weight w1 counts items), pairs' in items
+  const uint32_t units = pair ? 1u : kParts;
+  a.split = split_rows(rows_m, a.I1 * units, w1 * units, a.G, w2, blocks);
   return launch_persistent(c, kernel, blocks, kMThreads, smem, a);
 #endif
 }

@@ -222,7 +222,7 @@ dc_status device_open(void** out, int32_t device, int32_t /*num_threads*/) {
   dev->mma_batch = prop.major >= 8 && !env_flag("DELTACOME_GPU_NO_MMA");  // integer mma.sync: sm_80+
   dev->mma_multi = dev->mma_batch && !env_flag("DELTACOME_GPU_NO_MMA_MULTI");
   dev->mma_pairs = !env_flag("DELTACOME_GPU_MMA_NO_PAIRS");
-  dev->mma_stage_w1_fit = !env_weights("DELTACOME_GPU_MMA_STAGE_W", &dev->mma_stage_w1, &dev->mma_stage_w2);
+  env_weights("DELTACOME_GPU_MMA_STAGE_W", &dev->mma_stage_w1, &dev->mma_stage_w2);
   if (const char* mm = getenv("DELTACOME_GPU_MMA_MIN_M")) dev->mma_min_m = (unsigned)atoi(mm);
   if (env_weights("DELTACOME_GPU_MMA_PAIR_STAGE_W", &dev->mma_pair_w1, &dev->mma_pair_w2))
     dev->mma_pair_small_m = 0;  // the weights given, at every m
@@ -399,7 +399,8 @@ dc_status delta_load(void* devp, const dc_tensor_view* v, void* stream, void** o
   }
   d->bytes = held;
   dc_status st = ensure_pinned(dev, total);
-  if (st == DC_OK && v->kind == DC_KIND_LOWRANK) st = ensure_scratch(dev, (uint64_t)kMaxTokens * (s.t_stride ? s.t_stride : 32));
+  if (st == DC_OK && v->kind == DC_KIND_LOWRANK)  // (kMmaTParts copies of t: the tensor-core batch kernel's phase 1)
+    st = ensure_scratch(dev, (uint64_t)kMmaTParts * kMaxTokens * (s.t_stride ? s.t_stride : 32));
   if (st != DC_OK) {
     dev->arena->free(d->mem);
     delete d;
@@ -457,7 +458,7 @@ LaunchCfg launch_cfg(const GpuDevice* dev, cudaStream_t s) {
   return LaunchCfg{dev->group, s, dev->pdl, dev->coop, dev->persist_blocks, dev->persist_compact, dev->trace,
                    dev->stage_codes, dev->persist_wparts, dev->mma_stage_w1, dev->mma_stage_w2,
                    dev->mma_pairs, dev->mma_pair_w1, dev->mma_pair_w2, dev->mma_pair_small_m, dev->fused_spec,
-                   dev->persist_rows, dev->t_copies, dev->y_early, dev->p1_by_band, dev->mma_stage_w1_fit};
+                   dev->persist_rows, dev->t_copies, dev->y_early, dev->p1_by_band};
 }
 
 dc_status gemm_nt(GpuDevice* dev, cudaStream_t s, uint64_t M, uint64_t N, uint64_t K, const void* A, uint64_t lda,

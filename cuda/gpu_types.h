@@ -44,8 +44,6 @@ struct GpuDevice {
                                     // (DELTACOME_GPU_PERSIST_P1_EVEN=1: equal counts)
   bool launch_plan = true;          // ... at m = 1, delta only: the upload stores the launch's plan, which
                                     // then passes 56 bytes of arguments (DELTACOME_GPU_PERSIST_NO_PLAN=1: all)
-  bool mma_stage_w1_fit = true;     // tensor-core batches: phase 1's staging weight lowered where that splits the
-                                    // items evenly (cleared by DELTACOME_GPU_MMA_STAGE_W, which sets both weights)
   unsigned persist_blocks = 0;      // its grid cap (DELTACOME_GPU_PERSIST_BLOCKS; 0: occupancy × SMs)
   unsigned persist_wparts = 0;      // fused base pieces per row group (DELTACOME_GPU_PERSIST_WPARTS; 0: 4)
   float* t_scratch = nullptr;  // phase-1 output, kMaxTokens × (largest t_stride loaded) floats

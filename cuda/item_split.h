@@ -147,19 +147,6 @@ inline ItemSplit split_items(uint64_t n1, uint64_t n2, unsigned blocks) {
   return ItemSplit{(uint32_t)(n1 / blocks), (uint32_t)(n1 % blocks), (uint32_t)(n2 / blocks), (uint32_t)(n2 % blocks)};
 }
 
-// The phase-1 staging weight for m rows of per1 items over `blocks`: w1, or the heaviest lighter
-// weight (≥ 1) whose virtual items split evenly where w1's leave a remainder. Why: phase 1 ends when
-// its last block does, and the remainder gives the first blocks one virtual item more — with 32
-// tenants (65 items a row, weight 2, 264 blocks) those 32 blocks were the barrier's last arrivals
-// (bench/RESULTS-h100.md, nineteenth and twenty-sixth sessions); 32 × 66 = 264 × 8 leaves none.
-// Only lighter: the caller's shared memory, planned for w1, still bounds a block's items.
-inline uint32_t fit_stage_weight(uint64_t m, uint32_t per1, uint32_t w1, unsigned blocks) {
-  if (blocks == 0 || (m * ((uint64_t)per1 + w1)) % blocks == 0) return w1;
-  for (uint32_t w = w1; w-- > 1;)
-    if ((m * ((uint64_t)per1 + w)) % blocks == 0) return w;
-  return w1;
-}
-
 // A RowSplit of m rows of per1 and per2 items with staging weights w1 and w2; the weights drop to
 // 0 where the virtual counts would not fit 32 bits.
 inline RowSplit split_rows(uint64_t m, uint32_t per1, uint32_t w1, uint32_t per2, uint32_t w2, unsigned blocks) {

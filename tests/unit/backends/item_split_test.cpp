@@ -201,32 +201,6 @@ TEST(ItemSplit, PhaseOneByBandCoversAnyBands) {
   }
 }
 
-// The staging weight is lowered only to one that splits phase 1's virtual items evenly, never raised,
-// and kept where it already splits them evenly or no lighter one does.
-TEST(ItemSplit, StageWeightFitsTheGrid) {
-  EXPECT_EQ(dcg::fit_stage_weight(32, 65, 2, 264), 1u);   // 32 × 67 = 2144: 32 blocks of 9; 32 × 66 = 264 × 8
-  EXPECT_EQ(dcg::fit_stage_weight(33, 65, 2, 264), 2u);   // 33 × 67 = 2211, 33 × 66 = 2178: neither even
-  EXPECT_EQ(dcg::fit_stage_weight(8, 64, 2, 264), 2u);    // 8 × 66 = 528 = 264 × 2 already
-  EXPECT_EQ(dcg::fit_stage_weight(32, 65, 0, 264), 0u);   // no weight to lower
-  EXPECT_EQ(dcg::fit_stage_weight(4, 63, 3, 132), 3u);    // 4 × 66 = 2 × 132 already
-  EXPECT_EQ(dcg::fit_stage_weight(4, 63, 5, 132), 3u);    // 4 × 68 and 4 × 67 are not even, 4 × 66 is
-  EXPECT_EQ(dcg::fit_stage_weight(32, 65, 2, 0), 2u);
-  std::mt19937_64 rng(11);
-  for (int t = 0; t < 2000; ++t) {
-    const uint64_t m = 1 + rng() % 64;
-    const uint32_t per1 = 1 + rng() % 300, w1 = rng() % 8;
-    const unsigned blocks = 1 + rng() % 528;
-    const uint32_t w = dcg::fit_stage_weight(m, per1, w1, blocks);
-    EXPECT_LE(w, w1);
-    if (w != w1) {
-      EXPECT_GE(w, 1u);
-      EXPECT_NE(m * (per1 + w1) % blocks, 0u);
-      EXPECT_EQ(m * (per1 + w) % blocks, 0u);
-      for (uint32_t v = w + 1; v < w1; ++v) EXPECT_NE(m * (per1 + v) % blocks, 0u);  // the heaviest such
-    }
-  }
-}
-
 TEST(ItemSplit, WeightsDropWhereCountsOverflow) {
   const dcg::RowSplit s = dcg::split_rows(64, UINT32_MAX / 64, 8, 4, 8, 264);
   EXPECT_EQ(s.w1, 0u);
