@@ -26,8 +26,9 @@
 // items — with whole items the blocks holding one more than the rest (the split's remainder, or a
 // second row of x to stage) were the last at the grid barrier — and write their sums straight to
 // kParts copies of t instead of summing them in shared memory, which also took the instance's
-// spills from 60/92 to 8/16 bytes: 32 tenants 63.7–64.1 µs against 66.3 (H100, same call). What still limits it (ncu, seventh session): ~0.7 eligible warps per scheduler, 45 % of
-// the stalls on the long scoreboard, each warp's batch a chain of ~640 instructions — yet the
+// spills from 60/92 to 8/16 bytes: 32 tenants 63.7–64.1 µs against 66.3 (H100, same call).
+// What still limits it (ncu, seventh session): ~0.7 eligible warps per scheduler, 45 % of the
+// stalls on the long scoreboard, each warp's batch a chain of ~640 instructions — yet the
 // access pattern alone streams at 2.3 TB/s (bench/probes/batch_access.cu). Measured and not kept:
 // more codes in flight per warp (L2 or L1 prefetches, 8-chunk batches, per-warp cp.async rings in
 // shared memory: 92–115 µs against 90), registers for 3 blocks per SM (spills: 110.8 vs 87.5 µs on
@@ -126,7 +127,7 @@ __device__ __forceinline__ float scale_of(const float* whole, uint32_t span, uin
   return digit_scale(m, down);
 }
 
-// Row ra of t staged as stage_t stages it (persist_common.cuh), from the batch instance's kParts
+// A row of t staged as stage_t stages it (persist_common.cuh), from the batch instance's kParts
 // partial copies of t (part p at trow + p·t_part): the copies added in a fixed order, then scaled by
 // σ and `scale` — the arithmetic of the sums that phase 1 makes in shared memory when a tile's parts
 // are all in one block (pairs), so t is the same to the bit whatever blocks wrote the parts. d: the
@@ -298,6 +299,15 @@ __global__ void __launch_bounds__(kMThreads, DC_MMA_MIN_BLOCKS) mma_batch_kernel
     const uint32_t nblk_v = (uint32_t)((d.v_len + 31) / 32);
     const uint32_t chunks_v = mma_chunks((uint32_t)d.v_len);
     const uint32_t per = (chunks_v + kParts - 1) / kParts;  // chunks per part of a tile
+    // Part p of the tile of V̂ rows j … j + 15 of band bd (nr rows): rows g and g + 8 of the lane's
+    // group, clamped to the band (the sums of rows past it are not used); q = 1 holds row ra + 1's (pairs).
+    auto tile_part = [&](const BandDesc& bd, uint32_t nr, uint32_t j, uint32_t p) {
+      const uint32_t ja = min(j + g, nr - 1), jb = min(j + g + 8, nr - 1);
+      const uint32_t cb = min(p * per, chunks_v), ce = min(cb + per, chunks_v), gsh = mma_group_shift(bd.group_size);
+      return mma_rows_any<kKB>(bd.bits, bd.v_codes, bd.v_row_words, bd.v_qp, bd.v_row_groups, gsh, ja, jb, cb, ce, chunks_v,
+                               dig, csum, down[0], kPair && nrows > 1 ? dig + a.dig_row : nullptr, csum + a.sum_row,
+                               down[1]);
+    };
     if constexpr (kPair) {
       // Pairs: whole items per block, a tile's parts summed in shared memory. (The batch instance's
       // units measured slower here: one delta at M = 16 32.7–33.6 µs against 31.7–32.2, H100, same call,
@@ -316,11 +326,7 @@ __global__ void __launch_bounds__(kMThreads, DC_MMA_MIN_BLOCKS) mma_batch_kernel
         for (uint32_t p = 0; p < (tile ? kParts : 1u); ++p, ++u) {
           if (u % kMWarps != (uint32_t)warp) continue;
           if (tile) {
-            const uint32_t ja = min(j + g, nr - 1), jb = min(j + g + 8, nr - 1);
-            const uint32_t cb = min(p * per, chunks_v), ce = min(cb + per, chunks_v), gsh = mma_group_shift(bd.group_size);
-            const float2 s = mma_rows_any<kKB>(bd.bits, bd.v_codes, bd.v_row_words, bd.v_qp, bd.v_row_groups, gsh, ja, jb,
-                                               cb, ce, chunks_v, dig, csum, down[0],
-                                               kPair && nrows > 1 ? dig + a.dig_row : nullptr, csum + a.sum_row, down[1]);
+            const float2 s = tile_part(bd, nr, j, p);
             if ((uint32_t)q < nrows) {  // lane q = 0: row ra, q = 1: row ra + 1
               float* pp = part + (((i - ilo) * kParts + p) * nrows + q) * kMmaRows;
               pp[g] = s.x;
@@ -377,11 +383,7 @@ __global__ void __launch_bounds__(kMThreads, DC_MMA_MIN_BLOCKS) mma_batch_kernel
         // this unit's columns of t (computed where used: a pointer live across the tile loop spills)
         auto tp = [&] { return a.io.t + (uint64_t)ra * a.io.ldt + p * a.t_part + bd.t_off + j; };
         if (tile) {
-          const uint32_t ja = min(j + g, nr - 1), jb = min(j + g + 8, nr - 1);
-          const uint32_t cb = min(p * per, chunks_v), ce = min(cb + per, chunks_v), gsh = mma_group_shift(bd.group_size);
-          const float2 s = mma_rows_any<kKB>(bd.bits, bd.v_codes, bd.v_row_words, bd.v_qp, bd.v_row_groups, gsh, ja, jb,
-                                             cb, ce, chunks_v, dig, csum, down[0],
-                                             kPair && nrows > 1 ? dig + a.dig_row : nullptr, csum + a.sum_row, down[1]);
+          const float2 s = tile_part(bd, nr, j, p);
           if ((uint32_t)q < nrows) {  // lane q = 0: row ra, q = 1: row ra + 1 (rows past the band's: padding, zero)
             float* t0 = tp() + q * a.io.ldt;
             __stcg(t0 + g, j + g < nr ? s.x : 0.f);
@@ -414,13 +416,12 @@ __global__ void __launch_bounds__(kMThreads, DC_MMA_MIN_BLOCKS) mma_batch_kernel
   mark(a, 2);
 
   // One phase-2 item: outputs o0 … o0 + 15 of y row ra (and ra + 1: pair) with the delta dp (null:
-  // none) whose descriptor is d; t staged at ts (row h at + h·nbt·kPitch), its digits at dg and
-  // chunk sums at cs (row h at + h·dig_row, + h·sum_row; band bb's at + dat[bb], + sat[bb]), 2^-e in
-  // down[h]; one_b, tiny_b: small_bands. (Its operands are parameters so that the dynamic phase 2 of
-  // bench/results/wip-p2-dynamic.patch can call it with each warp's own row.)
-  auto p2_item = [&](const DeltaDesc* dp, const DeltaDesc& d, uint32_t ra, uint32_t nrows, uint64_t o0, const float* ts,
-                     const uint32_t* dg, const float* cs, const uint32_t* dat, const uint32_t* sat, const float* down,
-                     int one_b, int tiny_b) {
+  // none) whose descriptor is in sdesc, against the block's staged t (row h at stage + h·nbt·kPitch),
+  // its digits and chunk sums (dig, csum; row h at + h·dig_row, + h·sum_row; band bb's at + dig_at[bb],
+  // + sum_at[bb]) and 2^-e in down[h]; one_b, tiny_b: small_bands.
+  auto p2_item = [&](const DeltaDesc* dp, uint32_t ra, uint32_t nrows, uint64_t o0, const float* down, int one_b,
+                     int tiny_b) {
+    const DeltaDesc& d = sdesc;
     const uint64_t oa = umin64(o0 + g, a.io.rows - 1), ob = umin64(o0 + g + 8, a.io.rows - 1);
     // tensor-core sums (lane q of y row ra + q, q < nrows), fp32 parts (all lanes; [y row][output row])
     float ya = 0.f, yb = 0.f, f[2][2] = {{0.f, 0.f}, {0.f, 0.f}};
@@ -450,9 +451,9 @@ __global__ void __launch_bounds__(kMThreads, DC_MMA_MIN_BLOCKS) mma_batch_kernel
         if (mma_band(bd.bits, bd.group_size)) {
           const uint32_t ch = mma_chunks(nr), gsh = mma_group_shift(bd.group_size);
           const float2 s = mma_rows_any<kKB>(bd.bits, bd.u_codes, bd.u_row_words, bd.u_qp, bd.u_row_groups, gsh, oa,
-                                             ob, 0, ch, ch, dg + dat[bb], cs + sat[bb], down[0],
-                                             kPair && nrows > 1 ? dg + a.dig_row + dat[bb] : nullptr,
-                                             cs + a.sum_row + sat[bb], down[1]);
+                                             ob, 0, ch, ch, dig + dig_at[bb], csum + sum_at[bb], down[0],
+                                             kPair && nrows > 1 ? dig + a.dig_row + dig_at[bb] : nullptr,
+                                             csum + a.sum_row + sum_at[bb], down[1]);
           ya += s.x;
           yb += s.y;
         } else {
@@ -462,7 +463,7 @@ __global__ void __launch_bounds__(kMThreads, DC_MMA_MIN_BLOCKS) mma_batch_kernel
 #pragma unroll
           for (uint32_t h = 0; h < (kPair ? 2u : 1u); ++h) {
             if (h >= nrows) break;
-            const float* tb = ts + h * a.nbt * kPitch + (bd.t_off / 32) * kPitch;
+            const float* tb = stage + h * a.nbt * kPitch + (bd.t_off / 32) * kPitch;
             if (nr <= 8) {
               // Every code of the band is among the first 8 of its one block (the 8-bit band of the
               // default allocation holds 2): lane q = 0 takes row oa, q = 1 row ob, in one call —
@@ -485,8 +486,8 @@ __global__ void __launch_bounds__(kMThreads, DC_MMA_MIN_BLOCKS) mma_batch_kernel
       // large band's first batch is requested, the spills grow and it takes 72.2).
       if (one_b >= 0) {
         const uint32_t bb = (uint32_t)one_b;
-        const float2 s = mma_one(d.bands[bb].bits, one, dg + dat[bb], cs + sat[bb], down[0],
-                                 kPair && nrows > 1 ? dg + a.dig_row + dat[bb] : nullptr, cs + a.sum_row + sat[bb],
+        const float2 s = mma_one(d.bands[bb].bits, one, dig + dig_at[bb], csum + sum_at[bb], down[0],
+                                 kPair && nrows > 1 ? dig + a.dig_row + dig_at[bb] : nullptr, csum + a.sum_row + sum_at[bb],
                                  down[1]);
         ya += s.x;
         yb += s.y;
@@ -497,7 +498,7 @@ __global__ void __launch_bounds__(kMThreads, DC_MMA_MIN_BLOCKS) mma_batch_kernel
 #pragma unroll
         for (uint32_t h = 0; h < (kPair ? 2u : 1u); ++h) {
           if (h >= nrows) break;
-          const float* tb = ts + h * a.nbt * kPitch + (d.bands[tiny_b].t_off / 32) * kPitch;
+          const float* tb = stage + h * a.nbt * kPitch + (d.bands[tiny_b].t_off / 32) * kPitch;
           float v = 0.f;
 #pragma unroll
           for (int u = 0; u < 4; ++u) v = fmaf((float)((tiny_w >> (8 * u)) & 255u) - z, tb[u], v);
@@ -567,8 +568,7 @@ __global__ void __launch_bounds__(kMThreads, DC_MMA_MIN_BLOCKS) mma_batch_kernel
     int one_b = -1, tiny_b = -1;
     if (dp != nullptr) small_bands(sdesc, one_b, tiny_b);
     for (uint32_t i = ilo + warp; i < ihi; i += kMWarps)
-      p2_item(dp, sdesc, ra, nrows, (uint64_t)(i - r * a.G) * kMmaRows, stage, dig, csum, dig_at, sum_at, down, one_b,
-              tiny_b);
+      p2_item(dp, ra, nrows, (uint64_t)(i - r * a.G) * kMmaRows, down, one_b, tiny_b);
   }
   __syncthreads();
   mark(a, 5);
@@ -653,7 +653,6 @@ cudaError_t launch_persist_mma(const LaunchCfg& c, const DeltaSel& s, const Rows
   if (e != cudaSuccess) return e;
   if (occ <= 0) return cudaErrorNotSupported;
   const unsigned blocks = persist_grid_blocks(c, min_blocks, items, occ, sms);
-  // a lighter phase-1 staging weight where it leaves no block an item more (item_split.h says why)
   // the batch instance's phase 1 in units (a quarter tile; the staging weight w1 counts items), pairs' in items
   const uint32_t units = pair ? 1u : kParts;
   a.split = split_rows(rows_m, a.I1 * units, w1 * units, a.G, w2, blocks);
